@@ -1,0 +1,155 @@
+"""Checkpoints: one safetensors file holding the weights and, in its metadata, everything needed
+to use them (classes, backbone, preprocessing, training config, data fingerprint, metrics).
+
+A JSON copy of the metadata is written beside it for people to read. Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import CheckpointError
+from .models import Classifier, create_model
+from .preprocess import Preprocess
+
+FORMAT = "braintumor-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelInfo:
+    """Plain-data description of a trained model, stored with its weights."""
+
+    classes: list[str]
+    backbone: str
+    preprocess: Preprocess
+    drop_rate: float = 0.5
+    temperature: float = 1.0
+    tta: bool = False
+    train_config: dict = field(default_factory=dict)
+    data_fingerprint: str = ""
+    metrics: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "braintumor_version": __version__,
+            "classes": list(self.classes),
+            "backbone": self.backbone,
+            "preprocess": self.preprocess.to_dict(),
+            "drop_rate": self.drop_rate,
+            "temperature": self.temperature,
+            "tta": self.tta,
+            "train_config": self.train_config,
+            "data_fingerprint": self.data_fingerprint,
+            "metrics": self.metrics,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelInfo":
+        return cls(
+            classes=list(d["classes"]),
+            backbone=d["backbone"],
+            preprocess=Preprocess.from_dict(d["preprocess"]),
+            drop_rate=float(d.get("drop_rate", 0.5)),
+            temperature=float(d.get("temperature", 1.0)),
+            tta=bool(d.get("tta", False)),
+            train_config=d.get("train_config", {}),
+            data_fingerprint=d.get("data_fingerprint", ""),
+            metrics=d.get("metrics", {}),
+            extra=d.get("extra", {}),
+        )
+
+
+def save_checkpoint(path: str | Path, model: Classifier, info: ModelInfo, half: bool = False) -> Path:
+    """Write ``path`` (.safetensors) and ``path`` with suffix .json, atomically.
+
+    Parameters
+    ----------
+    half : bool
+        Store floating-point weights as float16 (halves the file; used for the shipped model).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for key, value in model.net.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        if half and value.is_floating_point():
+            value = value.half()
+        state[key] = value
+    meta = info.to_dict()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"braintumor": json.dumps(meta)})
+    os.replace(tmp, path)
+    json_path = path.with_suffix(".json")
+    json_tmp = json_path.with_name(json_path.name + ".tmp")
+    json_tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(json_tmp, json_path)
+    return path
+
+
+def read_info(path: str | Path) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
+    """Read a checkpoint's metadata and tensors, validating its format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}", "pass the .safetensors file written by `braintumor train`")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path} is not a braintumor checkpoint (not a readable safetensors file: {exc})",
+            "pass the model .safetensors written by `braintumor train`",
+        ) from None
+    raw = metadata.get("braintumor")
+    if raw is None:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a braintumor checkpoint (no braintumor metadata)",
+            "pass the model .safetensors written by `braintumor train`",
+        )
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: its braintumor metadata is damaged", "retrain or re-export the model") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}", "retrain the model")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version} (written by braintumor "
+            f"{meta.get('braintumor_version', '?')}); this braintumor {__version__} reads version {FORMAT_VERSION}",
+            "upgrade braintumor, or retrain the model with this version",
+        )
+    try:
+        return ModelInfo.from_dict(meta), tensors
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: incomplete checkpoint metadata ({exc})", "retrain the model") from None
+
+
+def load_checkpoint(path: str | Path) -> tuple[Classifier, ModelInfo]:
+    """Load a model for inference (eval mode, float32) and its `ModelInfo`."""
+    info, tensors = read_info(path)
+    model = create_model(info.backbone, len(info.classes), info.preprocess, pretrained=False, drop_rate=info.drop_rate)
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    try:
+        model.net.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path}: weights do not fit backbone {info.backbone!r} ({str(exc).splitlines()[0]})",
+            "the file is damaged or was written by an incompatible version; retrain the model",
+        ) from None
+    return model.eval(), info

@@ -1,0 +1,202 @@
+"""The ``braintumor`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from . import __version__
+from .errors import BrainTumorError
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="dataset folder (<class>/<image> or Training|Testing/<class>/<image>); "
+                   "default: $BRAINTUMOR_DATA, else ../shared/data/sartaj")
+    p.add_argument("--class-map", help="extra folder-to-class names, e.g. 'tumor_g=glioma,healthy=no_tumor'")
+
+
+def _cmd_train(args) -> int:
+    from .classes import parse_class_map
+    from .data import default_data_dir
+    from .evaluate import evaluate
+    from .train import TrainConfig, train
+
+    names = {f.name for f in fields(TrainConfig)}
+    kwargs = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    kwargs["data"] = str(args.data or default_data_dir())
+    kwargs["class_map"] = parse_class_map(args.class_map)
+    kwargs["progress"] = not args.quiet
+    out = train(TrainConfig(**kwargs))
+    metrics = evaluate(out / "model.safetensors", kwargs["data"], progress=not args.quiet)
+    _print_metrics(metrics, args.json)
+    return 0
+
+
+def _print_metrics(metrics: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    print(f"test accuracy {100 * metrics['accuracy']:.2f}% ({metrics['correct']}/{metrics['n']}), "
+          f"macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
+    print(f"report: {metrics['report']}")
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    metrics = evaluate(args.model, args.data, args.protocol, args.seed, args.out, progress=not args.quiet)
+    _print_metrics(metrics, args.json)
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .predict import Predictor
+
+    predictor = Predictor(args.model, threads=args.threads)
+    results = predictor.predict(args.inputs, batch_size=args.batch_size, progress=not args.quiet)
+    failed = [r for r in results if r.error]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        classes = predictor.classes
+        width = max([len(r.path) for r in results] + [4])
+        print(f"{'file':<{width}}  {'class':<10}  " + "  ".join(f"{c:>10}" for c in classes))
+        for r in results:
+            if r.error:
+                print(f"{r.path:<{width}}  error: {r.error}")
+            else:
+                print(f"{r.path:<{width}}  {r.label:<10}  " + "  ".join(f"{r.probabilities[c]:>10.4f}" for c in classes))
+    if failed:
+        print(f"{len(failed)} of {len(results)} inputs could not be predicted (see the errors above)", file=sys.stderr)
+    if len(failed) == len(results):
+        return 3
+    return 0
+
+
+def _cmd_data_info(args) -> int:
+    from .classes import parse_class_map
+    from .data import default_data_dir, scan
+
+    dataset = scan(args.data or default_data_dir(), parse_class_map(args.class_map))
+    info = {
+        "root": str(dataset.root),
+        "images": len(dataset),
+        "counts": dataset.counts(),
+        "fingerprint": dataset.fingerprint(),
+        "skipped": [{"path": p, "reason": r} for p, r in dataset.skipped],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['root']}: {info['images']} images (fingerprint {info['fingerprint'][:16]})")
+    for split, row in info["counts"].items():
+        print(f"  {split:<9} " + "  ".join(f"{c} {n}" for c, n in row.items()))
+    for item in info["skipped"]:
+        print(f"  skipped {item['path']}: {item['reason']}")
+    return 0
+
+
+def _cmd_data_fetch(args) -> int:
+    from .fetch import SARTAJ_URL, fetch
+
+    dest = fetch(Path(args.dest), args.url or SARTAJ_URL, args.sha256, Path(args.archive) if args.archive else None, not args.quiet)
+    print(f"dataset ready in {dest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="braintumor", description="Classify brain MRI slices: glioma, meningioma, pituitary tumor or no tumor."
+    )
+    parser.add_argument("--version", action="version", version=f"braintumor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        return p
+
+    p = command("train", "train a model, then evaluate it on the held-out test split and write a report")
+    _add_data_args(p)
+    p.add_argument("--out", default="runs/latest", help="run directory for checkpoints, metrics and report (default: runs/latest)")
+    p.add_argument("--protocol", choices=["original", "official"], help="original: pooled data, random 10%% test split; official: Training vs Testing folders (default: original)")
+    p.add_argument("--seed", type=int, help="seed of the split, initialisation and augmentation (default: 0)")
+    p.add_argument("--backbone", help="timm model name (default: tf_efficientnet_lite0)")
+    p.add_argument("--weights", help="ImageNet weights file (.safetensors or state dict) for the backbone")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None, help="start from random weights")
+    p.add_argument("--image-size", type=int, help="network input side in pixels (default: 224)")
+    p.add_argument("--no-crop", dest="crop_foreground", action="store_false", default=None, help="do not crop images to the head's bounding box")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: 12)")
+    p.add_argument("--batch-size", type=int, help="mini-batch size (default: 32)")
+    p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: 1e-3)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.05)")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default: 0.1)")
+    p.add_argument("--drop-rate", type=float, help="dropout before the dense layer (default: 0.5)")
+    p.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement (default: 4)")
+    p.add_argument("--val-fraction", type=float, help="share of the training part used for validation (default: 0.1)")
+    p.add_argument("--test-fraction", type=float, help="share held out for testing under 'original' (default: 0.1)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="train in float32 instead of bfloat16 autocast")
+    p.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="no horizontal-flip test-time augmentation")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--time-limit-min", type=float, help="stop after the epoch that passes this many minutes")
+    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its last checkpoint")
+    p.add_argument("--json", action="store_true", help="print the test metrics as JSON")
+    p.set_defaults(func=_cmd_train)
+
+    p = command("evaluate", "evaluate a checkpoint on a protocol's test split and write a report")
+    p.add_argument("model", help="checkpoint (.safetensors) written by `braintumor train`")
+    p.add_argument("--data", help="dataset folder (default: the one the model was trained on)")
+    p.add_argument("--protocol", choices=["original", "official"], help="default: the model's training protocol")
+    p.add_argument("--seed", type=int, help="split seed (default: the model's)")
+    p.add_argument("--out", help="report folder (default: the checkpoint's folder)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = command("predict", "classify image files or folders of images")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model", help="checkpoint (.safetensors); default: the model shipped with braintumor")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.set_defaults(func=_cmd_predict)
+
+    data = sub.add_parser("data", help="inspect or download datasets", description="inspect or download datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data_sub.add_parser("info", help="count images per split and class, list unusable files")
+    _add_data_args(p)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_cmd_data_info)
+    p = data_sub.add_parser("fetch", help="download and unpack the public Sartaj dataset (needs internet)")
+    p.add_argument("--dest", default="data/sartaj", help="folder to create (default: data/sartaj)")
+    p.add_argument("--url", help="archive URL (default: the dataset's public GitHub archive)")
+    p.add_argument("--sha256", help="expected SHA-256 of the archive; the download is rejected if it differs")
+    p.add_argument("--archive", help="use this already downloaded zip instead of downloading")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_data_fetch)
+
+    from .fundamentals.cli import register as register_lessons
+
+    register_lessons(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except BrainTumorError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; a training run resumes from its last checkpoint with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

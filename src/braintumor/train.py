@@ -1,0 +1,243 @@
+"""Training, readable top to bottom: data → split → model → loop → best checkpoint → report.
+
+`train(config)` is what ``braintumor train`` runs. Each epoch writes a line to
+``metrics.jsonl``; ``last.safetensors`` + ``last_state.pt`` are rewritten atomically after every
+epoch, so a run killed at any moment resumes with ``--resume``; ``model.safetensors`` is the best
+epoch on validation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .augment import augment, to_float
+from .checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+from .classes import CLASSES
+from .data import default_data_dir, load_images, scan
+from .errors import BrainTumorError
+from .models import DEFAULT_BACKBONE, create_model
+from .predict import predict_images
+from .preprocess import Preprocess
+from .protocols import make_split
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; stored in the checkpoint."""
+
+    data: str = field(default_factory=lambda: str(default_data_dir()))
+    out: str = "runs/latest"
+    protocol: str = "original"
+    seed: int = 0
+    backbone: str = DEFAULT_BACKBONE
+    pretrained: bool = True
+    weights: str | None = None
+    image_size: int = 224
+    crop_foreground: bool = True
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    drop_rate: float = 0.5
+    warmup_epochs: float = 1.0
+    patience: int = 4
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    bf16: bool = True
+    tta: bool = True
+    threads: int | None = None
+    time_limit_min: float | None = None
+    class_map: dict = field(default_factory=dict)
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        checks = [
+            ("epochs", self.epochs >= 1, "at least 1"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("lr", self.lr > 0, "positive"),
+            ("patience", self.patience >= 1, "at least 1"),
+            ("weight_decay", self.weight_decay >= 0, "non-negative"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+        ]
+        for name, ok, want in checks:
+            if not ok:
+                raise BrainTumorError(f"{name} must be {want}, got {getattr(self, name)!r}")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warm-up, then cosine decay to 1% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(config: TrainConfig) -> Path:
+    """Train a model under `config` and write the run directory; returns its path."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    generator = seed_everything(config.seed)
+
+    # ---- data -------------------------------------------------------------------------------
+    preprocess = Preprocess(image_size=config.image_size, crop_foreground=config.crop_foreground)
+    dataset = scan(config.data, config.class_map)
+    images, dataset = load_images(dataset, preprocess, progress=config.progress)
+    split = make_split(dataset, config.protocol, config.seed, config.test_fraction, config.val_fraction)
+    for name, idx in (("train", split.train), ("validation", split.val)):
+        if len(idx) == 0:
+            raise BrainTumorError(f"the {name} set is empty", "add images, or lower --val-fraction/--test-fraction")
+    images_t = torch.from_numpy(images)  # N x S x S x 3 uint8, decoded once for all epochs
+    labels_t = torch.from_numpy(dataset.labels)
+    (out / "split.json").write_text(
+        json.dumps(
+            {
+                "protocol": config.protocol,
+                "seed": config.seed,
+                **{part: [str(dataset.paths[i]) for i in getattr(split, part)] for part in ("train", "val", "test")},
+            }
+        )
+    )
+
+    # ---- model and optimiser ----------------------------------------------------------------
+    model = create_model(
+        config.backbone, len(CLASSES), preprocess, config.pretrained, config.weights, config.drop_rate
+    ).to(memory_format=torch.channels_last)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
+    )
+    steps_per_epoch = math.ceil(len(split.train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    info = ModelInfo(
+        classes=list(CLASSES),
+        backbone=config.backbone,
+        preprocess=preprocess,
+        drop_rate=config.drop_rate,
+        tta=config.tta,
+        train_config=asdict(config),
+        data_fingerprint=dataset.fingerprint(),
+    )
+
+    # ---- resume -----------------------------------------------------------------------------
+    start_epoch, best, bad_epochs, history = 0, None, 0, []
+    state_path = out / "last_state.pt"
+    metrics_path = out / "metrics.jsonl"
+    if config.resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state["fingerprint"] != info.data_fingerprint:
+            raise BrainTumorError(f"{out} was trained on other data", "resume with the same --data, or use a new --out")
+        model.net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
+        history = [json.loads(line) for line in metrics_path.read_text().splitlines()[:start_epoch]]
+        print(f"resuming {out} after epoch {start_epoch}")
+    metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+
+    # ---- loop -------------------------------------------------------------------------------
+    started = time.time()
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        order = split.train[torch.randperm(len(split.train), generator=generator).numpy()]
+        seen = correct = 0
+        loss_sum = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
+        for b in bar:
+            idx = torch.from_numpy(order[b * config.batch_size : (b + 1) * config.batch_size])
+            x = augment(to_float(images_t[idx]), generator)
+            y = labels_t[idx]
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, total_steps, warmup_steps, config.lr)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            seen += len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.item() * len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+
+        val_probs = predict_images(model, images[split.val], tta=False, bf16=config.bf16)
+        val_y = dataset.labels[split.val]
+        val_loss = float(-np.log(np.clip(val_probs[np.arange(len(val_y)), val_y], 1e-12, 1)).mean())
+        val_acc = float((val_probs.argmax(1) == val_y).mean())
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "elapsed_s": round(time.time() - started, 1),
+        }
+        history.append(record)
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(
+            f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
+            f"val loss {val_loss:.4f} acc {val_acc:.4f}"
+        )
+        score = (val_acc, -val_loss)
+        if best is None or score > tuple(best):
+            best, bad_epochs = list(score), 0
+            info.metrics = {"val_acc": val_acc, "val_loss": val_loss, "best_epoch": epoch + 1}
+            save_checkpoint(out / "model.safetensors", model, info)
+        else:
+            bad_epochs += 1
+        save_checkpoint(out / "last.safetensors", model, info)
+        _atomic_torch_save(
+            {
+                "model": model.net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch + 1,
+                "best": best,
+                "bad_epochs": bad_epochs,
+                "fingerprint": info.data_fingerprint,
+            },
+            state_path,
+        )
+        if bad_epochs >= config.patience:
+            print(f"early stopping: validation has not improved for {config.patience} epochs")
+            break
+        if config.time_limit_min and (time.time() - started) / 60 > config.time_limit_min:
+            print(f"stopping: time limit of {config.time_limit_min} min reached")
+            break
+    return out
