@@ -160,4 +160,11 @@ def create_model(
             )
     if weights is not None:
         load_imagenet_weights(net, weights)
+    if weights is not None and num_classes != 1000:
+        # timm's EfficientNet head init draws from U(±1/sqrt(num_classes)): with 4 classes and
+        # pretrained features that gives logits of ±10 and a first-epoch loss spike. A zero head
+        # starts at the uniform prediction; its gradient differs per class, so symmetry breaks.
+        head = net.get_classifier()
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
     return Classifier(net, preprocess)

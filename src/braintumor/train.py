@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +76,11 @@ class TrainConfig:
         for name, ok, want in checks:
             if not ok:
                 raise BrainTumorError(f"{name} must be {want}, got {getattr(self, name)!r}")
+
+
+def log(message: str) -> None:
+    """Progress messages go to stderr, so that stdout stays clean for --json."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -162,7 +168,7 @@ def train(config: TrainConfig) -> Path:
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
         history = [json.loads(line) for line in metrics_path.read_text().splitlines()[:start_epoch]]
-        print(f"resuming {out} after epoch {start_epoch}")
+        log(f"resuming {out} after epoch {start_epoch}")
     metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
 
     # ---- loop -------------------------------------------------------------------------------
@@ -209,7 +215,7 @@ def train(config: TrainConfig) -> Path:
         history.append(record)
         with metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        print(
+        log(
             f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}"
         )
@@ -235,9 +241,18 @@ def train(config: TrainConfig) -> Path:
             state_path,
         )
         if bad_epochs >= config.patience:
-            print(f"early stopping: validation has not improved for {config.patience} epochs")
+            log(f"early stopping: validation has not improved for {config.patience} epochs")
             break
         if config.time_limit_min and (time.time() - started) / 60 > config.time_limit_min:
-            print(f"stopping: time limit of {config.time_limit_min} min reached")
+            log(f"stopping: time limit of {config.time_limit_min} min reached")
             break
+
+    # ---- finalise: the best epoch's weights, with what is fitted after training -------------
+    # Post-hoc steps (calibration, out-of-distribution statistics, ...) fit on the training or
+    # validation part only, update `info`, and are saved with the weights.
+    model, info = load_checkpoint(out / "model.safetensors")
+    val_probs = predict_images(model, images[split.val], tta=info.tta)
+    info.metrics["val_acc_final"] = float((val_probs.argmax(1) == dataset.labels[split.val]).mean())
+    info.metrics["train_minutes"] = round((time.time() - started) / 60, 2)
+    save_checkpoint(out / "model.safetensors", model, info)
     return out

@@ -1,0 +1,65 @@
+"""In-process prediction speed of a checkpoint, JPEG decoding included.
+
+- batched: `Predictor.predict` over a folder's files (target >= 100 images/s);
+- single image: one file → probabilities, model already loaded, median of many calls
+  (target <= 30 ms).
+
+Usage: python benchmarks/predict_speed.py [--model PATH] [--images DIR] [--n 320]
+Writes benchmarks/results/predict_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write  # noqa: E402
+
+from braintumor.imageio import is_image_file  # noqa: E402
+from braintumor.predict import Predictor  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="checkpoint; default: the shipped model")
+    parser.add_argument("--images", default=os.path.join(os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"), "Testing"))
+    parser.add_argument("--n", type=int, default=320, help="images for the batched measurement")
+    parser.add_argument("--single", type=int, default=100, help="single-image calls to time")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    files = sorted(p for p in Path(args.images).rglob("*") if is_image_file(p))[: args.n]
+    predictor = Predictor(args.model)
+    predictor.predict(files[:8], batch_size=8)  # warm-up
+
+    start = time.perf_counter()
+    results = predictor.predict(files, batch_size=args.batch_size)
+    batched = len(files) / (time.perf_counter() - start)
+    assert not any(r.error for r in results)
+
+    times = []
+    for f in files[: args.single]:
+        t = time.perf_counter()
+        predictor.predict([f])
+        times.append(time.perf_counter() - t)
+    payload = {
+        "machine": machine(),
+        "model": str(predictor.path),
+        "image_size": predictor.info.preprocess.image_size,
+        "tta": predictor.info.tta,
+        "images": len(files),
+        "batched_images_per_s": round(batched, 1),
+        "single_image_ms_median": round(1000 * statistics.median(times), 2),
+        "single_image_ms_p90": round(1000 * sorted(times)[int(0.9 * len(times))], 2),
+        "targets_met": {"batched_ge_100_per_s": batched >= 100, "single_le_30_ms": 1000 * statistics.median(times) <= 30},
+    }
+    print(write("predict_speed.json", payload).read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+import torch
+
+from braintumor.augment import augment, to_float
+
+
+def test_to_float_layout_and_range():
+    x = to_float(torch.full((2, 8, 8, 3), 255, dtype=torch.uint8))
+    assert x.shape == (2, 3, 8, 8) and float(x.max()) == 1.0
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_augment_is_random_per_image_and_seeded():
+    x = torch.rand(1, 3, 32, 32).repeat(4, 1, 1, 1)
+    a = augment(x, torch.Generator().manual_seed(0))
+    b = augment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a[0], a[1])
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+
+
+def test_identity_settings_leave_image_unchanged():
+    x = torch.rand(2, 3, 16, 16)
+    out = augment(x, torch.Generator().manual_seed(1), rotate=0, scale=(1, 1), shift=0, flip=False, intensity=0)
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)

@@ -1,0 +1,110 @@
+"""End to end through the command line: train one short epoch on a tiny generated dataset,
+then evaluate and predict; and every expected error gives one message, no traceback."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from braintumor.cli import main
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "braintumor", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import make_tree
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = make_tree(root / "data", per_class=8)
+    out = root / "run"
+    result = _run("train", "--data", data, "--out", out, "--epochs", "1", "--image-size", "32", "--batch-size", "8",
+                  "--seed", "3", "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    return data, out, json.loads(result.stdout)
+
+
+def test_train_writes_run_directory(trained):
+    data, out, metrics = trained
+    for name in ("model.safetensors", "model.json", "last.safetensors", "last_state.pt", "metrics.jsonl", "report.md",
+                 "confusion_matrix.png", "confusion_matrix.json", "curves.png", "skipped.json", "test_metrics.json"):
+        assert (out / name).is_file(), name
+    assert metrics["n"] == 7  # ceil(10% of 64)
+    assert 0 <= metrics["accuracy"] <= 1 and set(metrics["per_class"]) == {"glioma", "meningioma", "no_tumor", "pituitary"}
+    report = (out / "report.md").read_text()
+    assert "confusion_matrix.png" in report and "curves.png" in report and "Skipped files: 0" in report
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1]
+
+
+def test_evaluate_recreates_the_same_test_split(trained, tmp_path):
+    data, out, metrics = trained
+    result = _run("evaluate", out / "model.safetensors", "--out", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert again["n"] == metrics["n"] and again["accuracy"] == metrics["accuracy"]
+    assert (tmp_path / "report.md").is_file()
+
+
+def test_resume_continues_after_last_epoch(trained, tmp_path):
+    data, out, _ = trained
+    result = _run("train", "--data", data, "--out", out, "--epochs", "2", "--image-size", "32", "--batch-size", "8",
+                  "--seed", "3", "--resume", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def test_predict_table_and_json(trained, tmp_path):
+    data, out, _ = trained
+    folder = data / "Testing" / "glioma_tumor"
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    result = _run("predict", folder, tmp_path / "bad.jpg", "--model", out / "model.safetensors", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 9
+    good = [r for r in rows if "error" not in r]
+    assert len(good) == 8 and all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in good)
+    assert [r for r in rows if "error" in r][0]["path"].endswith("bad.jpg")
+    table = _run("predict", folder / "img (0).jpg", "--model", out / "model.safetensors")
+    assert table.returncode == 0 and "img (0).jpg" in table.stdout and "pituitary" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--data", "{tmp}/missing"], "data folder not found"),
+        (["data", "info", "--data", "{tmp}"], "no class folders"),
+        (["predict", "{tmp}", "--model", "{model}"], "holds no"),
+        (["predict", "x.jpg", "--model", "{tmp}/junk.safetensors"], "not a braintumor checkpoint"),
+        (["evaluate", "{tmp}/junk.safetensors"], "not a braintumor checkpoint"),
+        (["train", "--data", "{tmp}", "--epochs", "0"], "epochs must be at least 1"),
+    ],
+)
+def test_expected_errors_are_one_clear_message(trained, tmp_path, capsys, args, message):
+    _, out, _ = trained
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    args = [a.format(tmp=tmp_path, model=out / "model.safetensors") for a in args]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert message in err and "Traceback" not in err
+    assert err.startswith("error: ")
+
+
+def test_data_info_json(trained, capsys):
+    data, _, _ = trained
+    assert main(["data", "info", "--data", str(data), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["images"] == 64 and info["counts"]["Testing"]["no_tumor"] == 8
+
+
+def test_help_for_every_subcommand():
+    for cmd in (["train"], ["evaluate"], ["predict"], ["data", "info"], ["data", "fetch"]):
+        result = _run(*cmd, "--help")
+        assert result.returncode == 0 and "usage:" in result.stdout

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from braintumor.data import decode_all, load_images, scan
+from braintumor.errors import DataError
+from braintumor.preprocess import Preprocess
+
+from conftest import make_tree
+
+
+def test_scan_split_layout(tiny_tree):
+    ds = scan(tiny_tree)
+    assert len(ds) == 48
+    assert ds.counts()["Training"] == {"glioma": 6, "meningioma": 6, "no_tumor": 6, "pituitary": 6}
+    assert set(ds.splits) == {"Training", "Testing"}
+    assert all("(" in p.name and " " in p.name for p in ds.paths)
+
+
+def test_scan_flat_layout_and_other_spellings(tmp_path):
+    root = tmp_path / "flat"
+    for name in ("glioma", "meningioma", "notumor", "pituitary"):
+        (root / name).mkdir(parents=True)
+        Image.new("L", (8, 8), 100).save(root / name / "x.png")
+    ds = scan(root)
+    assert len(ds) == 4 and set(ds.splits) == {""}
+    assert sorted(ds.labels.tolist()) == [0, 1, 2, 3]
+
+
+def test_unknown_class_folder(tiny_tree):
+    (tiny_tree / "Training" / "astrocytoma").mkdir()
+    with pytest.raises(DataError, match="astrocytoma"):
+        scan(tiny_tree)
+
+
+def test_class_map_option(tiny_tree):
+    (tiny_tree / "Training" / "glioma_tumor").rename(tiny_tree / "Training" / "tumor_g")
+    ds = scan(tiny_tree, {"tumor_g": "glioma"})
+    assert ds.counts()["Training"]["glioma"] == 6
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda root: None, "not found"),
+    (lambda root: root.mkdir(), "no class folders"),
+])
+def test_missing_or_empty_root(tmp_path, setup, message):
+    root = tmp_path / "nothing"
+    setup(root)
+    with pytest.raises(DataError, match=message):
+        scan(root)
+
+
+def test_empty_class_folder_is_an_error(tiny_tree):
+    for f in (tiny_tree / "Testing" / "no_tumor").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match="no_tumor holds no images"):
+        scan(tiny_tree)
+
+
+def test_bad_files_are_reported_and_skipped(tiny_tree):
+    d = tiny_tree / "Training" / "glioma_tumor"
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.txt").write_text("hello")
+    (d / "fake.png").write_bytes(b"not really a png")
+    good = (d / "img (0).jpg").read_bytes()
+    (d / "cut.jpg").write_bytes(good[: len(good) // 3])
+    ds = scan(tiny_tree)
+    assert [p for p, _ in ds.skipped] == [str(d / "notes.txt")]
+    images, usable = load_images(ds, Preprocess(image_size=32))
+    reasons = dict(usable.skipped)
+    assert len(usable) == 48 and images.shape == (48, 32, 32, 3)
+    assert "empty" in reasons[str(d / "empty.jpg")]
+    assert "not an image" in reasons[str(d / "fake.png")]
+    assert "truncated" in reasons[str(d / "cut.jpg")] or "decode" in reasons[str(d / "cut.jpg")]
+    assert "extension" in reasons[str(d / "notes.txt")]
+
+
+def test_decode_cache_is_reused(tiny_tree, monkeypatch):
+    import braintumor.data as data
+
+    ds = scan(tiny_tree)
+    first, _ = load_images(ds, Preprocess(image_size=24), progress=False)
+    monkeypatch.setattr(data, "decode_all", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+    second, usable = load_images(ds, Preprocess(image_size=24), progress=False)
+    assert np.array_equal(first, second) and len(usable) == len(ds)
+
+
+def test_decode_all_reports_index_of_kept(tmp_path):
+    ok = tmp_path / "ok.png"
+    Image.new("RGB", (16, 16), (50, 60, 70)).save(ok)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"x")
+    images, kept, skipped = decode_all([bad, ok], Preprocess(image_size=16, crop_foreground=False), progress=False)
+    assert kept == [1] and images.shape == (1, 16, 16, 3) and skipped[0][0] == str(bad)
+
+
+def test_fingerprint_changes_with_labels(tmp_path):
+    a = scan(make_tree(tmp_path / "a", per_class=2))
+    b = scan(make_tree(tmp_path / "b", per_class=2))
+    assert a.fingerprint() == b.fingerprint()  # same relative paths, sizes and labels
+    (tmp_path / "b" / "Training" / "glioma_tumor" / "img (0).jpg").rename(tmp_path / "b" / "Training" / "no_tumor" / "moved.jpg")
+    assert scan(tmp_path / "b").fingerprint() != a.fingerprint()

