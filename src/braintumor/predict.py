@@ -44,9 +44,11 @@ def predict_images(
     for start in range(0, len(images), batch_size):
         x = to_float(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(torch.flip(x, dims=[3])).float()) / 2
+            if tta:  # one forward pass over the images and their mirrors
+                both = model(torch.cat([x, torch.flip(x, dims=[3])])).float()
+                logits = (both[: len(x)] + both[len(x) :]) / 2
+            else:
+                logits = model(x).float()
         out.append(torch.softmax(logits / temperature, dim=1).numpy())
     model.train(was_training)
     if not out:
