@@ -69,7 +69,8 @@ class Tensor:
     Attributes
     ----------
     grad : numpy.ndarray or None
-        Accumulated gradient after `backward`; reset it with `zero_grad`.
+        Accumulated gradient after `backward` (of leaves, and of interior nodes marked with
+        `retain_grad`); reset it with `zero_grad`.
     """
 
     def __init__(self, data, requires_grad: bool = False, parents: tuple = (), backward_rule: Callable | None = None, op: str = ""):
@@ -79,6 +80,7 @@ class Tensor:
         self.parents = parents
         self.backward_rule = backward_rule
         self.op = op
+        self.keep_grad = False
 
     # -- basic properties -------------------------------------------------------------------
     @property
@@ -105,10 +107,16 @@ class Tensor:
         return self.data
 
     def item(self) -> float:
-        return float(self.data)
+        """The value of a one-element tensor as a Python float."""
+        return float(self.data.item())
 
     def zero_grad(self) -> None:
         self.grad = None
+
+    def retain_grad(self) -> "Tensor":
+        """Keep this interior node's gradient in ``.grad`` after `backward` (leaves always keep it)."""
+        self.keep_grad = True
+        return self
 
     # -- the chain rule ------------------------------------------------------------------------
     def backward(self, grad=None) -> None:
@@ -136,8 +144,9 @@ class Tensor:
             g = pending.pop(id(node), None)
             if g is None:
                 continue
-            if not node.parents:  # a leaf: keep its gradient
+            if not node.parents or node.keep_grad:  # leaves keep their gradient
                 node.grad = g.copy() if node.grad is None else node.grad + g
+            if not node.parents:
                 continue
             for parent, parent_grad in zip(node.parents, node.backward_rule(g)):
                 if parent_grad is None or not parent.requires_grad:

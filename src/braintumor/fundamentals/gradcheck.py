@@ -7,7 +7,7 @@ For a scalar function f and a small ε, the central difference
 approximates ∂f/∂xᵢ with error O(ε²). With ε ≈ 1e-6 in float64 it agrees with an exact
 gradient to about 1e-9 relative, so a backward rule with a mistake stands out immediately.
 Functions with a non-scalar output are reduced to the scalar Σ R ⊙ f(x) with a fixed random R,
-which checks the whole Jacobian, not just its column sums.
+which checks the whole Jacobian, not just its column sums (a scalar output is used as it is).
 """
 
 from __future__ import annotations
@@ -25,8 +25,15 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0 if scale == 0 else float(np.linalg.norm(a - b) / scale)
 
 
+def _weights(shape, seed: int) -> np.ndarray:
+    """R: fixed random weights for a non-scalar output, 1 for a scalar."""
+    if int(np.prod(shape)) == 1:
+        return np.ones(shape)
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
 def numerical_gradients(f: Callable[..., Tensor], inputs: Sequence[np.ndarray], eps: float = 1e-6, seed: int = 0) -> list[np.ndarray]:
-    """Central-difference gradients of ``Σ R ⊙ f(*inputs)`` with respect to each input."""
+    """Central-difference gradients of ``Σ R ⊙ f(*inputs)`` (of ``f`` itself if scalar) with respect to each input."""
     inputs = [np.array(x, dtype=np.float64) for x in inputs]
     weights = None
 
@@ -34,7 +41,7 @@ def numerical_gradients(f: Callable[..., Tensor], inputs: Sequence[np.ndarray], 
         nonlocal weights
         out = f(*[Tensor(v) for v in values]).data
         if weights is None:
-            weights = np.random.default_rng(seed).standard_normal(out.shape)
+            weights = _weights(out.shape, seed)
         return float((out * weights).sum())
 
     scalar(inputs)  # fixes `weights`
@@ -57,8 +64,7 @@ def analytical_gradients(f: Callable[..., Tensor], inputs: Sequence[np.ndarray],
     """Gradients of ``Σ R ⊙ f(*inputs)`` by the computation graph (same R as `numerical_gradients`)."""
     tensors = [Tensor(np.array(x, dtype=np.float64), requires_grad=True) for x in inputs]
     out = f(*tensors)
-    weights = np.random.default_rng(seed).standard_normal(out.shape)
-    out.backward(weights)
+    out.backward(_weights(out.shape, seed))
     return [t.grad if t.grad is not None else np.zeros_like(t.data) for t in tensors]
 
 

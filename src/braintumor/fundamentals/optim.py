@@ -142,7 +142,7 @@ class EarlyStopping:
         if self._improved(value):
             self.best, self.best_epoch = float(value), self.epoch
             self.best_params = [p.data.copy() for p in params]
-        return self.epoch - self.best_epoch > self.patience
+        return self.epoch - self.best_epoch >= self.patience
 
     def restore(self, params: list[Tensor]) -> None:
         """Copy the best epoch's weights back into `params`."""
