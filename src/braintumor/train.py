@@ -44,11 +44,11 @@ class TrainConfig:
     backbone: str = DEFAULT_BACKBONE
     pretrained: bool = True
     weights: str | None = None
-    image_size: int = 224
+    image_size: int = 160
     crop_foreground: bool = True
-    epochs: int = 12
+    epochs: int = 16
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 5e-4
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     drop_rate: float = 0.5
@@ -59,7 +59,7 @@ class TrainConfig:
     bf16: bool = True
     tta: bool = True
     threads: int | None = None
-    time_limit_min: float | None = None
+    time_limit_min: float | None = 13.0
     class_map: dict = field(default_factory=dict)
     resume: bool = False
     progress: bool = True
