@@ -53,8 +53,14 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .predict import Predictor
+    from .predict import Predictor, expand_inputs
 
+    files, problems = expand_inputs(args.inputs)
+    if not files:
+        raise BrainTumorError(
+            "nothing to predict: " + "; ".join(f"{p.path}: {p.error}" for p in problems),
+            "pass image files (JPEG, PNG, BMP, TIFF) or folders that contain them",
+        )
     predictor = Predictor(args.model, threads=args.threads)
     results = predictor.predict(args.inputs, batch_size=args.batch_size, progress=not args.quiet)
     failed = [r for r in results if r.error]
