@@ -108,3 +108,31 @@ def test_help_for_every_subcommand():
     for cmd in (["train"], ["evaluate"], ["predict"], ["data", "info"], ["data", "fetch"]):
         result = _run(*cmd, "--help")
         assert result.returncode == 0 and "usage:" in result.stdout
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_interrupted_training_leaves_a_checkpoint_that_resumes(tmp_path, sig):
+    import signal
+    import time
+
+    from conftest import make_tree
+
+    data = make_tree(tmp_path / "data", per_class=4, size=32)
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "braintumor", "train", "--data", str(data), "--out", str(out), "--image-size", "32",
+            "--batch-size", "8", "-q"]
+    proc = subprocess.Popen([*args, "--epochs", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 1):
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    if sig == "SIGINT":
+        assert proc.returncode == 130 and "--resume" in err and "Traceback" not in err
+    done = (out / "metrics.jsonl").read_text().count("\n")
+    resumed = subprocess.run([*args, "--epochs", str(done + 1), "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after epoch {done}" in resumed.stderr
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, done + 2))
