@@ -27,7 +27,7 @@ def run(quick: bool = False, seed: int = 0, **_) -> tuple[dict, object]:
     x_test, y_test = spirals(n // 2, 0.04, rng)
     depths = [0, 1, 2] if quick else [0, 1, 2, 3]
     widths = [4, 32] if quick else [4, 16, 64]
-    epochs = 120 if quick else 300
+    epochs = 120 if quick else 150
 
     rows = []
     models = {}

@@ -1,7 +1,8 @@
 """Batch, stochastic and mini-batch gradient descent on the same linear regression.
 
-All three use the same model, loss (MSE) and learning rate and differ only in how many samples
-each step sees. Batch descent follows the exact gradient: its loss falls smoothly, but it needs
+All three train the same linear model with the same loss (MSE), each with its own learning rate
+(a step from a single sample must be smaller than one from the exact gradient), and differ only in
+how many samples each step sees. Batch descent follows the exact gradient: its loss falls smoothly, but it needs
 a pass over all the data per step. Stochastic descent steps after every sample: many cheap,
 noisy steps, some of which make the full loss *worse*. Mini-batches average out most of the
 noise while still taking many steps per epoch.
@@ -50,22 +51,23 @@ def run(quick: bool = False, seed: int = 0, **_) -> tuple[dict, object]:
     w_best, *_ = np.linalg.lstsq(np.hstack([x, np.ones((n, 1))]), y, rcond=None)
     best_loss = float(np.mean((np.hstack([x, np.ones((n, 1))]) @ w_best - y) ** 2))
     target = 1.1 * best_loss
-    lr = 0.02
-    settings = {"batch": (n, 150), "mini-batch": (32, 6), "stochastic": (1, 2)}
+    # name: (batch size, epochs, learning rate); each rate is about the largest that behaves well
+    settings = {"batch": (n, 60, 0.2), "mini-batch": (32, 4, 0.05), "stochastic": (1, 2, 0.005)}
     if quick:
-        settings = {"batch": (n, 100), "mini-batch": (32, 4), "stochastic": (1, 1)}
+        settings = {"batch": (n, 40, 0.2), "mini-batch": (32, 3, 0.05), "stochastic": (1, 1, 0.005)}
 
     runs, summary = {}, {}
-    for name, (batch_size, epochs) in settings.items():
+    for name, (batch_size, epochs, lr) in settings.items():
         r = descend(x, y, batch_size, epochs, lr, np.random.default_rng(seed))
         runs[name] = r
         hit = np.flatnonzero(r["loss"] <= target)
         steps = len(r["loss"])
         summary[name] = {
             "batch_size": batch_size,
-            "steps": steps,
+                "steps": steps,
             "final_loss": float(r["loss"][-1]),
-            "share_of_steps_that_raised_the_loss": float((np.diff(r["loss"]) > 0).mean()),
+            # rises smaller than 1e-9 relative are floating-point rounding at the minimum, not noise
+            "share_of_steps_that_raised_the_loss": float((np.diff(r["loss"]) > 1e-9 * r["loss"][1:]).mean()),
             "epochs_to_target": None if hit.size == 0 else float((hit[0] + 1) / r["steps_per_epoch"]),
             "seconds_to_target": None if hit.size == 0 else float(r["seconds"][hit[0]]),
         }
@@ -91,7 +93,6 @@ def run(quick: bool = False, seed: int = 0, **_) -> tuple[dict, object]:
     result = {
         "least_squares_loss": best_loss,
         "target_loss": target,
-        "learning_rate": lr,
         "methods": summary,
         "finding": "; ".join(fmt(name) for name in summary),
     }

@@ -1,12 +1,13 @@
-"""Overfitting, dropout and early stopping, on a small noisy regression problem.
+"""Overfitting, dropout and early stopping, on a small noisy classification problem.
 
-A network with far more weights than there are training points can pass through every noisy
-point: the training loss keeps falling while the validation loss, after an early minimum, rises
-again — the network has learnt the noise. Two remedies:
+Forty points of two interleaved half-moons, 15% of them with the wrong label, and a network
+with some 17,000 weights. It can memorise every point, wrong labels included: training loss
+goes to ~0 while the validation loss, after an early minimum, climbs as the network grows
+confidently wrong on new points. Two remedies:
 
 - **Dropout** randomly silences half the hidden units at each step (inverted: the survivors
   are scaled by 2, so evaluation uses the whole network unchanged); no unit can rely on a
-  particular other one, which smooths the learnt function.
+  particular other one, which smooths the learnt boundary.
 - **Early stopping** watches the validation loss, stops once it has not improved for
   `patience` epochs and restores the weights of the best epoch.
 """
@@ -17,46 +18,56 @@ import numpy as np
 
 from ..autograd import Tensor, no_grad
 from ..layers import Activation, Dense, Dropout, Sequential
-from ..losses import mse
+from ..losses import cross_entropy
 from ..optim import Adam, EarlyStopping
+from .common import decision_regions
 
 
-def make_data(n: int, rng: np.random.Generator, noise: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    x = np.sort(rng.uniform(-1, 1, (n, 1)), axis=0)
-    return x, np.sin(3 * x) + noise * rng.standard_normal((n, 1))
+def moons(n: int, rng: np.random.Generator, noise: float = 0.25, flip: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaved half circles with Gaussian noise; a share `flip` of the labels is wrong."""
+    y = rng.integers(0, 2, n)
+    t = rng.uniform(0, np.pi, n)
+    x = np.stack([np.where(y == 0, np.cos(t), 1 - np.cos(t)), np.where(y == 0, np.sin(t), 0.5 - np.sin(t))], axis=1)
+    x += noise * rng.standard_normal(x.shape)
+    flipped = rng.random(n) < flip
+    return x, np.where(flipped, 1 - y, y)
 
 
 def network(dropout: float, seed: int, width: int = 128) -> Sequential:
+    """2 -> width -> width -> 2 ReLU network, with dropout after each hidden layer if `dropout`."""
     rng = np.random.default_rng(seed)
-    layers = [Dense(1, width, "he", rng), Activation("relu")]
-    if dropout:
-        layers.append(Dropout(dropout, rng))
-    layers += [Dense(width, width, "he", rng), Activation("relu")]
-    if dropout:
-        layers.append(Dropout(dropout, rng))
-    layers.append(Dense(width, 1, "he", rng))
+    layers = []
+    for n_in in (2, width):
+        layers += [Dense(n_in, width, "he", rng), Activation("relu")]
+        if dropout:
+            layers.append(Dropout(dropout, rng))
+    layers.append(Dense(width, 2, "xavier", rng))
     return Sequential(*layers)
 
 
-def evaluate(net, x, y) -> float:
+def evaluate(net, x, y) -> tuple[float, float]:
+    """Cross-entropy and accuracy in eval mode."""
     net.eval()
     with no_grad():
-        loss = mse(net(Tensor(x)), Tensor(y)).item()
+        logits = net(Tensor(x))
+        loss = cross_entropy(logits, y).item()
     net.train()
-    return loss
+    return loss, float((logits.data.argmax(1) == y).mean())
 
 
 def train(net, x, y, x_val, y_val, epochs: int, stopper: EarlyStopping | None = None) -> dict:
-    """Full-batch Adam; train and validation MSE per epoch (train measured in eval mode)."""
+    """Full-batch Adam; loss and accuracy per epoch on both sets (training set measured in eval mode)."""
     optimizer = Adam(net.parameters(), lr=0.01)
-    history = {"train": [], "val": []}
+    history = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": []}
     for _ in range(epochs):
         optimizer.zero_grad()
-        mse(net(Tensor(x)), Tensor(y)).backward()
+        cross_entropy(net(Tensor(x)), y).backward()
         optimizer.step()
-        history["train"].append(evaluate(net, x, y))
-        history["val"].append(evaluate(net, x_val, y_val))
-        if stopper is not None and stopper.step(history["val"][-1], net.parameters()):
+        for prefix, (xs, ys) in (("train", (x, y)), ("val", (x_val, y_val))):
+            loss, acc = evaluate(net, xs, ys)
+            history[f"{prefix}_loss"].append(loss)
+            history[f"{prefix}_acc"].append(acc)
+        if stopper is not None and stopper.step(history["val_loss"][-1], net.parameters()):
             break
     if stopper is not None:
         stopper.restore(net.parameters())
@@ -67,55 +78,52 @@ def run(quick: bool = False, seed: int = 0, **_) -> tuple[dict, object]:
     from .common import figure
 
     rng = np.random.default_rng(seed)
-    noise = 0.3
-    x, y = make_data(20, rng, noise)
-    x_val, y_val = make_data(300, rng, noise)
-    epochs = 400 if quick else 1000
+    x, y = moons(40, rng)
+    x_val, y_val = moons(400, rng)
+    epochs = 120 if quick else 300
 
     plain_net = network(0.0, seed)
     plain = train(plain_net, x, y, x_val, y_val, epochs)
     dropout_net = network(0.5, seed)
     dropped = train(dropout_net, x, y, x_val, y_val, epochs)
-    stopper = EarlyStopping(patience=30, mode="min")
+    stopper = EarlyStopping(patience=20, mode="min")
     early_net = network(0.0, seed)
     early = train(early_net, x, y, x_val, y_val, epochs, stopper)
-    early_val = evaluate(early_net, x_val, y_val)
+    early_loss, early_acc = evaluate(early_net, x_val, y_val)
 
-    fig, axes = figure(2, size=(4.6, 3.6))
-    grid = np.linspace(-1, 1, 300)[:, None]
-    axes[0].scatter(x_val, y_val, s=4, c="0.75", label="validation")
-    axes[0].scatter(x, y, s=18, c="k", label="training (20 points)")
-    axes[0].plot(grid, np.sin(3 * grid), "k--", lw=0.8, label="sin 3x")
-    for label, net in (("no regularization", plain_net), ("dropout 0.5", dropout_net), ("early stopping", early_net)):
+    fig, axes = figure(4, size=(3.6, 3.4))
+    for ax, (label, net, acc) in zip(axes, (("no regularization", plain_net, plain["val_acc"][-1]),
+                                            ("dropout 0.5", dropout_net, dropped["val_acc"][-1]),
+                                            ("early stopping", early_net, early_acc))):
         net.eval()
-        with no_grad():
-            axes[0].plot(grid, net(Tensor(grid)).data, label=label)
-    axes[0].set_ylim(-2, 2)
-    axes[0].legend(fontsize=7)
+        decision_regions(ax, lambda p, net=net: net(Tensor(p)).data.argmax(1), x, y, (-1.5, 2.5), f"{label}: val {100 * acc:.0f}%")
     epochs_axis = np.arange(1, epochs + 1)
-    axes[1].semilogy(epochs_axis, plain["train"], "C0-", lw=1, label="train, none")
-    axes[1].semilogy(epochs_axis, plain["val"], "C0--", lw=1, label="validation, none")
-    axes[1].semilogy(epochs_axis, dropped["train"], "C1-", lw=1, label="train, dropout")
-    axes[1].semilogy(epochs_axis, dropped["val"], "C1--", lw=1, label="validation, dropout")
-    axes[1].axvline(stopper.best_epoch + 1, color="C2", lw=1, label=f"early stop: best epoch {stopper.best_epoch + 1}")
-    axes[1].axhline(noise**2, color="k", ls=":", lw=0.8, label="noise variance")
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylabel("MSE")
-    axes[1].legend(fontsize=7)
+    axes[3].semilogy(epochs_axis, plain["train_loss"], "C0-", lw=1, label="train, none")
+    axes[3].semilogy(epochs_axis, plain["val_loss"], "C0--", lw=1, label="validation, none")
+    axes[3].semilogy(epochs_axis, dropped["train_loss"], "C1-", lw=1, label="train, dropout")
+    axes[3].semilogy(epochs_axis, dropped["val_loss"], "C1--", lw=1, label="validation, dropout")
+    axes[3].axvline(stopper.best_epoch + 1, color="C2", lw=1, label=f"early stopping: epoch {stopper.best_epoch + 1}")
+    axes[3].set_xlabel("epoch")
+    axes[3].set_ylabel("cross-entropy")
+    axes[3].legend(fontsize=7)
 
-    best_epoch = int(np.argmin(plain["val"]))
+    best = int(np.argmin(plain["val_loss"]))
     result = {
-        "noise_variance": noise**2,
-        "no_regularization": {"final_train": plain["train"][-1], "final_val": plain["val"][-1],
-                              "best_val": plain["val"][best_epoch], "best_epoch": best_epoch + 1},
-        "dropout": {"p": 0.5, "final_train": dropped["train"][-1], "final_val": dropped["val"][-1]},
-        "early_stopping": {"patience": stopper.patience, "stopped_after": len(early["val"]),
-                           "restored_epoch": stopper.best_epoch + 1, "val": early_val},
+        "train_points": len(x),
+        "label_noise": 0.15,
+        "no_regularization": {"final_train_loss": plain["train_loss"][-1], "final_train_acc": plain["train_acc"][-1],
+                              "final_val_loss": plain["val_loss"][-1], "final_val_acc": plain["val_acc"][-1],
+                              "best_val_loss": plain["val_loss"][best], "best_epoch": best + 1},
+        "dropout": {"p": 0.5, "final_train_loss": dropped["train_loss"][-1], "final_val_loss": dropped["val_loss"][-1],
+                    "final_val_acc": dropped["val_acc"][-1]},
+        "early_stopping": {"patience": stopper.patience, "stopped_after": len(early["val_loss"]),
+                           "restored_epoch": stopper.best_epoch + 1, "val_loss": early_loss, "val_acc": early_acc},
         "finding": (
-            f"without regularization the training MSE falls to {plain['train'][-1]:.3f} (below the noise variance "
-            f"{noise**2:.2f}) while validation MSE rises from {plain['val'][best_epoch]:.3f} (epoch {best_epoch + 1}) "
-            f"to {plain['val'][-1]:.3f}; dropout ends at validation {dropped['val'][-1]:.3f}; early stopping halts "
-            f"after {len(early['val'])} epochs and restores epoch {stopper.best_epoch + 1} (validation {early_val:.3f})"
+            f"without regularization the network fits {100 * plain['train_acc'][-1]:.0f}% of the noisy training labels "
+            f"(loss {plain['train_loss'][-1]:.3f}) while validation loss climbs from {plain['val_loss'][best]:.2f} "
+            f"(epoch {best + 1}) to {plain['val_loss'][-1]:.2f}; dropout ends at validation loss {dropped['val_loss'][-1]:.2f}; "
+            f"early stopping halts after {len(early['val_loss'])} epochs with epoch {stopper.best_epoch + 1}'s weights "
+            f"(validation loss {early_loss:.2f}, accuracy {100 * early_acc:.0f}% vs {100 * plain['val_acc'][-1]:.0f}% unregularized)"
         ),
     }
     return result, fig

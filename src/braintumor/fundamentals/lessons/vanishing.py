@@ -1,11 +1,16 @@
 """Vanishing and exploding gradients in a deep network.
 
-Backpropagation multiplies, layer after layer, by the weight matrix and the activation's
-derivative. sigmoid' is at most 1/4, so through a deep sigmoid network the gradient reaching
-the first layers shrinks geometrically (vanishes). ReLU passes gradients unchanged where it is
-active, and He initialization (Var = 2 / fan_in) compensates exactly for the half of the units
-it switches off, so the gradient norm stays about the same in every layer. Twice He's standard
-deviation doubles the gain per layer and the gradient explodes instead.
+Backpropagation carries the error signal δ = ∂L/∂a (a: a layer's pre-activation) from the
+output back to the input, multiplying at every layer by the weights and the activation's
+derivative. sigmoid' is at most 1/4, so through a deep sigmoid network the signal reaching the
+first layers shrinks geometrically: it *vanishes*, and those layers barely learn. ReLU passes
+the signal unchanged where it is active, and He initialization (Var = 2 / fan_in) compensates
+exactly for the half of the units it switches off, so δ keeps its size through every layer.
+Twice He's σ doubles the gain per layer and δ *explodes* instead.
+
+The weight gradient of a layer is (its input)ᵀ δ. With ReLU at twice He's σ the forward
+activations grow layer by layer as fast as δ grows backwards, so the weight-gradient norms
+stay level even though δ explodes — the figure shows both.
 """
 
 from __future__ import annotations
@@ -19,11 +24,20 @@ from ..layers import Dense, mlp
 from ..losses import cross_entropy
 
 
-def layer_gradient_norms(activation: str, init: str, depth: int, width: int, x: np.ndarray, y: np.ndarray, seed: int, scale: float = 0.1) -> list[float]:
-    """Frobenius norm of each dense layer's weight gradient (input layer first) after one backward pass."""
+def gradient_norms(activation: str, init: str, depth: int, width: int, x: np.ndarray, y: np.ndarray, seed: int, scale: float = 0.1) -> dict:
+    """Per dense layer (input side first): ‖δ‖ averaged over the batch, and ‖∂L/∂W‖, after one backward pass."""
     net = mlp([x.shape[1]] + [width] * depth + [int(y.max()) + 1], activation=activation, init=init, scale=scale, rng=np.random.default_rng(seed))
-    cross_entropy(net(Tensor(x)), y).backward()
-    return [float(np.linalg.norm(layer.weight.grad)) for layer in net.layers if isinstance(layer, Dense)]
+    h, pre_activations = Tensor(x), []
+    for layer in net.layers:
+        h = layer(h)
+        if isinstance(layer, Dense):
+            pre_activations.append(h.retain_grad())
+    cross_entropy(h, y).backward()
+    dense = [layer for layer in net.layers if isinstance(layer, Dense)]
+    return {
+        "signal": [float(np.linalg.norm(a.grad, axis=1).mean()) for a in pre_activations],
+        "weight": [float(np.linalg.norm(layer.weight.grad)) for layer in dense],
+    }
 
 
 def run(quick: bool = False, seed: int = 0, **_) -> tuple[dict, object]:
@@ -38,26 +52,33 @@ def run(quick: bool = False, seed: int = 0, **_) -> tuple[dict, object]:
         "ReLU, He": ("relu", "he", 0.0),
         "ReLU, 2 x He σ": ("relu", "normal", 2 * math.sqrt(2.0 / width)),
     }
-    norms = {label: layer_gradient_norms(a, i, depth, width, x, y, seed, s) for label, (a, i, s) in cases.items()}
-    ratios = {label: v[0] / v[-1] for label, v in norms.items()}
+    norms = {label: gradient_norms(a, i, depth, width, x, y, seed, s) for label, (a, i, s) in cases.items()}
+    signal_ratio = {label: v["signal"][0] / v["signal"][-1] for label, v in norms.items()}
+    weight_ratio = {label: v["weight"][0] / v["weight"][-1] for label, v in norms.items()}
 
-    fig, axes = figure(1, size=(5.6, 3.8))
+    fig, axes = figure(2, size=(4.8, 3.8))
     for label, v in norms.items():
-        axes[0].semilogy(range(1, len(v) + 1), v, "o-", ms=3, label=f"{label} (first/last {ratios[label]:.1e})")
-    axes[0].set_xlabel("layer (1 = input side)")
-    axes[0].set_ylabel("‖∂L/∂W‖")
-    axes[0].set_title(f"{depth} hidden layers of {width}")
-    axes[0].legend(fontsize=8)
+        layers = range(1, len(v["signal"]) + 1)
+        axes[0].semilogy(layers, v["signal"], "o-", ms=3, label=f"{label} (first/last {signal_ratio[label]:.1e})")
+        axes[1].semilogy(layers, v["weight"], "o-", ms=3, label=f"{label} (first/last {weight_ratio[label]:.1e})")
+    axes[0].set_ylabel("‖∂L/∂a‖ (backpropagated signal)")
+    axes[1].set_ylabel("‖∂L/∂W‖ (weight gradient)")
+    for ax in axes:
+        ax.set_xlabel("layer (1 = input side)")
+        ax.set_title(f"{depth} hidden layers of {width}", fontsize=9)
+        ax.legend(fontsize=7)
 
     result = {
         "depth": depth,
         "width": width,
-        "gradient_norms": norms,
-        "first_over_last": ratios,
+        "norms": norms,
+        "signal_first_over_last": signal_ratio,
+        "weight_gradient_first_over_last": weight_ratio,
         "finding": (
-            f"over {depth} hidden layers the first layer's gradient is {ratios['sigmoid, Xavier']:.1e} times the last's "
-            f"with sigmoid (vanishing), {ratios['ReLU, He']:.2f} times with ReLU + He, and "
-            f"{ratios['ReLU, 2 x He σ']:.1e} times with ReLU at twice He's σ (exploding)"
+            f"through {depth} hidden layers the backpropagated signal at the first layer is "
+            f"{signal_ratio['sigmoid, Xavier']:.1e} of the last layer's with sigmoid (vanishing; weight gradients "
+            f"{weight_ratio['sigmoid, Xavier']:.1e}), {signal_ratio['ReLU, He']:.2f} with ReLU + He, and "
+            f"{signal_ratio['ReLU, 2 x He σ']:.1e} with ReLU at twice He's σ (exploding)"
         ),
     }
     return result, fig
