@@ -53,3 +53,98 @@ def test_official_without_split_folders(tmp_path):
     flat = scan(make_tree(tmp_path / "f", per_class=3, splits=("",), size=16))
     with pytest.raises(DataError, match="Training/ and Testing/"):
         make_split(flat, "official")
+
+
+# ---- dedup protocol and cross-validation folds ---------------------------------------------
+
+
+def _fake_dataset(tmp_path, labels):
+    from braintumor.data import Dataset
+
+    return Dataset(tmp_path, [tmp_path / f"{i}.png" for i in range(len(labels))], np.asarray(labels), [""] * len(labels))
+
+
+def _assert_groups_kept_whole(split, groups, n):
+    parts = [split.train, split.val, split.test]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(n))  # a partition of all images
+    owners = [set(groups[p].tolist()) for p in parts]
+    assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+
+
+def test_dedup_never_splits_a_group_on_random_groupings(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n = int(rng.integers(30, 160))
+        # group sizes from 1 to 12, labels mostly shared within a group, sometimes not (conflicts)
+        groups = np.repeat(np.arange(n), rng.integers(1, 13, n))[:n]
+        rng.shuffle(groups)
+        labels = rng.integers(0, 4, groups.max() + 1)[groups]
+        flip = rng.random(n) < 0.05
+        labels[flip] = rng.integers(0, 4, flip.sum())
+        monkeypatch.setattr("braintumor.duplicates.duplicate_groups", lambda ds, progress=False, g=groups: g)
+        ds = _fake_dataset(tmp_path, labels)
+        seed = int(rng.integers(0, 1000))
+        split = make_split(ds, "dedup", seed, test_fraction=float(rng.choice([0.1, 0.2, 0.3])), val_fraction=0.1)
+        _assert_groups_kept_whole(split, groups, n)
+        n_classes_with_2_groups = sum(len(set(groups[labels == k])) >= 2 for k in range(4))
+        if n_classes_with_2_groups == 4:
+            assert len(split.test) > 0 and len(split.val) > 0
+
+
+def test_dedup_test_part_is_about_ten_percent_and_stratified(tmp_path, monkeypatch):
+    labels = np.repeat(np.arange(4), [300, 300, 160, 280])
+    groups = np.arange(len(labels)) // 2  # pairs of duplicates, same class
+    monkeypatch.setattr("braintumor.duplicates.duplicate_groups", lambda ds, progress=False: groups)
+    split = make_split(_fake_dataset(tmp_path, labels), "dedup", seed=3)
+    assert abs(len(split.test) - 104) <= 4
+    assert np.abs(np.bincount(labels[split.test]) - np.array([30, 30, 16, 28])).max() <= 2
+    _assert_groups_kept_whole(split, groups, len(labels))
+
+
+def test_dedup_keeps_planted_copies_together(tmp_path):
+    from braintumor.duplicates import duplicate_groups
+
+    from planted import make_planted_tree
+
+    root, planted = make_planted_tree(tmp_path / "p", per_class=8)
+    ds = scan(root)
+    groups = duplicate_groups(ds, progress=False)
+    for seed in range(4):
+        split = make_split(ds, "dedup", seed, test_fraction=0.25)
+        _assert_groups_kept_whole(split, groups, len(ds))
+    index = {p.relative_to(root).as_posix(): k for k, p in enumerate(ds.paths)}
+    assert all(groups[index[a]] == groups[index[b]] for a, b in planted.values())
+
+
+def test_folds_test_every_image_once_without_splitting_groups(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 70, 200)
+    labels = (groups % 4).astype(int)
+    monkeypatch.setattr("braintumor.duplicates.duplicate_groups", lambda ds, progress=False: groups)
+    ds = _fake_dataset(tmp_path, labels)
+    tested = []
+    for fold in range(5):
+        split = make_split(ds, "dedup", seed=2, folds=5, fold=fold)
+        _assert_groups_kept_whole(split, groups, len(ds))
+        tested.extend(split.test.tolist())
+    assert sorted(tested) == list(range(len(ds)))
+    original = [make_split(ds, "original", seed=2, folds=4, fold=f).test for f in range(4)]
+    assert sorted(np.concatenate(original).tolist()) == list(range(len(ds)))
+
+
+def test_too_many_folds_and_bad_fold_are_clear_errors(tmp_path, monkeypatch):
+    labels = np.array([0] * 10 + [1] * 10 + [2] * 10 + [3] * 10)
+    groups = np.concatenate([np.arange(10) // 4, 10 + np.arange(30)])  # class 0: 3 groups
+    monkeypatch.setattr("braintumor.duplicates.duplicate_groups", lambda ds, progress=False: groups)
+    ds = _fake_dataset(tmp_path, labels)
+    with pytest.raises(DataError, match="folds=4 is more than the 3 groups of images of class glioma") as err:
+        make_split(ds, "dedup", folds=4)
+    assert "--folds 3" in err.value.hint
+    make_split(ds, "dedup", folds=3, fold=2)  # fine
+    make_split(ds, "original", folds=10, fold=9)  # every image its own group: 10 per class
+    with pytest.raises(DataError, match="fold must be in 0..2"):
+        make_split(ds, "dedup", folds=3, fold=3)
+    with pytest.raises(DataError, match="at least 2"):
+        make_split(ds, "original", folds=1)
+    with pytest.raises(DataError, match="pooled protocol"):
+        make_split(ds, "official", folds=3)

@@ -113,6 +113,27 @@ def _cmd_data_fetch(args) -> int:
     return 0
 
 
+def _cmd_audit(args) -> int:
+    from .audit import audit
+    from .classes import parse_class_map
+    from .duplicates import DEFAULT_THRESHOLD
+
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    result = audit(args.data, threshold, args.out, parse_class_map(args.class_map), progress=not args.quiet)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "groups"}, indent=2))
+        return 0
+    print(f"{result['images']} images, {result['readable']} readable; near-duplicate threshold {result['threshold']} bits")
+    names = {"byte": "byte-identical", "pixel": "pixel-identical", "near": "near-duplicate"}
+    for key, name in names.items():
+        level = result["levels"][key]
+        across = sum(n for k, n in level["per_split"].items() if "+" in k)
+        print(f"  {name:<16} {level['groups']:>5} groups, {level['files']:>5} images, {across:>4} groups across splits, "
+              f"{level['label_conflicts']} label conflicts")
+    print(f"report: {result['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="braintumor", description="Classify brain MRI slices: glioma, meningioma, pituitary tumor or no tumor."
@@ -128,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", "train a model, then evaluate it on the held-out test split and write a report")
     _add_data_args(p)
     p.add_argument("--out", default="runs/latest", help="run directory for checkpoints, metrics and report (default: runs/latest)")
-    p.add_argument("--protocol", choices=["original", "official"], help="original: pooled data, random 10%% test split; official: Training vs Testing folders (default: original)")
+    p.add_argument("--protocol", choices=["original", "official", "dedup"], help="original: pooled data, random 10%% test split; official: Training vs Testing folders; dedup: original with near-duplicate groups kept on one side (default: original)")
     p.add_argument("--seed", type=int, help="seed of the split, initialisation and augmentation (default: 0)")
     p.add_argument("--backbone", help="timm model name (default: tf_efficientnet_lite0)")
     p.add_argument("--weights", help="ImageNet weights file (.safetensors or state dict) for the backbone")
@@ -155,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("evaluate", "evaluate a checkpoint on a protocol's test split and write a report")
     p.add_argument("model", help="checkpoint (.safetensors) written by `braintumor train`")
     p.add_argument("--data", help="dataset folder (default: the one the model was trained on)")
-    p.add_argument("--protocol", choices=["original", "official"], help="default: the model's training protocol")
+    p.add_argument("--protocol", choices=["original", "official", "dedup"], help="default: the model's training protocol")
     p.add_argument("--seed", type=int, help="split seed (default: the model's)")
     p.add_argument("--out", help="report folder (default: the checkpoint's folder)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -182,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", help="use this already downloaded zip instead of downloading")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_data_fetch)
+
+    p = command("audit", "find exact and near-duplicate images and label conflicts in a dataset; write a report")
+    p.add_argument("data", metavar="DATA", help="dataset folder (<class>/<image> or Training|Testing/<class>/<image>)")
+    p.add_argument("--threshold", type=int, default=None, help="near-duplicate Hamming threshold in bits, 0..24 (default: 8)")
+    p.add_argument("--out", default="audit", help="report folder for audit.md, audit.json, contact_sheet.png (default: audit)")
+    p.add_argument("--class-map", help="extra folder-to-class names, e.g. 'tumor_g=glioma,healthy=no_tumor'")
+    p.add_argument("--json", action="store_true", help="print the audit (without the group list) as JSON")
+    p.set_defaults(func=_cmd_audit)
 
     from .fundamentals.cli import register as register_lessons
 

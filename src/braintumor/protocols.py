@@ -3,22 +3,30 @@
 - ``original``: the original study's; Training and Testing pooled, a stratified random 10% test
   split drawn with `seed` (327 of the 3,264 Sartaj images).
 - ``official``: train on the Training folder, test on the Testing folder.
+- ``dedup``: the leak-free ``original``: exact and near-duplicate images are grouped (see
+  `braintumor.duplicates`) and the stratified ~10% test split and the validation carve are
+  group-aware (scikit-learn's `StratifiedGroupKFold`), so no group is split across train,
+  validation and test.
 
-In both, the validation set (early stopping, model selection, calibration) is carved from the
+In all, the validation set (early stopping, model selection, calibration) is carved from the
 training part, stratified, never from the test set.
+
+Cross-validation (``folds=K``, ``fold=i``): the test part is fold ``i`` of ``K`` stratified,
+group-aware folds of the pooled data (under ``original`` every image is its own group).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from .data import Dataset
 from .errors import DataError
 
-PROTOCOLS = ("original", "official")
+PROTOCOLS = ("original", "official", "dedup")
 
 
 @dataclass(frozen=True)
@@ -42,19 +50,72 @@ def _stratified(index: np.ndarray, labels: np.ndarray, fraction: float, seed: in
     return np.sort(rest), np.sort(held)
 
 
-def make_split(dataset: Dataset, protocol: str = "original", seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0.1) -> Split:
+def _n_splits(fraction: float) -> int:
+    """Number of folds whose one fold is about `fraction` of the data (0.1 -> 10)."""
+    return max(2, round(1 / fraction))
+
+
+def _group_fold(index: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_splits: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold `fold` of a stratified `n_splits`-fold partition of `index` that keeps every group
+    on one side; returns ``(rest, held)``. On small data the number of folds shrinks to the
+    number of groups and of images in the largest class; with fewer than two, nothing is held out."""
+    n_splits = min(n_splits, len(np.unique(groups[index])), np.bincount(labels[index]).max(initial=0))
+    if n_splits < 2:
+        return index, index[:0]
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed % 2**32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has k members": expected on small data
+        rest, held = list(splitter.split(index, labels[index], groups[index]))[fold]
+    return np.sort(index[rest]), np.sort(index[held])
+
+
+def check_folds(dataset: Dataset, groups: np.ndarray, folds: int, fold: int = 0) -> None:
+    """Raise a `DataError` unless `fold` of `folds` is a valid cross-validation fold of `dataset`.
+
+    Every class must have at least `folds` groups (duplicates count once), so that each fold
+    can test on every class without splitting a group.
+    """
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise DataError(f"folds must be a whole number of at least 2, got {folds!r}")
+    if not 0 <= fold < folds:
+        raise DataError(f"fold must be in 0..{folds - 1}, got {fold!r}")
+    for k, name in enumerate(dataset.classes):
+        n = len(np.unique(groups[dataset.labels == k]))
+        if 0 < n < folds:
+            raise DataError(
+                f"folds={folds} is more than the {n} groups of images of class {name} (duplicates count as one group)",
+                f"use --folds {n} or fewer, or add images of class {name}",
+            )
+
+
+def make_split(
+    dataset: Dataset,
+    protocol: str = "original",
+    seed: int = 0,
+    test_fraction: float = 0.1,
+    val_fraction: float = 0.1,
+    folds: int = 0,
+    fold: int = 0,
+    progress: bool = False,
+) -> Split:
     """Split `dataset` under `protocol`.
 
     Parameters
     ----------
     dataset : Dataset
-    protocol : {"original", "official"}
+    protocol : {"original", "official", "dedup"}
     seed : int
-        Seed of the random test split (``original``) and of the validation carve.
+        Seed of the random test split (``original``, ``dedup``) and of the validation carve.
     test_fraction : float
-        Share of all images held out for testing under ``original``.
+        Share of all images held out for testing under ``original``; under ``dedup`` the test
+        part is one of ``round(1 / test_fraction)`` group-aware folds.
     val_fraction : float
         Share of the training part held out for validation.
+    folds, fold : int
+        Cross-validation: when `folds` is 2 or more, test on fold `fold` of `folds` instead of a
+        `test_fraction` split (``original`` and ``dedup`` only).
+    progress : bool
+        Show a progress bar while ``dedup`` hashes images (the first time for a dataset).
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"unknown protocol {protocol!r}", f"use one of: {', '.join(PROTOCOLS)}")
@@ -63,8 +124,20 @@ def make_split(dataset: Dataset, protocol: str = "original", seed: int = 0, test
             raise DataError(f"{name} must be in [0, 1), got {value}")
     labels = dataset.labels
     every = np.arange(len(dataset))
-    if protocol == "original":
+    groups = every
+    if protocol == "dedup":
+        from .duplicates import duplicate_groups  # hashes every image once (then cached)
+
+        groups = duplicate_groups(dataset, progress=progress)
+    if folds:
+        if protocol == "official":
+            raise DataError("cross-validation needs a pooled protocol, not official", "use --protocol dedup or original with --folds")
+        check_folds(dataset, groups, folds, fold)
+        trainval, test = _group_fold(every, labels, groups, folds, fold, seed)
+    elif protocol == "original":
         trainval, test = _stratified(every, labels, test_fraction, seed)
+    elif protocol == "dedup":
+        trainval, test = (every, every[:0]) if test_fraction == 0 else _group_fold(every, labels, groups, _n_splits(test_fraction), 0, seed)
     else:
         splits = np.asarray(dataset.splits)
         trainval, test = every[splits == "Training"], every[splits == "Testing"]
@@ -74,5 +147,10 @@ def make_split(dataset: Dataset, protocol: str = "original", seed: int = 0, test
                 "use --protocol original for a folder without split folders",
             )
     # A different stream for the validation carve than for the test split.
-    train, val = _stratified(trainval, labels, val_fraction, seed + 10_000)
+    if protocol == "dedup":
+        if val_fraction == 0:
+            return Split(trainval, trainval[:0], test)
+        train, val = _group_fold(trainval, labels, groups, _n_splits(val_fraction), 0, seed + 10_000)
+    else:
+        train, val = _stratified(trainval, labels, val_fraction, seed + 10_000)
     return Split(train, val, test)

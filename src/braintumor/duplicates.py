@@ -1,0 +1,249 @@
+"""Finding exact and near-duplicate images, and grouping them.
+
+Three levels of "the same image", from strict to loose:
+
+- **byte-identical**: the files have the same SHA-256;
+- **pixel-identical** (exact): the decoded RGB arrays are equal, so a file re-saved with other
+  metadata or another JPEG encoder still counts;
+- **near-duplicate**: the perceptual hashes of the two images differ in at most `threshold` bits.
+
+The perceptual hashes (`imagehash`'s pHash and dHash, 64 bits each) are taken on the *content
+box* of the grayscale image: the central 96% of its brightness mass along each axis. MRI slices
+sit on black margins of varying width; normalising to the content box makes the hashes ignore
+those margins, so a copy that was resized, padded, shifted or had its margins cropped hashes
+like the original. Two images are a near pair when *both* hashes are within the threshold.
+
+Near pairs are joined into groups by connected components: if A~B and B~C, then A, B and C are
+one group even when A and C differ more. The ``dedup`` protocol never splits a group across
+train, validation and test. Hashes of a dataset are cached on disk, keyed by its fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from tqdm.auto import tqdm
+
+from .data import Dataset, _cache_dir
+from .errors import DataError, ImageError
+from .imageio import read_image
+
+DEFAULT_THRESHOLD = 8
+"""Default Hamming threshold in bits (of 64). On the Sartaj data, pairs up to 8 bits apart are
+copies of one slice or its neighbouring slice in the same scan; past 10 bits unrelated patients
+start to match and groups chain into large clusters."""
+
+MAX_THRESHOLD = 24
+HASH_VERSION = 1  # bump when the hashing changes, so that cached hashes are recomputed
+_BOX_MASS = 0.02  # share of brightness mass left outside the content box on each side
+
+
+def check_threshold(threshold) -> int:
+    """Return `threshold` as an int, or raise a `DataError` naming the valid range."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or not 0 <= threshold <= MAX_THRESHOLD:
+        raise DataError(
+            f"threshold must be a whole number of bits in 0..{MAX_THRESHOLD}, got {threshold!r}",
+            f"the default is {DEFAULT_THRESHOLD}; 0 finds only copies whose hashes are equal, and above "
+            f"{MAX_THRESHOLD} unrelated images match",
+        )
+    return int(threshold)
+
+
+def content_box(gray: np.ndarray) -> tuple[int, int, int, int]:
+    """Bounding box ``(top, bottom, left, right)`` of the central brightness mass of `gray`.
+
+    Dim background (below 10% of the 99th-percentile brightness) is ignored; the box then leaves
+    2% of the remaining mass outside on each side. Scaling all brightness by a constant does not
+    move the box. A blank image gives the whole image.
+    """
+    g = np.asarray(gray, dtype=np.float64)
+    g = np.clip(g - 0.1 * np.percentile(g, 99), 0, None)
+    total = g.sum()
+    if total <= 0:
+        return 0, g.shape[0], 0, g.shape[1]
+
+    def span(profile: np.ndarray) -> tuple[int, int]:
+        cumulative = np.cumsum(profile) / total
+        return int(np.searchsorted(cumulative, _BOX_MASS)), int(np.searchsorted(cumulative, 1 - _BOX_MASS)) + 1
+
+    top, bottom = span(g.sum(axis=1))
+    left, right = span(g.sum(axis=0))
+    return top, min(bottom, g.shape[0]), left, min(right, g.shape[1])
+
+
+def perceptual_hash(rgb: np.ndarray) -> tuple[int, int]:
+    """pHash and dHash (64-bit ints) of the content box of an ``H x W x 3`` uint8 image."""
+    gray = Image.fromarray(rgb).convert("L")
+    small = gray.copy()
+    small.thumbnail((128, 128))  # the box is found on a small copy: faster, and less noisy
+    top, bottom, left, right = content_box(np.asarray(small))
+    sy, sx = gray.height / small.height, gray.width / small.width
+    box = gray.crop((int(left * sx), int(top * sy), int(np.ceil(right * sx)), int(np.ceil(bottom * sy))))
+    # imagehash resizes to 32 x 32 (pHash) and 9 x 8 (dHash) with a wide filter, slow from full size:
+    # a fast two-step reduction to 128 x 128 first gives the same hashes at a fifth of the cost.
+    box = box.resize((128, 128), Image.LANCZOS, reducing_gap=2.0)
+    return int(str(imagehash.phash(box)), 16), int(str(imagehash.dhash(box)), 16)
+
+
+@dataclass
+class ImageHashes:
+    """Fingerprints of a list of image files, one row per file.
+
+    Attributes
+    ----------
+    file_digest : numpy.ndarray of str
+        SHA-256 of the file's bytes ("" when unreadable).
+    pixel_digest : numpy.ndarray of str
+        BLAKE2 digest of the decoded image's size and RGB pixels ("" when unreadable).
+    perceptual : numpy.ndarray
+        ``N x 2`` uint64: pHash and dHash of the content box (0 when unreadable).
+    errors : numpy.ndarray of str
+        Why a file could not be read, "" for readable files.
+    """
+
+    file_digest: np.ndarray
+    pixel_digest: np.ndarray
+    perceptual: np.ndarray
+    errors: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+
+    @property
+    def readable(self) -> np.ndarray:
+        return self.errors == ""
+
+    def __len__(self) -> int:
+        return len(self.file_digest)
+
+
+def _hash_one(path: Path) -> tuple[str, str, int, int] | str:
+    try:
+        raw = path.read_bytes()
+        rgb = read_image(path)
+    except ImageError as exc:
+        return exc.message.split(": ", 1)[-1]
+    except OSError as exc:
+        return f"cannot open ({exc.strerror or exc})"
+    pixels = hashlib.blake2b(f"{rgb.shape}".encode(), digest_size=16)
+    pixels.update(rgb.tobytes())
+    return (hashlib.sha256(raw).hexdigest(), pixels.hexdigest(), *perceptual_hash(rgb))
+
+
+def hash_files(paths: list[Path], workers: int | None = None, progress: bool = True) -> ImageHashes:
+    """Decode every file in parallel threads and fingerprint it; unreadable files get an error."""
+    n = len(paths)
+    file_digest = np.full(n, "", dtype="<U64")
+    pixel_digest = np.full(n, "", dtype="<U32")
+    perceptual = np.zeros((n, 2), dtype=np.uint64)
+    errors = np.full(n, "", dtype=object)
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(_hash_one, paths)
+        for i, result in enumerate(tqdm(results, total=n, desc="hashing", unit="img", disable=not progress, leave=False)):
+            if isinstance(result, str):
+                errors[i] = result
+            else:
+                file_digest[i], pixel_digest[i] = result[0], result[1]
+                perceptual[i] = result[2:]
+    return ImageHashes(file_digest, pixel_digest, perceptual, errors.astype(str))
+
+
+def hash_dataset(dataset: Dataset, cache: bool = True, progress: bool = True) -> ImageHashes:
+    """`hash_files` for every image of `dataset`, cached on disk by the dataset's fingerprint."""
+    key = hashlib.sha256(f"hashes-v{HASH_VERSION}\0{dataset.fingerprint()}".encode()).hexdigest()[:24]
+    cache_file = _cache_dir() / f"hashes-{key}.npz"
+    if cache and cache_file.is_file():
+        try:
+            with np.load(cache_file, allow_pickle=False) as npz:
+                return ImageHashes(npz["file_digest"], npz["pixel_digest"], npz["perceptual"], npz["errors"])
+        except (OSError, KeyError, ValueError):
+            pass  # a damaged cache is rebuilt below
+    hashes = hash_files(dataset.paths, progress=progress)
+    if cache:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(".tmp.npz")
+            np.savez(tmp, file_digest=hashes.file_digest, pixel_digest=hashes.pixel_digest,
+                     perceptual=hashes.perceptual, errors=hashes.errors)
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # caching is an optimisation only
+    return hashes
+
+
+def near_pairs(perceptual: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs ``i < j`` whose pHash and dHash both differ in at most `threshold` bits.
+
+    Returns
+    -------
+    i, j : numpy.ndarray
+        Row indices of the pairs.
+    distance : numpy.ndarray
+        The larger of the two Hamming distances of each pair.
+    """
+    threshold = check_threshold(threshold)
+    hashes = np.asarray(perceptual, dtype=np.uint64)
+    n = len(hashes)
+    block = max(1, 2**24 // max(n, 1))  # rows compared at once: bounds memory on big datasets
+    found_i, found_j, found_d = [], [], []
+    for start in range(0, n, block):
+        rows = hashes[start : start + block]
+        d_phash = np.bitwise_count(rows[:, None, 0] ^ hashes[None, :, 0])
+        d_dhash = np.bitwise_count(rows[:, None, 1] ^ hashes[None, :, 1])
+        distance = np.maximum(d_phash, d_dhash)
+        i, j = np.nonzero(distance <= threshold)
+        keep = i + start < j
+        found_i.append(i[keep] + start)
+        found_j.append(j[keep])
+        found_d.append(distance[i[keep], j[keep]])
+    if not found_i:
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0, int)
+    return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d).astype(int)
+
+
+def equal_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` that chain together all rows with the same non-empty key."""
+    keys = np.asarray(keys)
+    order = np.argsort(keys, kind="stable")
+    same = (keys[order][1:] == keys[order][:-1]) & (keys[order][1:] != "")
+    return order[:-1][same], order[1:][same]
+
+
+def connected_groups(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Group id of each of `n` items, given linked pairs ``(i[k], j[k])``.
+
+    Groups are the connected components of the graph; ids are ``0..G-1`` in the order of each
+    group's first item, and an item without links is a group of its own.
+    """
+    i, j = np.asarray(i, dtype=int), np.asarray(j, dtype=int)
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    _, first = np.unique(labels, return_index=True)
+    renumber = np.empty(len(first), dtype=int)
+    renumber[np.argsort(first)] = np.arange(len(first))
+    return renumber[labels]
+
+
+def group_ids(hashes: ImageHashes, threshold: int = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Near-duplicate group of every row: pixel-identical and near pairs, connected.
+
+    Unreadable files never match anything and are groups of their own.
+    """
+    readable = np.flatnonzero(hashes.readable)
+    ni, nj, _ = near_pairs(hashes.perceptual[readable], threshold)
+    ei, ej = equal_pairs(hashes.pixel_digest)
+    i = np.concatenate([readable[ni], ei])
+    j = np.concatenate([readable[nj], ej])
+    return connected_groups(len(hashes), i, j)
+
+
+def duplicate_groups(dataset: Dataset, threshold: int = DEFAULT_THRESHOLD, progress: bool = True) -> np.ndarray:
+    """Near-duplicate group id of every image of `dataset` (hashes cached on disk)."""
+    return group_ids(hash_dataset(dataset, progress=progress), threshold)
