@@ -44,3 +44,33 @@ def test_report_links_its_files(tmp_path):
     assert "Skipped files: 1" in text and "b c.jpg" in text and "100.00%" in text
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "skipped.json").read_text())[0]["reason"].startswith("empty")
+
+
+def test_metrics_carry_intervals_auc_and_calibration():
+    rng = np.random.default_rng(0)
+    labels = np.arange(80) % 4
+    logits = rng.normal(0, 1, (80, 4))
+    logits[np.arange(80), labels] += 2.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    m = classification_metrics(labels, probs, CLASSES)
+    for key in ("accuracy", "macro_f1"):
+        lo, hi = m[f"{key}_ci"]
+        assert lo <= m[key] <= hi and hi - lo < 0.4
+    from braintumor.calibration import expected_calibration_error
+    from braintumor.stats import one_vs_rest_auc
+
+    assert m["ece"] == pytest.approx(expected_calibration_error(probs, labels))
+    assert [m["per_class"][c]["roc_auc"] for c in CLASSES] == pytest.approx(one_vs_rest_auc(labels, probs))
+    assert m["macro_roc_auc"] == pytest.approx(np.mean(one_vs_rest_auc(labels, probs)))
+    assert sum(b["count"] for b in m["calibration_bins"]) == 80
+
+
+def test_report_shows_intervals_auc_and_reliability_diagram(tmp_path):
+    labels = np.array([0, 1, 2, 3, 0, 1])
+    probs = np.full((6, 4), 0.1)
+    probs[np.arange(6), [0, 1, 2, 3, 1, 1]] = 0.7
+    m = classification_metrics(labels, probs, CLASSES)
+    m.update(temperature=0.5, ece_uncalibrated=0.2)
+    text = write_report(tmp_path, m, CLASSES, []).read_text()
+    assert "95% CI" in text and "ROC-AUC" in text and "reliability.png" in text and "T = 0.500" in text
+    assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"

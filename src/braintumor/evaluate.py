@@ -1,5 +1,6 @@
-"""Metrics and the run report: accuracy, loss, per-class precision/recall/F1, macro-F1,
-confusion matrix (JSON + PNG), training curves (PNG), skipped files, and ``report.md``."""
+"""Metrics and the run report: accuracy and macro-F1 with 95% bootstrap confidence intervals,
+loss, per-class precision/recall/F1 and one-vs-rest ROC-AUC, calibration (ECE, reliability
+diagram), confusion matrix (JSON + PNG), training curves (PNG), skipped files, and ``report.md``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,13 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
     """Metrics of predicted probabilities `probs` (``N x C``) against integer `labels`.
 
     Returns a JSON-ready dict: n, accuracy, loss (mean negative log-likelihood), macro_f1,
-    per_class {class: precision, recall, f1, support}, confusion_matrix (rows = true class).
+    per_class {class: precision, recall, f1, support, roc_auc}, confusion_matrix (rows = true
+    class), accuracy_ci and macro_f1_ci (95% percentile bootstrap, 2,000 resamples, seed 0),
+    macro_roc_auc (mean over the classes that have one), ece and calibration_bins (15 bins).
     """
+    from .calibration import expected_calibration_error, reliability_bins
+    from .stats import bootstrap_ci, one_vs_rest_auc
+
     labels = np.asarray(labels, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or len(probs) != len(labels):
@@ -26,17 +32,26 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
     ks = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(labels, pred, labels=ks, zero_division=0)
     cm = confusion_matrix(labels, pred, labels=ks)
+    ci = bootstrap_ci(labels, pred, len(classes))
+    auc = one_vs_rest_auc(labels, probs)
+    known_auc = [a for a in auc if a is not None]
     return {
         "n": int(len(labels)),
         "correct": int((pred == labels).sum()),
         "accuracy": float((pred == labels).mean()),
         "loss": float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean()),
         "macro_f1": float(f1.mean()),
+        "accuracy_ci": ci["accuracy"],
+        "macro_f1_ci": ci["macro_f1"],
+        "macro_roc_auc": float(np.mean(known_auc)) if known_auc else None,
+        "ece": expected_calibration_error(probs, labels),
         "per_class": {
-            c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i]),
+                "roc_auc": auc[i]}
             for i, c in enumerate(classes)
         },
         "confusion_matrix": cm.tolist(),
+        "calibration_bins": reliability_bins(probs, labels),
     }
 
 
@@ -89,6 +104,17 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+def _ci(interval: list[float] | None, percent: bool = False) -> str:
+    if not interval:
+        return ""
+    lo, hi = interval
+    return f" (95% CI {_pct(lo)}–{_pct(hi)})" if percent else f" (95% CI {lo:.4f}–{hi:.4f})"
+
+
+def _auc(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
 def write_report(
     out: Path,
     metrics: dict,
@@ -98,7 +124,7 @@ def write_report(
     title: str = "braintumor evaluation",
     context: dict | None = None,
 ) -> Path:
-    """Write metrics.json, confusion_matrix.{json,png}, curves.png, skipped.json and report.md."""
+    """Write test_metrics.json, confusion_matrix.{json,png}, reliability.png, curves.png, skipped.json and report.md."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "test_metrics.json").write_text(json.dumps({**(context or {}), **metrics}, indent=2) + "\n")
@@ -110,16 +136,35 @@ def write_report(
         lines.append(f"- **{key}**: {value}")
     lines += [
         "",
-        f"**Test accuracy {_pct(metrics['accuracy'])}** ({metrics['correct']}/{metrics['n']}), "
-        f"macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}.",
+        f"**Test accuracy {_pct(metrics['accuracy'])}** ({metrics['correct']}/{metrics['n']})"
+        f"{_ci(metrics.get('accuracy_ci'), percent=True)}, "
+        f"macro-F1 {metrics['macro_f1']:.4f}{_ci(metrics.get('macro_f1_ci'))}, loss {metrics['loss']:.4f}.",
         "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---:|---:|---:|---:|",
+    ]
+    if metrics.get("accuracy_ci"):
+        lines += ["The 95% confidence intervals come from a percentile bootstrap of the test set (2,000 resamples): "
+                  "they cover the chance of testing on this sample of images, not the variation between training "
+                  "runs or splits.", ""]
+    lines += [
+        "| class | precision | recall | F1 | ROC-AUC (one vs rest) | support |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for c in classes:
         m = metrics["per_class"][c]
-        lines.append(f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |")
+        lines.append(
+            f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {_auc(m.get('roc_auc'))} | {m['support']} |"
+        )
     lines += ["", "![confusion matrix](confusion_matrix.png) ([JSON](confusion_matrix.json))", ""]
+    if metrics.get("calibration_bins"):
+        from .calibration import plot_reliability
+
+        plot_reliability(metrics["calibration_bins"], out / "reliability.png")
+        lines += ["## Calibration", "", f"Expected calibration error (ECE, {len(metrics['calibration_bins'])} bins): "
+                  f"**{metrics['ece']:.4f}**."]
+        if "temperature" in metrics:
+            lines[-1] += (f" Temperature scaling (T = {metrics['temperature']:.3f}, fitted on the validation set) "
+                          f"is applied; without it the ECE is {metrics['ece_uncalibrated']:.4f}.")
+        lines += ["", "![reliability diagram](reliability.png)", ""]
     if history:
         plot_curves(history, out / "curves.png")
         lines += ["## Training", "", "![training curves](curves.png) (per epoch: [metrics.jsonl](metrics.jsonl))", ""]
@@ -149,6 +194,7 @@ def evaluate(
     ``evaluate(run/model.safetensors)`` re-creates exactly the test split the run held out.
     Returns the metrics dict; the report goes to `out` (default: the checkpoint's folder).
     """
+    from .calibration import expected_calibration_error, with_temperature
     from .checkpoint import load_checkpoint
     from .data import load_images, scan
     from .predict import predict_images
@@ -162,13 +208,18 @@ def evaluate(
     seed = cfg.get("seed", 0) if seed is None else seed
     dataset = scan(data, cfg.get("class_map") or None)
     images, dataset = load_images(dataset, info.preprocess, progress=progress)
-    split = make_split(dataset, protocol, seed, cfg.get("test_fraction", 0.1), cfg.get("val_fraction", 0.1))
+    folds, fold = (cfg.get("folds", 0), cfg.get("fold", 0)) if protocol == cfg.get("protocol") else (0, 0)
+    split = make_split(
+        dataset, protocol, seed, cfg.get("test_fraction", 0.1), cfg.get("val_fraction", 0.1), folds, fold, progress
+    )
     if len(split.test) == 0:
         from .errors import DataError
 
         raise DataError(f"the {protocol} protocol leaves no test images in {data}", "use more data or another protocol")
     probs = predict_images(model, images[split.test], tta=info.tta, temperature=info.temperature)
     metrics = classification_metrics(dataset.labels[split.test], probs, info.classes)
+    metrics["temperature"] = info.temperature
+    metrics["ece_uncalibrated"] = expected_calibration_error(with_temperature(probs, 1 / info.temperature), dataset.labels[split.test])
     out = Path(out) if out else checkpoint.parent
     history = None
     if (out / "metrics.jsonl").is_file():
@@ -180,6 +231,7 @@ def evaluate(
         "data": str(data),
         "protocol": protocol,
         "split seed": seed,
+        **({"fold": f"{fold + 1} of {folds}"} if folds else {}),
         "split sizes": make_split_sizes(split),
         "data fingerprint": info.data_fingerprint[:16] if info.data_fingerprint else "",
     }

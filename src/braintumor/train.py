@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augment import augment, to_float
+from .calibration import as_logits, fit_temperature
 from .checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from .classes import CLASSES
 from .data import default_data_dir, load_images, scan
@@ -252,6 +253,7 @@ def train(config: TrainConfig) -> Path:
     # validation part only, update `info`, and are saved with the weights.
     model, info = load_checkpoint(out / "model.safetensors")
     val_probs = predict_images(model, images[split.val], tta=info.tta)
+    info.temperature = fit_temperature(as_logits(val_probs), dataset.labels[split.val])  # calibration
     info.metrics["val_acc_final"] = float((val_probs.argmax(1) == dataset.labels[split.val]).mean())
     info.metrics["train_minutes"] = round((time.time() - started) / 60, 2)
     save_checkpoint(out / "model.safetensors", model, info)

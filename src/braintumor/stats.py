@@ -1,0 +1,117 @@
+"""How sure a test figure is: bootstrap confidence intervals, and one-vs-rest ROC-AUC.
+
+A test set of a few hundred images measures accuracy only up to a few percentage points. The
+percentile bootstrap resamples the test set with replacement many times, recomputes the metric on
+each resample, and reports the middle 95% of those values.
+
+Resampling is done with multinomial counts: resample ``b`` uses image ``i`` ``w[b, i]`` times, so
+its confusion matrix is ``w[b] @ E`` where row ``i`` of ``E`` is the one-hot (true, predicted)
+cell of image ``i``. All resamples are computed at once, exactly as if drawn one by one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+DEFAULT_RESAMPLES = 2000
+
+
+def _check(labels, pred, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels, dtype=int)
+    pred = np.asarray(pred, dtype=int)
+    if labels.ndim != 1 or labels.shape != pred.shape:
+        raise ValueError(f"labels and pred must be 1-D and of equal length; got {labels.shape} and {pred.shape}")
+    if len(labels) == 0:
+        raise ValueError("labels is empty: no samples to resample")
+    if labels.min() < 0 or pred.min() < 0 or max(labels.max(), pred.max()) >= n_classes:
+        raise ValueError(f"labels and pred must be class indices in 0..{n_classes - 1}")
+    return labels, pred
+
+
+def resampled_confusions(labels, pred, n_classes: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Confusion matrices (rows = true class) of `resamples` bootstrap resamples: ``B x C x C``."""
+    labels, pred = _check(labels, pred, n_classes)
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)  # B x N draw counts
+    cells = np.zeros((n, n_classes * n_classes))
+    cells[np.arange(n), labels * n_classes + pred] = 1.0
+    return (weights @ cells).reshape(resamples, n_classes, n_classes)
+
+
+def accuracy_of(confusions: np.ndarray) -> np.ndarray:
+    """Accuracy of each confusion matrix in a ``... x C x C`` stack."""
+    return np.trace(confusions, axis1=-2, axis2=-1) / confusions.sum(axis=(-2, -1))
+
+
+def macro_f1_of(confusions: np.ndarray) -> np.ndarray:
+    """Macro-averaged F1 of each confusion matrix in a stack.
+
+    A class with no true and no predicted samples scores 0, as in scikit-learn with
+    ``zero_division=0`` and every class listed, so that a resample agrees with
+    `braintumor.evaluate.classification_metrics`.
+    """
+    tp = np.diagonal(confusions, axis1=-2, axis2=-1)
+    fp = confusions.sum(axis=-2) - tp
+    fn = confusions.sum(axis=-1) - tp
+    denominator = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype=float), where=denominator > 0)
+    return f1.mean(axis=-1)
+
+
+def bootstrap_ci(
+    labels,
+    pred,
+    n_classes: int,
+    level: float = 0.95,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Percentile bootstrap confidence intervals of accuracy and macro-F1.
+
+    Parameters
+    ----------
+    labels, pred : array of int
+        True and predicted class index of each test image.
+    n_classes : int
+        Number of classes (classes absent from the test set still count in macro-F1).
+    level : float
+        Coverage of the interval, in (0, 1).
+    resamples : int
+        Number of bootstrap resamples.
+    seed : int
+        Seed of the resampling: the same inputs and seed give the same interval.
+
+    Returns
+    -------
+    dict
+        ``{"accuracy": [low, high], "macro_f1": [low, high]}``.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    confusions = resampled_confusions(labels, pred, n_classes, resamples, seed)
+    tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    return {
+        "accuracy": [float(v) for v in np.percentile(accuracy_of(confusions), tails)],
+        "macro_f1": [float(v) for v in np.percentile(macro_f1_of(confusions), tails)],
+    }
+
+
+def one_vs_rest_auc(labels, probs: np.ndarray) -> list[float | None]:
+    """ROC-AUC of each class against all others, from the predicted probability of that class.
+
+    A class that is absent from `labels`, or is the only class present, has no ROC curve: None.
+    """
+    labels = np.asarray(labels, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    out: list[float | None] = []
+    for k in range(probs.shape[1]):
+        positive = labels == k
+        if positive.all() or not positive.any():
+            out.append(None)
+        else:
+            out.append(float(roc_auc_score(positive, probs[:, k])))
+    return out

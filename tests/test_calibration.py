@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from braintumor.calibration import (
+    as_logits,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    plot_reliability,
+    reliability_bins,
+    with_temperature,
+)
+
+
+def test_ece_by_hand():
+    # Two predictions at confidence 0.9, one right: |0.5 - 0.9| = 0.4.
+    # Two at 0.6, both right: |1.0 - 0.6| = 0.4. Each bin holds half: ECE = 0.4.
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.6, 0.4]])
+    labels = np.array([0, 1, 1, 0])
+    assert expected_calibration_error(probs, labels, bins=10) == pytest.approx(0.4)
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.4)  # 15 bins: the same grouping
+    table = reliability_bins(probs, labels, bins=10)
+    filled = [b for b in table if b["count"]]
+    assert [(b["high"], b["count"], b["accuracy"]) for b in filled] == [(pytest.approx(0.6), 2, 1.0), (pytest.approx(0.9), 2, 0.5)]
+    assert sum(b["count"] for b in table) == 4 and len(table) == 10
+
+
+def test_ece_is_zero_when_confidence_equals_accuracy():
+    probs = np.tile([0.75, 0.25], (4, 1))
+    assert expected_calibration_error(probs, np.array([0, 0, 0, 1])) == pytest.approx(0.0)
+
+
+def test_ece_weights_bins_by_their_share():
+    # 3 predictions at 0.95, all right (gap 0.05); 1 at 0.55, wrong (gap 0.55): 0.75*0.05 + 0.25*0.55
+    probs = np.array([[0.95, 0.05]] * 3 + [[0.55, 0.45]])
+    assert expected_calibration_error(probs, np.array([0, 0, 0, 1])) == pytest.approx(0.75 * 0.05 + 0.25 * 0.55)
+
+
+def test_confidence_on_a_bin_edge_goes_to_the_lower_bin():
+    table = reliability_bins(np.array([[0.6, 0.4]]), np.array([0]), bins=5)
+    assert [b["count"] for b in table] == [0, 0, 1, 0, 0] and table[2]["high"] == pytest.approx(0.6)
+
+
+def _miscalibrated(scale: float, n: int = 4000, seed: int = 0):
+    """Labels drawn from softmax(z); the 'model' reports logits scale * z."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1.5, (n, 4))
+    labels = np.array([rng.choice(4, p=p) for p in softmax(z, axis=1)])
+    return scale * z, labels
+
+
+@pytest.mark.parametrize("scale", [3.0, 0.5])
+def test_temperature_scaling_recovers_the_miscalibration_and_lowers_nll(scale):
+    logits, labels = _miscalibrated(scale)
+    t = fit_temperature(logits, labels)
+    assert t == pytest.approx(scale, rel=0.12)
+    assert nll(logits, labels, t) < nll(logits, labels) - 0.02
+    probs = softmax(logits, axis=1)
+    assert expected_calibration_error(with_temperature(probs, t), labels) < expected_calibration_error(probs, labels) / 2
+
+
+def test_temperature_keeps_the_winner_and_can_be_undone():
+    probs = softmax(np.random.default_rng(1).normal(0, 2, (20, 4)), axis=1)
+    sharp = with_temperature(probs, 0.5)
+    assert np.array_equal(sharp.argmax(1), probs.argmax(1))
+    assert np.allclose(with_temperature(sharp, 1 / 0.5), probs)
+    assert np.allclose(softmax(as_logits(probs), axis=1), probs)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="N x C"):
+        expected_calibration_error(np.zeros((3, 2)), np.zeros(2, dtype=int))
+    with pytest.raises(ValueError, match="no samples"):
+        fit_temperature(np.zeros((0, 2)), np.zeros(0, dtype=int))
+    with pytest.raises(ValueError, match="bins must be a positive integer"):
+        reliability_bins(np.full((1, 2), 0.5), [0], bins=0)
+
+
+def test_reliability_diagram_is_a_png(tmp_path):
+    logits, labels = _miscalibrated(2.0, n=300)
+    plot_reliability(reliability_bins(softmax(logits, axis=1), labels), tmp_path / "r.png")
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"

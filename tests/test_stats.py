@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from braintumor.stats import accuracy_of, bootstrap_ci, macro_f1_of, one_vs_rest_auc, resampled_confusions
+
+
+def _frequencies(values: np.ndarray) -> dict[float, float]:
+    keys, counts = np.unique(np.round(values, 6), return_counts=True)
+    return {float(k): c / len(values) for k, c in zip(keys, counts)}
+
+
+def test_two_images_one_right_gives_the_exact_resampling_distribution():
+    # Resamples of (right, wrong): both right 1/4, one each 1/2, both wrong 1/4.
+    conf = resampled_confusions([0, 1], [0, 0], n_classes=2, resamples=40_000, seed=1)
+    acc = _frequencies(accuracy_of(conf))
+    assert acc.keys() == {0.0, 0.5, 1.0}
+    assert acc[0.0] == pytest.approx(0.25, abs=0.01) and acc[0.5] == pytest.approx(0.5, abs=0.01)
+    # macro-F1 by hand: (right, right) -> F1 = (1 + 0) / 2; (wrong, wrong) -> 0;
+    # one each -> class 0 has tp 1, fp 1 -> 2/3, class 1 has 0 -> 1/3.
+    f1 = _frequencies(macro_f1_of(conf))
+    assert f1.keys() == {0.0, round(1 / 3, 6), 0.5}
+    assert f1[0.5] == pytest.approx(0.25, abs=0.01) and f1[round(1 / 3, 6)] == pytest.approx(0.5, abs=0.01)
+    assert bootstrap_ci([0, 1], [0, 0], 2, resamples=4000) == {"accuracy": [0.0, 1.0], "macro_f1": [0.0, 0.5]}
+
+
+def test_perfect_and_hopeless_predictions_have_degenerate_intervals():
+    labels = np.arange(40) % 4
+    assert bootstrap_ci(labels, labels, 4) == {"accuracy": [1.0, 1.0], "macro_f1": [1.0, 1.0]}
+    assert bootstrap_ci(labels, (labels + 1) % 4, 4)["accuracy"] == [0.0, 0.0]
+
+
+def test_accuracy_interval_matches_the_binomial_approximation():
+    n, right = 400, 360  # accuracy 0.9, standard error sqrt(0.9 * 0.1 / 400) = 0.015
+    labels = np.zeros(n, dtype=int)
+    pred = np.where(np.arange(n) < right, 0, 1)
+    low, high = bootstrap_ci(labels, pred, 2, resamples=5000)["accuracy"]
+    assert low == pytest.approx(0.9 - 1.96 * 0.015, abs=0.006)
+    assert high == pytest.approx(0.9 + 1.96 * 0.015, abs=0.006)
+
+
+def test_resampled_metrics_agree_with_scikit_learn_on_the_full_sample():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 50)
+    pred = np.where(rng.random(50) < 0.7, labels, rng.integers(0, 4, 50))
+    labels[labels == 3] = 2  # class 3 never true: sklearn counts its F1 as 0 when listed
+    cm = np.zeros((4, 4))
+    np.add.at(cm, (labels, pred), 1)
+    expected = f1_score(labels, pred, labels=[0, 1, 2, 3], average="macro", zero_division=0)
+    assert macro_f1_of(cm) == pytest.approx(expected)
+    assert accuracy_of(cm) == pytest.approx((labels == pred).mean())
+
+
+def test_same_seed_same_interval():
+    labels = np.arange(60) % 3
+    pred = np.where(np.arange(60) % 7 == 0, (labels + 1) % 3, labels)
+    assert bootstrap_ci(labels, pred, 3, seed=5) == bootstrap_ci(labels, pred, 3, seed=5)
+
+
+@pytest.mark.parametrize(
+    "labels, pred, message",
+    [([], [], "empty"), ([0, 1], [0], "equal length"), ([0, 5], [0, 1], "class indices"), ([0, -1], [0, 1], "class indices")],
+)
+def test_bad_input(labels, pred, message):
+    with pytest.raises(ValueError, match=message):
+        bootstrap_ci(labels, pred, 4)
+
+
+def test_one_vs_rest_auc_by_hand():
+    # class 1 scores: negatives 0.1, 0.4; positives 0.35, 0.8 -> 3 of 4 pairs ordered: AUC 0.75
+    p1 = np.array([0.1, 0.4, 0.35, 0.8])
+    probs = np.stack([1 - p1, p1, np.zeros(4)], axis=1)
+    auc = one_vs_rest_auc([0, 0, 1, 1], probs)
+    assert auc[0] == pytest.approx(0.75) and auc[1] == pytest.approx(0.75)
+    assert auc[2] is None  # class 2 never occurs
