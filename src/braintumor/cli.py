@@ -29,6 +29,11 @@ def _cmd_train(args) -> int:
     kwargs["data"] = str(args.data or default_data_dir())
     kwargs["class_map"] = parse_class_map(args.class_map)
     kwargs["progress"] = not args.quiet
+    if kwargs.get("folds"):
+        from .crossval import cross_validate
+
+        _print_crossval(cross_validate(TrainConfig(**kwargs)), args.json)
+        return 0
     out = train(TrainConfig(**kwargs))
     metrics = evaluate(out / "model.safetensors", kwargs["data"], progress=not args.quiet)
     _print_metrics(metrics, args.json)
@@ -113,6 +118,18 @@ def _cmd_data_fetch(args) -> int:
     return 0
 
 
+def _print_crossval(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{result['folds']}-fold cross-validation, {result['protocol']} protocol:")
+    for name in ("accuracy", "macro_f1", "macro_roc_auc", "ece"):
+        row = result["metrics"].get(name)
+        if row and row["mean"] is not None:
+            print(f"  {name:<14} {row['mean']:.4f} ± {row['std'] if row['std'] is not None else float('nan'):.4f}")
+    print(f"report: {result['report']}")
+
+
 def _cmd_audit(args) -> int:
     from .audit import audit
     from .classes import parse_class_map
@@ -130,6 +147,32 @@ def _cmd_audit(args) -> int:
         across = sum(n for k, n in level["per_split"].items() if "+" in k)
         print(f"  {name:<16} {level['groups']:>5} groups, {level['files']:>5} images, {across:>4} groups across splits, "
               f"{level['label_conflicts']} label conflicts")
+    print(f"report: {result['report']}")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from .classes import parse_class_map
+    from .compare import DEFAULT_PROTOCOLS, compare
+    from .data import default_data_dir
+    from .train import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    kwargs = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    kwargs["data"] = str(args.data or default_data_dir())
+    kwargs["class_map"] = parse_class_map(args.class_map)
+    kwargs["progress"] = not args.quiet
+    result = compare(TrainConfig(**kwargs), tuple(args.protocols or DEFAULT_PROTOCOLS))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for row in result["rows"]:
+        if "skipped" in row:
+            print(f"  {row['protocol']:<9} skipped: {row['skipped']}")
+        else:
+            lo, hi = row["accuracy_ci"]
+            print(f"  {row['protocol']:<9} accuracy {100 * row['accuracy']:.2f}% (95% CI {100 * lo:.2f}–{100 * hi:.2f}), "
+                  f"{row['leaked_test_images']} of {row['n']} test images have a copy in train/val")
     print(f"report: {result['report']}")
     return 0
 
@@ -165,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement (default: 4)")
     p.add_argument("--val-fraction", type=float, help="share of the training part used for validation (default: 0.1)")
     p.add_argument("--test-fraction", type=float, help="share held out for testing under 'original' (default: 0.1)")
+    p.add_argument("--folds", type=int, help="cross-validate: train and test on K group-aware folds, report mean ± std of every metric")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="train in float32 instead of bfloat16 autocast")
     p.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="no horizontal-flip test-time augmentation")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
@@ -211,6 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-map", help="extra folder-to-class names, e.g. 'tumor_g=glioma,healthy=no_tumor'")
     p.add_argument("--json", action="store_true", help="print the audit (without the group list) as JSON")
     p.set_defaults(func=_cmd_audit)
+
+    p = command("compare", "train and evaluate one configuration under original, dedup and official; write a table")
+    _add_data_args(p)
+    p.add_argument("--out", default="runs/compare", help="folder for one run per protocol and comparison.md (default: runs/compare)")
+    p.add_argument("--protocols", nargs="+", choices=["original", "dedup", "official"], help="default: all three")
+    p.add_argument("--seed", type=int, help="seed of the splits, initialisation and augmentation (default: 0)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: as for train)")
+    p.add_argument("--image-size", type=int, help="network input side in pixels (default: as for train)")
+    p.add_argument("--batch-size", type=int, help="mini-batch size (default: 32)")
+    p.add_argument("--backbone", help="timm model name (default: as for train)")
+    p.add_argument("--weights", help="ImageNet weights file for the backbone")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None, help="start from random weights")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--time-limit-min", type=float, help="per-run time limit in minutes (default: as for train)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(func=_cmd_compare)
 
     from .fundamentals.cli import register as register_lessons
 

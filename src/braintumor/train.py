@@ -57,6 +57,8 @@ class TrainConfig:
     patience: int = 4
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    folds: int = 0  # cross-validation: test on fold `fold` of `folds` (see braintumor.crossval)
+    fold: int = 0
     bf16: bool = True
     tta: bool = True
     threads: int | None = None
@@ -73,6 +75,8 @@ class TrainConfig:
             ("patience", self.patience >= 1, "at least 1"),
             ("weight_decay", self.weight_decay >= 0, "non-negative"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("folds", self.folds == 0 or self.folds >= 2, "0 (no cross-validation) or at least 2"),
+            ("fold", 0 <= self.fold < max(self.folds, 1), "in 0..folds-1"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -117,7 +121,9 @@ def train(config: TrainConfig) -> Path:
     preprocess = Preprocess(image_size=config.image_size, crop_foreground=config.crop_foreground)
     dataset = scan(config.data, config.class_map)
     images, dataset = load_images(dataset, preprocess, progress=config.progress)
-    split = make_split(dataset, config.protocol, config.seed, config.test_fraction, config.val_fraction)
+    split = make_split(
+        dataset, config.protocol, config.seed, config.test_fraction, config.val_fraction, config.folds, config.fold, config.progress
+    )
     for name, idx in (("train", split.train), ("validation", split.val)):
         if len(idx) == 0:
             raise BrainTumorError(f"the {name} set is empty", "add images, or lower --val-fraction/--test-fraction")

@@ -1,0 +1,119 @@
+"""Cross-validation: train and evaluate one configuration on K group-aware folds, and report the
+mean and standard deviation of every metric over the folds.
+
+Each fold is an ordinary run directory (``OUT/fold1`` … ``OUT/foldK``) with its own checkpoint
+and report; ``OUT/crossval.json`` and ``OUT/crossval.md`` hold the summary. Under ``dedup`` no
+near-duplicate group is ever split between a fold's training and test parts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .data import scan
+from .errors import DataError
+from .protocols import check_folds
+
+HEADLINE = ("accuracy", "macro_f1", "macro_roc_auc", "ece", "ece_uncalibrated", "loss", "temperature")
+
+
+def scalar_metrics(metrics: dict) -> dict[str, float]:
+    """The numeric figures of an `evaluate` result, flat: the headline figures, then
+    ``<class>/<precision|recall|f1|roc_auc>``. Missing values (a class without ROC-AUC) are NaN."""
+    flat = {k: float(metrics[k]) if metrics.get(k) is not None else float("nan") for k in HEADLINE if k in metrics}
+    for name, row in metrics.get("per_class", {}).items():
+        for key in ("precision", "recall", "f1", "roc_auc"):
+            value = row.get(key)
+            flat[f"{name}/{key}"] = float(value) if value is not None else float("nan")
+    return flat
+
+
+def summarise_folds(fold_metrics: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation (ddof 1) of each figure over the folds, NaN ignored."""
+    out = {}
+    for key in fold_metrics[0]:
+        values = np.array([m.get(key, np.nan) for m in fold_metrics], dtype=float)
+        known = values[~np.isnan(values)]
+        out[key] = {
+            "mean": float(known.mean()) if len(known) else None,
+            "std": float(known.std(ddof=1)) if len(known) > 1 else None,
+            "folds": [None if np.isnan(v) else float(v) for v in values],
+        }
+    return out
+
+
+def cross_validate(config) -> dict:
+    """Train and evaluate `config` (a `TrainConfig` with ``folds >= 2``) on every fold.
+
+    Returns
+    -------
+    dict
+        protocol, folds, seed, runs (run folder of each fold), metrics {figure: {mean, std,
+        folds}} and report (path of crossval.md).
+
+    Raises
+    ------
+    DataError
+        When the protocol is ``official``, or a class has fewer groups of images than folds;
+        checked before any training starts.
+    """
+    from .evaluate import evaluate
+    from .train import train
+
+    if config.protocol == "official":
+        raise DataError("cross-validation needs a pooled protocol, not official", "use --protocol dedup or original with --folds")
+    dataset = scan(config.data, config.class_map)
+    groups = np.arange(len(dataset))
+    if config.protocol == "dedup":
+        from .duplicates import duplicate_groups
+
+        groups = duplicate_groups(dataset, progress=config.progress)
+    check_folds(dataset, groups, config.folds)
+
+    out = Path(config.out)
+    runs, per_fold = [], []
+    for fold in range(config.folds):
+        run = train(replace(config, fold=fold, out=str(out / f"fold{fold + 1}")))
+        metrics = evaluate(run / "model.safetensors", config.data, progress=config.progress)
+        runs.append(str(run))
+        per_fold.append(scalar_metrics(metrics))
+    result = {
+        "protocol": config.protocol,
+        "folds": config.folds,
+        "seed": config.seed,
+        "runs": runs,
+        "metrics": summarise_folds(per_fold),
+    }
+    result["report"] = str(write_crossval(result, out))
+    return result
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def write_crossval(result: dict, out: Path) -> Path:
+    """Write crossval.json and crossval.md (a table of mean ± std and each fold) into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "crossval.json").write_text(json.dumps(result, indent=2) + "\n")
+    k = result["folds"]
+    lines = [
+        f"# Cross-validation: {k} folds, {result['protocol']} protocol, seed {result['seed']}",
+        "",
+        "Each fold's model is trained on the other folds (less a validation part) and tested on its fold; "
+        + ("no group of near-duplicate images is split between them." if result["protocol"] == "dedup"
+           else "under `original`, copies of an image can fall on both sides."),
+        "Standard deviations are over folds (ddof 1).",
+        "",
+        "| metric | mean ± std | " + " | ".join(f"[fold {i + 1}]({Path(r).name}/report.md)" for i, r in enumerate(result["runs"])) + " |",
+        "|---|---:|" + "---:|" * k,
+    ]
+    for name, row in result["metrics"].items():
+        lines.append(f"| {name} | {_fmt(row['mean'])} ± {_fmt(row['std'])} | " + " | ".join(_fmt(v) for v in row["folds"]) + " |")
+    path = out / "crossval.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

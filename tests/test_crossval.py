@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pytest
+
+from braintumor.cli import main
+from braintumor.crossval import scalar_metrics, summarise_folds
+
+from planted import distinct_slice, save_png
+
+
+def test_scalar_metrics_flattens_headline_and_per_class_figures():
+    m = {"accuracy": 0.9, "macro_f1": 0.8, "macro_roc_auc": None, "n": 10, "confusion_matrix": [[1]],
+         "per_class": {"glioma": {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "roc_auc": None, "support": 2}}}
+    flat = scalar_metrics(m)
+    assert flat["accuracy"] == 0.9 and np.isnan(flat["macro_roc_auc"]) and "n" not in flat
+    assert flat["glioma/recall"] == 0.5 and np.isnan(flat["glioma/roc_auc"]) and "glioma/support" not in flat
+
+
+def test_summary_is_mean_and_sample_std_over_folds():
+    s = summarise_folds([{"accuracy": 0.9, "auc": np.nan}, {"accuracy": 0.8, "auc": 0.7}, {"accuracy": 1.0, "auc": 0.9}])
+    assert s["accuracy"]["mean"] == pytest.approx(0.9) and s["accuracy"]["std"] == pytest.approx(0.1)
+    assert s["auc"] == {"mean": pytest.approx(0.8), "std": pytest.approx(np.std([0.7, 0.9], ddof=1)), "folds": [None, 0.7, 0.9]}
+
+
+@pytest.fixture(scope="module")
+def distinct_tree(tmp_path_factory):
+    """4 classes x 6 distinct images, plus a copy of one image per class (a group of two)."""
+    root = tmp_path_factory.mktemp("cv") / "data"
+    rng = np.random.default_rng(4)
+    for folder in ("glioma", "meningioma", "no_tumor", "pituitary"):
+        for i in range(6):
+            save_png(distinct_slice(rng, 64), root / folder / f"{i}.png")
+        (root / folder / "copy.png").write_bytes((root / folder / "0.png").read_bytes())
+    return root
+
+
+def test_cli_folds_runs_every_fold_and_reports_mean_and_std(distinct_tree, tmp_path, capsys):
+    out = tmp_path / "cv"
+    code = main(["train", "--data", str(distinct_tree), "--out", str(out), "--protocol", "dedup", "--folds", "2",
+                 "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--json", "-q"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    fold_acc = [json.loads((out / f"fold{k}" / "test_metrics.json").read_text())["accuracy"] for k in (1, 2)]
+    assert result["metrics"]["accuracy"]["folds"] == pytest.approx(fold_acc)
+    assert result["metrics"]["accuracy"]["mean"] == pytest.approx(np.mean(fold_acc))
+    assert result["metrics"]["accuracy"]["std"] == pytest.approx(np.std(fold_acc, ddof=1))
+    tested = [set(json.loads((out / f"fold{k}" / "split.json").read_text())["test"]) for k in (1, 2)]
+    assert not tested[0] & tested[1] and len(tested[0] | tested[1]) == 28
+    for part in tested:  # the image and its copy are tested in the same fold
+        for folder in ("glioma", "meningioma", "no_tumor", "pituitary"):
+            names = {p.rsplit("/", 1)[-1] for p in part if f"/{folder}/" in p}
+            assert ("0.png" in names) == ("copy.png" in names)
+    report = (out / "crossval.md").read_text()
+    assert "2 folds, dedup protocol" in report and "fold1/report.md" in report
+
+
+def test_cli_too_many_folds_fails_before_training(distinct_tree, tmp_path, capsys):
+    out = tmp_path / "cv"
+    assert main(["train", "--data", str(distinct_tree), "--out", str(out), "--protocol", "dedup", "--folds", "7", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "folds=7 is more than the 6 groups of images of class glioma" in err and "--folds 6" in err
+    assert not out.exists()
