@@ -1,0 +1,125 @@
+"""Accuracy and calibration of the default training recipe under the leak-free ``dedup`` protocol.
+
+Runs ``braintumor train --protocol dedup`` (default settings) for split seeds 0, 1, 2, each in its
+own process (``run_one`` of train_accuracy.py), and records per run the test accuracy with its 95%
+bootstrap interval, macro-F1, ROC-AUC, the fitted temperature and the ECE before and after
+temperature scaling. Beside them it puts the ``original`` figures of the same configuration from
+benchmarks/results/train_accuracy.json, when that file exists. Targets of issue 3:
+
+- ``dedup`` accuracy >= 97 %, mean over the three seeds, with its 95% CI;
+- ECE <= 0.03 after temperature scaling on the ``dedup`` test split.
+
+Two intervals are given for the mean accuracy over seeds: ``test_sampling`` (a bootstrap of
+each seed's test set, averaged: how sure the figure is given these three splits) and
+``between_seeds`` (Student t over the seed means: how much it moves with the split; wide with
+three seeds).
+
+Usage: python benchmarks/dedup_accuracy.py [--data DIR] [--seeds 0 1 2] [-- extra train options]
+Writes benchmarks/results/dedup_accuracy.json after every run (partial results survive). The
+first run also hashes the dataset for its duplicate groups (cached afterwards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from _common import RESULTS, machine, write  # noqa: E402
+from train_accuracy import run_one  # noqa: E402
+
+
+def mean_accuracy_intervals(runs: list[dict], resamples: int = 10_000, seed: int = 0) -> dict:
+    """Mean accuracy over runs with a test-sampling bootstrap interval and a between-seeds interval.
+
+    Each run's bootstrap accuracy is Binomial(n, accuracy) / n (resampling n test images with
+    replacement, each right with the observed rate), drawn independently per run and averaged.
+    """
+    rng = np.random.default_rng(seed)
+    acc = np.array([r["correct"] / r["n"] for r in runs])
+    draws = np.mean([rng.binomial(r["n"], r["correct"] / r["n"], resamples) / r["n"] for r in runs], axis=0)
+    out = {"mean": float(acc.mean()), "test_sampling_95ci": [float(v) for v in np.percentile(draws, [2.5, 97.5])]}
+    if len(acc) > 1:
+        half = stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / np.sqrt(len(acc))
+        out["std_between_seeds"] = float(acc.std(ddof=1))
+        out["between_seeds_95ci"] = [float(max(0.0, acc.mean() - half)), float(min(1.0, acc.mean() + half))]
+    return out
+
+
+def original_figures(path: Path) -> dict | None:
+    """The `original` protocol runs of train_accuracy.json, summarised the same way."""
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    runs = data.get("runs", {}).get("original")
+    if not runs:
+        return None
+    return {"source": str(path), "date": data.get("machine", {}).get("date"), "command": data.get("command"),
+            "seeds": [r["seed"] for r in runs], "accuracy": mean_accuracy_intervals(runs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--runs", default="runs/bench", help="where the run directories go")
+    parser.add_argument("--output", default="dedup_accuracy.json")
+    parser.add_argument("--original", default=str(RESULTS / "train_accuracy.json"), help="JSON with the original-protocol runs")
+    parser.add_argument("extra", nargs="*", help="extra `braintumor train` options after --")
+    args = parser.parse_args()
+
+    result: dict = {"machine": machine(), "command": " ".join(sys.argv), "runs": []}
+    for seed in args.seeds:
+        out = Path(args.runs) / f"dedup-seed{seed}"
+        run = run_one(args.data, "dedup", seed, out, args.extra)
+        metrics = json.loads((out / "test_metrics.json").read_text())
+        run.update(
+            accuracy_ci=metrics["accuracy_ci"],
+            macro_f1_ci=metrics["macro_f1_ci"],
+            macro_roc_auc=metrics["macro_roc_auc"],
+            temperature=metrics["temperature"],
+            ece=metrics["ece"],
+            ece_uncalibrated=metrics["ece_uncalibrated"],
+            split_sizes=metrics.get("split sizes"),
+        )
+        result["runs"].append(run)
+        summarise(result, Path(args.original))
+        write(args.output, result)
+    print(json.dumps(result["summary"], indent=2))
+
+
+def summarise(result: dict, original_path: Path) -> None:
+    runs = result["runs"]
+    ece = np.array([r["ece"] for r in runs])
+    summary = {
+        "dedup": {
+            "seeds": [r["seed"] for r in runs],
+            "accuracy": mean_accuracy_intervals(runs),
+            "macro_f1_mean": float(np.mean([r["macro_f1"] for r in runs])),
+            "macro_roc_auc_mean": float(np.mean([r["macro_roc_auc"] for r in runs])),
+            "ece_after_temperature_mean": float(ece.mean()),
+            "ece_after_temperature_max": float(ece.max()),
+            "ece_before_temperature_mean": float(np.mean([r["ece_uncalibrated"] for r in runs])),
+            "temperatures": [r["temperature"] for r in runs],
+        },
+        "original": original_figures(original_path),
+        "max_wall_min": max(r["wall_s"] for r in runs) / 60,
+    }
+    if summary["original"]:
+        summary["gap_original_minus_dedup"] = summary["original"]["accuracy"]["mean"] - summary["dedup"]["accuracy"]["mean"]
+    summary["targets_met"] = {
+        "dedup_accuracy_ge_97": summary["dedup"]["accuracy"]["mean"] >= 0.97,
+        "ece_le_0.03_after_temperature": bool(ece.max() <= 0.03),
+    }
+    result["summary"] = summary
+
+
+if __name__ == "__main__":
+    main()
