@@ -85,3 +85,11 @@ def test_decompression_bomb_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(io, "MAX_PIXELS", 5000)
     with pytest.raises(ImageError, match="too large"):
         io.read_image(tmp_path / "big.png")
+
+
+def test_16bit_tiff_rescaled_by_range(tmp_path):
+    arr = np.linspace(0, 60000, 100, dtype=np.uint16).reshape(10, 10)
+    Image.fromarray(arr).save(tmp_path / "scan.tif")
+    out = read_image(tmp_path / "scan.tif")
+    assert out.shape == (10, 10, 3) and out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+    assert np.all(np.diff(out[:, :, 0].ravel().astype(int)) >= 0)

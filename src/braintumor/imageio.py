@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from .dicom import DICOM_EXTENSIONS, is_dicom, iter_dicom_frames, read_dicom
 from .errors import ImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}) | DICOM_EXTENSIONS
 
 # Pillow's own decompression-bomb limit (about 89 megapixels) applies; past it we refuse
 # rather than warn, so a hostile or broken file cannot exhaust memory.
@@ -55,14 +57,19 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an ``H x W x 3`` uint8 RGB array.
+def read_image(path: str | Path, frame: int | None = None) -> np.ndarray:
+    """Read an image file (JPEG, PNG, BMP, TIFF or DICOM) as an ``H x W x 3`` uint8 RGB array.
+
+    Parameters
+    ----------
+    frame : int, optional
+        Frame number (from 1) of a multi-frame DICOM file; ignored for single-frame images.
 
     Raises
     ------
     ImageError
         With the path and the reason when the file is missing, empty, not an image, truncated,
-        zero-sized, or larger than the decompression-bomb limit.
+        zero-sized, or larger than the decompression-bomb limit (and see `braintumor.dicom`).
     """
     path = Path(path)
     try:
@@ -71,6 +78,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"{path}: cannot open ({exc.strerror or exc})", "check the path") from None
     if size == 0:
         raise ImageError(f"{path}: empty file (0 bytes)", "re-copy or remove the file")
+    if is_dicom(path):
+        return read_dicom(path, frame, MAX_PIXELS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -99,3 +108,16 @@ def read_image(path: str | Path) -> np.ndarray:
         if "truncated" in reason.lower():
             reason = "truncated image file"
         raise ImageError(f"{path}: cannot decode image ({reason})", "re-export or remove the file") from None
+
+
+def iter_frames(path: str | Path, frame: int | None = None) -> Iterator[tuple[int | None, np.ndarray]]:
+    """Every image in a file as ``(frame number or None, H x W x 3 uint8)``.
+
+    A multi-frame DICOM file yields each of its frames (numbered from 1), or only `frame`;
+    any other file yields one image with frame ``None``. Raises `ImageError` like `read_image`.
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > 0 and is_dicom(path):
+        yield from iter_dicom_frames(path, frame, MAX_PIXELS)
+    else:
+        yield None, read_image(path)
