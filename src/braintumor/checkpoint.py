@@ -22,6 +22,9 @@ from .preprocess import Preprocess
 
 FORMAT = "braintumor-checkpoint"
 FORMAT_VERSION = 1
+# Named arrays stored beside the weights (e.g. out-of-distribution statistics) carry this prefix
+# in the safetensors file; state-dict keys never contain a colon.
+ARRAY_PREFIX = "extra:"
 
 
 @dataclass
@@ -38,6 +41,8 @@ class ModelInfo:
     data_fingerprint: str = ""
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    # Tensors too large for the JSON metadata (kept in float32, saved in the safetensors file).
+    arrays: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -88,6 +93,8 @@ def save_checkpoint(path: str | Path, model: Classifier, info: ModelInfo, half: 
         if half and value.is_floating_point():
             value = value.half()
         state[key] = value
+    for key, value in info.arrays.items():
+        state[ARRAY_PREFIX + key] = value.detach().cpu().float().contiguous()
     meta = info.to_dict()
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={"braintumor": json.dumps(meta)})
@@ -134,8 +141,11 @@ def read_info(path: str | Path) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
             f"{meta.get('braintumor_version', '?')}); this braintumor {__version__} reads version {FORMAT_VERSION}",
             "upgrade braintumor, or retrain the model with this version",
         )
+    arrays = {k[len(ARRAY_PREFIX) :]: tensors.pop(k) for k in list(tensors) if k.startswith(ARRAY_PREFIX)}
     try:
-        return ModelInfo.from_dict(meta), tensors
+        info = ModelInfo.from_dict(meta)
+        info.arrays = arrays
+        return info, tensors
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: incomplete checkpoint metadata ({exc})", "retrain the model") from None
 

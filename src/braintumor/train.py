@@ -29,6 +29,7 @@ from .classes import CLASSES
 from .data import default_data_dir, load_images, scan
 from .errors import BrainTumorError
 from .models import DEFAULT_BACKBONE, create_model
+from .ood import fit_model_ood
 from .predict import predict_images
 from .preprocess import Preprocess
 from .protocols import make_split
@@ -258,9 +259,17 @@ def train(config: TrainConfig) -> Path:
     # Post-hoc steps (calibration, out-of-distribution statistics, ...) fit on the training or
     # validation part only, update `info`, and are saved with the weights.
     model, info = load_checkpoint(out / "model.safetensors")
-    val_probs = predict_images(model, images[split.val], tta=info.tta)
-    info.temperature = fit_temperature(as_logits(val_probs), dataset.labels[split.val])  # calibration
-    info.metrics["val_acc_final"] = float((val_probs.argmax(1) == dataset.labels[split.val]).mean())
+    fit_posthoc(model, info, images, dataset.labels, split)
     info.metrics["train_minutes"] = round((time.time() - started) / 60, 2)
     save_checkpoint(out / "model.safetensors", model, info)
     return out
+
+
+def fit_posthoc(model, info: ModelInfo, images: np.ndarray, labels: np.ndarray, split) -> None:
+    """Fit what is fitted after training, on the training and validation parts only, into `info`:
+    the softmax temperature (calibration, on validation logits) and the out-of-distribution
+    statistics (on training features, threshold on validation)."""
+    val_probs = predict_images(model, images[split.val], tta=info.tta)
+    info.temperature = fit_temperature(as_logits(val_probs), labels[split.val])
+    info.metrics["val_acc_final"] = float((val_probs.argmax(1) == labels[split.val]).mean())
+    fit_model_ood(model, info, images[split.train], labels[split.train], images[split.val])
