@@ -1,11 +1,21 @@
+"""Batch prediction: bad files in a batch give per-file errors and never stop the run, results
+keep input order, DICOM frames are predicted one by one, and CSV/JSON carry the OOD decision."""
+
+import csv
+import io
+import json
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from braintumor.checkpoint import ModelInfo, save_checkpoint
+from braintumor.cli import main
 from braintumor.models import create_model
-from braintumor.predict import Predictor, expand_inputs, predict_images
+from braintumor.predict import Predictor, expand_inputs, predict_images, write_csv
 from braintumor.preprocess import Preprocess
 
 
@@ -56,3 +66,107 @@ def test_expand_inputs_recurses_and_skips_hidden(tmp_path):
     (tmp_path / "a" / "notes.txt").write_text("x")
     files, errors = expand_inputs([tmp_path / "a"])
     assert [f.name for f in files] == ["x.png"] and not errors
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` pixels but holds no image data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """Good slices between every kind of bad file, named so that sorting interleaves them."""
+    from conftest import tumor_slice
+    from test_dicom import write_dicom
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(tumor_slice(i, rng, 128)).save(folder / f"{i}0-good.jpg", quality=92)
+    (folder / "01-text.jpg").write_bytes(b"this is a text file, not a JPEG\n" * 10)
+    full = io.BytesIO()
+    Image.fromarray(tumor_slice(0, rng, 128)).save(full, "JPEG")
+    (folder / "11-truncated.jpg").write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
+    (folder / "21-zero.png").write_bytes(_png_header_only(0, 0))
+    (folder / "31-huge.png").write_bytes(_png_header_only(100_000, 100_000))
+    empty = write_dicom(folder / "32-report.dcm", np.zeros((4, 4), dtype=np.uint16))
+    import pydicom
+
+    ds = pydicom.dcmread(empty)
+    del ds.PixelData
+    ds.save_as(empty)
+    (folder / "33-empty.png").write_bytes(b"")
+    return folder
+
+
+def test_bad_files_are_reported_and_skipped(tiny_checkpoint, mixed_folder):
+    results = Predictor(tiny_checkpoint).predict([mixed_folder], batch_size=3)
+    by_name = {r.path.rsplit("/", 1)[-1]: r for r in results}
+    assert [r.path for r in results] == sorted(r.path for r in results)  # input order kept
+    expected_errors = {
+        "01-text.jpg": "not an image",
+        "11-truncated.jpg": "truncated",
+        "21-zero.png": "",
+        "31-huge.png": "too large",
+        "32-report.dcm": "no pixel data",
+        "33-empty.png": "empty file",
+    }
+    for name, reason in expected_errors.items():
+        r = by_name[name]
+        assert r.error and reason in r.error and r.label is None and not r.probabilities, (name, r)
+    good = [r for r in results if not r.error]
+    assert [r.top_class for r in good] == ["glioma", "meningioma", "no_tumor", "pituitary"]
+    assert all(r.accepted and r.ood_score is not None for r in good)
+
+
+def test_multi_frame_dicom_gives_one_result_per_frame(tiny_checkpoint, tmp_path):
+    from conftest import tumor_slice
+    from test_dicom import write_dicom
+
+    rng = np.random.default_rng(1)
+    frames = np.stack([tumor_slice(label, rng, 128)[:, :, 0].astype(np.uint16) * 16 for label in (3, 1, 0)])
+    path = write_dicom(tmp_path / "series.dcm", frames, WindowCenter=2040, WindowWidth=4080)
+    predictor = Predictor(tiny_checkpoint)
+    every = predictor.predict([path])
+    assert [(r.frame, r.top_class) for r in every] == [(1, "pituitary"), (2, "meningioma"), (3, "glioma")]
+    chosen = predictor.predict([path], frame=2)
+    assert [(r.frame, r.top_class) for r in chosen] == [(2, "meningioma")]
+    assert "no frame 9" in predictor.predict([path], frame=9)[0].error
+
+
+def test_csv_has_one_row_per_result_with_the_ood_columns(tiny_checkpoint, mixed_folder, tmp_path):
+    predictor = Predictor(tiny_checkpoint)
+    results = predictor.predict([mixed_folder])
+    write_csv(results, predictor.classes, tmp_path / "out.csv")
+    with open(tmp_path / "out.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(results)
+    assert {"path", "label", "p_glioma", "p_pituitary", "ood_score", "accepted", "error"} <= set(rows[0])
+    good = [row for row in rows if not row["error"]]
+    assert all(row["accepted"] == "true" and float(row["ood_score"]) > 0 for row in good)
+    assert all(abs(sum(float(row[f"p_{c}"]) for c in predictor.classes) - 1) < 1e-4 for row in good)
+
+
+def test_predict_command_json_and_csv(tiny_checkpoint, mixed_folder, tmp_path, capsys):
+    code = main(["predict", str(mixed_folder), "--model", str(tiny_checkpoint), "--json", "--csv", str(tmp_path / "r.csv"),
+                 "--runtime", "onnx", "-q"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(rows) == 10 and (tmp_path / "r.csv").is_file()
+    good = [r for r in rows if "error" not in r]
+    assert all({"label", "probabilities", "ood_score", "accepted", "top_class"} <= set(r) for r in good)
+    assert main(["predict", str(mixed_folder), "--model", str(tiny_checkpoint), "--csv", "-", "--no-tta", "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("path,frame,label,top_class,p_glioma") and len(lines) == 11
+
+
+def test_all_inputs_bad_exits_non_zero(tiny_checkpoint, tmp_path, capsys):
+    (tmp_path / "x.jpg").write_bytes(b"nope")
+    assert main(["predict", str(tmp_path / "x.jpg"), "--model", str(tiny_checkpoint)]) == 3
+    captured = capsys.readouterr()
+    assert "not an image" in captured.out and "Traceback" not in captured.err

@@ -66,24 +66,79 @@ def _cmd_predict(args) -> int:
             "nothing to predict: " + "; ".join(f"{p.path}: {p.error}" for p in problems),
             "pass image files (JPEG, PNG, BMP, TIFF) or folders that contain them",
         )
-    predictor = Predictor(args.model, threads=args.threads)
-    results = predictor.predict(args.inputs, batch_size=args.batch_size, progress=not args.quiet)
+    from .predict import no_detector_note, write_csv
+
+    if args.json and args.csv == "-":
+        raise BrainTumorError("--json and --csv - would both write to stdout", "write the CSV to a file: --csv results.csv")
+    predictor = Predictor(args.model, threads=args.threads, runtime=args.runtime, tta=args.tta)
+    if no_detector_note(predictor):
+        print(no_detector_note(predictor), file=sys.stderr)
+    results = predictor.predict(args.inputs, batch_size=args.batch_size, progress=not args.quiet, frame=args.frame)
     failed = [r for r in results if r.error]
+    if args.csv:
+        write_csv(results, predictor.classes, sys.stdout if args.csv == "-" else args.csv)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
+    elif args.csv != "-":
         classes = predictor.classes
-        width = max([len(r.path) for r in results] + [4])
-        print(f"{'file':<{width}}  {'class':<10}  " + "  ".join(f"{c:>10}" for c in classes))
-        for r in results:
+        names = [r.path + (f" [frame {r.frame}]" if r.frame else "") for r in results]
+        width = max([len(n) for n in names] + [4])
+        print(f"{'file':<{width}}  {'class':<13}  " + "  ".join(f"{c:>10}" for c in classes) + "  out-of-distribution")
+        for name, r in zip(names, results):
             if r.error:
-                print(f"{r.path:<{width}}  error: {r.error}")
-            else:
-                print(f"{r.path:<{width}}  {r.label:<10}  " + "  ".join(f"{r.probabilities[c]:>10.4f}" for c in classes))
+                print(f"{name:<{width}}  error: {r.error}")
+                continue
+            ood = "" if r.accepted is None else f"{r.ood_score:8.1f} {'accepted' if r.accepted else 'REJECTED'}"
+            print(f"{name:<{width}}  {r.label:<13}  " + "  ".join(f"{r.probabilities[c]:>10.4f}" for c in classes) + f"  {ood}")
     if failed:
         print(f"{len(failed)} of {len(results)} inputs could not be predicted (see the errors above)", file=sys.stderr)
     if len(failed) == len(results):
         return 3
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    from .explain import explain_files
+    from .predict import Predictor, expand_inputs
+
+    files, problems = expand_inputs(args.inputs)
+    if not files:
+        raise BrainTumorError("nothing to explain: " + "; ".join(f"{p.path}: {p.error}" for p in problems),
+                              "pass image files (JPEG, PNG, BMP, TIFF, DICOM) or folders that contain them")
+    predictor = Predictor(args.model, threads=args.threads)
+    rows = explain_files(predictor, args.inputs, args.out, args.frame, args.target, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    for row in rows if not args.json else []:
+        if "error" in row:
+            print(f"{row['path']}: error: {row['error']}")
+        else:
+            flag = "  (NOT A BRAIN MRI?)" if row["accepted"] is False else ""
+            print(f"{row['png']}: {row['label']} {100 * row['probability']:.1f}%{flag}")
+    failed = sum("error" in row for row in rows)
+    if failed:
+        print(f"{failed} of {len(rows)} inputs could not be explained", file=sys.stderr)
+    return 3 if failed == len(rows) else 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export_onnx
+
+    out = export_onnx(args.model, args.out, tta=args.tta)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_fit_ood(args) -> int:
+    from .ood import DEFAULT_ACCEPT, fit_checkpoint
+
+    accept = DEFAULT_ACCEPT if args.accept is None else args.accept
+    meta = fit_checkpoint(args.model, args.data, args.out, accept, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(meta, indent=2))
+    else:
+        print(f"out-of-distribution threshold {meta['threshold']:.2f}: accepts {100 * meta['val_accepted']:.1f}% "
+              f"of validation images; saved in {args.out or args.model}")
     return 0
 
 
@@ -232,7 +287,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--csv", metavar="FILE", help="also write results as CSV to FILE ('-' for stdout instead of the table)")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="run the network in PyTorch or onnxruntime (an .onnx --model always uses onnx)")
+    p.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="skip flip test-time augmentation (2x faster)")
+    p.add_argument("--frame", type=int, help="only this frame (from 1) of multi-frame DICOM files (default: every frame)")
     p.set_defaults(func=_cmd_predict)
+
+    p = command("explain", "write Grad-CAM explanations (PNG) of image files or folders")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model", help="checkpoint (.safetensors); default: the model shipped with braintumor")
+    p.add_argument("--out", default="explanations", help="folder for the PNGs (default: explanations)")
+    p.add_argument("--target", help="explain this class instead of the predicted one")
+    p.add_argument("--frame", type=int, help="only this frame (from 1) of multi-frame DICOM files (default: every frame)")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.set_defaults(func=_cmd_explain)
+
+    p = command("export", "export a checkpoint for onnxruntime (dynamic batch size)")
+    p.add_argument("model", help="checkpoint (.safetensors)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default: onnx)")
+    p.add_argument("--out", help="file to write (default: the checkpoint's path with .onnx)")
+    p.add_argument("--no-tta", dest="tta", action="store_false", default=None,
+                   help="leave flip test-time augmentation out of the graph (2x faster)")
+    p.set_defaults(func=_cmd_export)
+
+    p = command("fit-ood", "fit the 'not a brain MRI' detector of a checkpoint on its training/validation split")
+    p.add_argument("model", help="checkpoint (.safetensors) with split.json beside it")
+    p.add_argument("--data", help="dataset folder, if it moved since training")
+    p.add_argument("--accept", type=float, help="share of validation images to accept (default: 0.99)")
+    p.add_argument("--out", help="write the updated checkpoint here (default: overwrite MODEL)")
+    p.add_argument("--json", action="store_true", help="print the fitted statistics as JSON")
+    p.set_defaults(func=_cmd_fit_ood)
 
     data = sub.add_parser("data", help="inspect or download datasets", description="inspect or download datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

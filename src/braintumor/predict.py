@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +15,11 @@ from tqdm.auto import tqdm
 
 from .augment import to_float
 from .errors import BrainTumorError, ImageError
-from .imageio import is_image_file, read_image
+from .imageio import is_image_file, iter_frames
 
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "default.safetensors"
+NOT_BRAIN_MRI = "not_brain_mri"
+RUNTIMES = ("torch", "onnx")
 
 
 @torch.inference_mode()
@@ -58,15 +62,44 @@ def predict_images(
 
 @dataclass
 class Prediction:
-    """The result for one file: its class and every class's probability, or an error."""
+    """The result for one image (one frame of a multi-frame DICOM file), or an error.
+
+    `label` is the predicted class, or ``"not_brain_mri"`` when the out-of-distribution detector
+    rejects the image: then ``accepted`` is False, `reason` says why, and `top_class` and
+    `probabilities` still hold the model's (unreliable) answer. `ood_score` and `accepted` are
+    None for a model without a detector.
+    """
 
     path: str
     label: str | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    frame: int | None = None
+    top_class: str | None = None
+    ood_score: float | None = None
+    accepted: bool | None = None
+    reason: str | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def write_csv(results: list[Prediction], classes: list[str], out) -> None:
+    """Write predictions as CSV to a path or an open text file: path, frame, label, top_class,
+    one probability column per class, ood_score, accepted, reason, error."""
+    columns = ["path", "frame", "label", "top_class", *[f"p_{c}" for c in classes], "ood_score", "accepted", "reason", "error"]
+    handle = open(out, "w", newline="") if isinstance(out, (str, Path)) else out
+    try:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for r in results:
+            probs = [f"{r.probabilities[c]:.6f}" if c in r.probabilities else "" for c in classes]
+            score = "" if r.ood_score is None else f"{r.ood_score:.4f}"
+            accepted = "" if r.accepted is None else str(r.accepted).lower()
+            writer.writerow([r.path, r.frame or "", r.label or "", r.top_class or "", *probs, score, accepted, r.reason or "", r.error or ""])
+    finally:
+        if handle is not out:
+            handle.close()
 
 
 def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[Prediction]]:
@@ -78,7 +111,7 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[Prediction
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p) and not p.name.startswith("."))
             if not found:
-                errors.append(Prediction(str(path), error="folder holds no JPEG/PNG/BMP/TIFF images"))
+                errors.append(Prediction(str(path), error="folder holds no JPEG/PNG/BMP/TIFF/DICOM images"))
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -93,9 +126,14 @@ class Predictor:
     Parameters
     ----------
     checkpoint : path, optional
-        A ``.safetensors`` checkpoint; the model shipped with the package by default.
+        A ``.safetensors`` checkpoint, or an ``.onnx`` file written by ``braintumor export``
+        (which implies ``runtime="onnx"``); the model shipped with the package by default.
     threads : int, optional
-        Torch intra-op threads.
+        Intra-op threads of torch or onnxruntime (default: all cores).
+    runtime : {"torch", "onnx"}
+        Run the network in PyTorch, or export it in memory and run it in onnxruntime.
+    tta : bool, optional
+        Override the checkpoint's flip test-time augmentation (off is twice as fast).
 
     Examples
     --------
@@ -104,49 +142,125 @@ class Predictor:
     'glioma'
     """
 
-    def __init__(self, checkpoint: str | Path | None = None, threads: int | None = None):
+    def __init__(
+        self, checkpoint: str | Path | None = None, threads: int | None = None, runtime: str = "torch", tta: bool | None = None
+    ):
         from .checkpoint import load_checkpoint
+        from .export import OnnxRuntime, onnx_bytes
+        from .inference import TorchRuntime
 
+        if runtime not in RUNTIMES:
+            raise BrainTumorError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
         if threads:
             torch.set_num_threads(threads)
         path = Path(checkpoint) if checkpoint else DEFAULT_MODEL
         if checkpoint is None and not path.is_file():
             raise BrainTumorError("no model shipped with this installation", "pass --model PATH to a checkpoint")
         self.path = path
-        self.model, self.info = load_checkpoint(path)
-        self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = None
+        if path.suffix == ".onnx":
+            if tta is not None:
+                raise BrainTumorError("tta is fixed inside an exported .onnx model", "re-export it with or without --no-tta")
+            self.runtime = OnnxRuntime(path, threads)
+            self.info = self.runtime.info
+        else:
+            self.model, self.info = load_checkpoint(path)
+            self.model = self.model.to(memory_format=torch.channels_last)
+            if runtime == "onnx":
+                self.runtime = OnnxRuntime(onnx_bytes(self.model, self.info, tta), threads)
+            else:
+                self.runtime = TorchRuntime(self.model, self.info, tta)
         self.classes = list(self.info.classes)
+        self.threshold = self.runtime.threshold
 
-    def _load(self, path: Path) -> np.ndarray | str:
+    def _load(self, path: Path, frame: int | None) -> list[tuple[int | None, np.ndarray]] | str:
+        """Decode and preprocess every frame of a file, or return the reason it cannot be read."""
         try:
-            return self.info.preprocess(read_image(path))
+            return [(number, self.info.preprocess(rgb)) for number, rgb in iter_frames(path, frame)]
         except ImageError as exc:
             return exc.message.split(": ", 1)[-1] if exc.message.startswith(str(path)) else exc.message
 
     def predict_proba_arrays(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for already preprocessed ``N x S x S x 3`` uint8 images."""
-        return predict_images(self.model, images, tta=self.info.tta, temperature=self.info.temperature)
+        return self.runtime.run(images)[0]
 
-    def predict(self, inputs: list[str | Path], batch_size: int = 32, progress: bool = False) -> list[Prediction]:
-        """Predict image files and folders; unreadable files yield a `Prediction` with `error` set."""
+    def _finish(self, result: Prediction, probs: np.ndarray, score: float) -> None:
+        """Fill in a result: class, probabilities and the out-of-distribution decision."""
+        result.probabilities = {c: float(v) for c, v in zip(self.classes, probs)}
+        result.top_class = result.label = self.classes[int(np.argmax(probs))]
+        if np.isnan(score) or self.threshold is None:
+            return
+        result.ood_score = float(score)
+        result.accepted = bool(score <= self.threshold)
+        if not result.accepted:
+            result.label = NOT_BRAIN_MRI
+            result.reason = (
+                f"unlike the brain MRI slices the model was trained on (out-of-distribution score {score:.1f} > "
+                f"threshold {self.threshold:.1f}); the class probabilities are unreliable"
+            )
+
+    def predict(
+        self, inputs: list[str | Path], batch_size: int = 32, progress: bool = False, frame: int | None = None
+    ) -> list[Prediction]:
+        """Predict image files and folders (decoded in parallel threads while the model runs).
+
+        Parameters
+        ----------
+        inputs : list of path
+            Files and folders (searched recursively).
+        batch_size : int
+            Images per forward pass.
+        frame : int, optional
+            Only this frame (from 1) of multi-frame DICOM files; every frame by default.
+
+        Returns
+        -------
+        list of Prediction
+            One per image (per frame), in input order; unreadable files have `error` set.
+        """
+        if batch_size < 1:
+            raise BrainTumorError(f"batch_size must be at least 1, got {batch_size}")
         files, results = expand_inputs(inputs)
         workers = min(4, os.cpu_count() or 1)
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress or len(files) < 2)
+        waiting: list[tuple[Prediction, np.ndarray]] = []
+
+        def flush():
+            if waiting:
+                probs, scores = self.runtime.run(np.stack([image for _, image in waiting]), batch_size)
+                for (result, _), p, score in zip(waiting, probs, scores):
+                    self._finish(result, p, score)
+                waiting.clear()
+
         with ThreadPoolExecutor(workers) as pool:
-            for start in range(0, len(files), batch_size):
-                chunk = files[start : start + batch_size]
-                loaded = list(pool.map(self._load, chunk))
-                good = [i for i, item in enumerate(loaded) if not isinstance(item, str)]
-                probs = self.predict_proba_arrays(np.stack([loaded[i] for i in good])) if good else []
-                row = dict(zip(good, probs))
-                for i, path in enumerate(chunk):
-                    if i in row:
-                        p = row[i]
-                        results.append(
-                            Prediction(str(path), self.classes[int(np.argmax(p))], {c: float(v) for c, v in zip(self.classes, p)})
-                        )
-                    else:
-                        results.append(Prediction(str(path), error=loaded[i]))
-                bar.update(len(chunk))
+            queue = deque()
+            todo = iter(files)
+            for path in todo:  # keep a bounded number of files decoding ahead of the model
+                queue.append((path, pool.submit(self._load, path, frame)))
+                if len(queue) >= 2 * batch_size:
+                    break
+            while queue:
+                path, future = queue.popleft()
+                following = next(todo, None)
+                if following is not None:
+                    queue.append((following, pool.submit(self._load, following, frame)))
+                loaded = future.result()
+                if isinstance(loaded, str):
+                    results.append(Prediction(str(path), error=loaded))
+                for number, image in [] if isinstance(loaded, str) else loaded:
+                    results.append(Prediction(str(path), frame=number))
+                    waiting.append((results[-1], image))
+                    if len(waiting) >= batch_size:
+                        flush()
+                bar.update(1)
+            flush()
         bar.close()
         return results
+
+
+def no_detector_note(predictor: Predictor) -> str | None:
+    """A note for models without out-of-distribution statistics, else None."""
+    if predictor.threshold is not None:
+        return None
+    return (f"note: {predictor.path.name} has no out-of-distribution statistics, so no input is rejected as "
+            f"'not a brain MRI'; add them with `braintumor fit-ood {predictor.path}`")

@@ -1,0 +1,150 @@
+"""ONNX export and an onnxruntime inference path with the same interface as `TorchRuntime`.
+
+The exported graph is `braintumor.inference.InferenceModel`: input ``images`` (uint8,
+``batch x S x S x 3``, the output of the checkpoint's `Preprocess`), outputs ``probabilities``
+(``batch x C``) and ``ood_score`` (``batch``); the batch size is dynamic. The checkpoint's
+metadata (classes, preprocessing, OOD threshold) travels in the ONNX file's metadata under the
+key ``braintumor``, so an ``.onnx`` file alone is enough to predict.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import ModelInfo, load_checkpoint
+from .errors import BrainTumorError, CheckpointError
+from .inference import InferenceModel
+from .ood import OODStats
+
+OPSET = 17
+METADATA_KEY = "braintumor"
+
+
+def onnx_bytes(model, info: ModelInfo, tta: bool | None = None) -> bytes:
+    """Serialise a loaded model as ONNX (see the module docstring for inputs and outputs).
+
+    Parameters
+    ----------
+    tta : bool, optional
+        Bake flip test-time augmentation into the graph; the checkpoint's setting by default.
+    """
+    import onnx
+
+    tta = info.tta if tta is None else bool(tta)
+    module = InferenceModel(model, info.temperature, tta, OODStats.load_from(info)).eval()
+    size = info.preprocess.image_size
+    example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            dynamo=False,
+            input_names=["images"],
+            output_names=["probabilities", "ood_score"],
+            dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}, "ood_score": {0: "batch"}},
+            opset_version=OPSET,
+        )
+    graph = onnx.load_from_string(buffer.getvalue())
+    meta = info.to_dict()
+    meta["tta"] = tta
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    return graph.SerializeToString()
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path | None = None, tta: bool | None = None) -> Path:
+    """Export a checkpoint to ONNX; writes `out` (default: the checkpoint's path with ``.onnx``).
+
+    Parameters
+    ----------
+    checkpoint : path
+        A ``.safetensors`` checkpoint written by ``braintumor train``.
+    out : path, optional
+        The ``.onnx`` file to write.
+    tta : bool, optional
+        Bake flip test-time augmentation in (doubles the cost); the checkpoint's setting by default.
+    """
+    checkpoint = Path(checkpoint)
+    out = Path(out) if out else checkpoint.with_suffix(".onnx")
+    if out.suffix != ".onnx":
+        raise BrainTumorError(f"out must end in .onnx, got {out}", "pass e.g. --out model.onnx")
+    model, info = load_checkpoint(checkpoint)
+    data = onnx_bytes(model, info, tta)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    return out
+
+
+class OnnxRuntime:
+    """Runs an exported model in onnxruntime on the CPU.
+
+    Parameters
+    ----------
+    source : path or bytes
+        An ``.onnx`` file written by `export_onnx`, or its bytes.
+    threads : int, optional
+        Intra-op threads (default: all cores).
+
+    Attributes
+    ----------
+    info : ModelInfo
+        From the file's metadata (no weights; ``tta`` is what the graph does).
+    classes : list of str
+    threshold : float or None
+        OOD scores above it are rejected; None when the model has no detector.
+    """
+
+    name = "onnx"
+
+    def __init__(self, source: str | Path | bytes, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        label = "the exported model" if isinstance(source, bytes) else str(source)
+        if not isinstance(source, bytes):
+            source = Path(source)
+            if not source.is_file():
+                raise CheckpointError(f"ONNX model not found: {source}", "write one with `braintumor export MODEL`")
+            source = str(source)
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise CheckpointError(f"{label} is not a readable ONNX model ({str(exc).splitlines()[0]})",
+                                  "write one with `braintumor export MODEL`") from None
+        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw is None:
+            raise CheckpointError(f"{label} is an ONNX model but not one exported by braintumor",
+                                  "write one with `braintumor export MODEL`")
+        meta = json.loads(raw)
+        self.info = ModelInfo.from_dict(meta)
+        self.classes = list(self.info.classes)
+        self.tta = self.info.tta
+        ood = self.info.extra.get("ood")
+        self.threshold = float(ood["threshold"]) if ood else None
+
+    def run(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (``N x C``) and OOD scores (``N``) of preprocessed uint8 images."""
+        probs, scores = [], []
+        for start in range(0, len(images), batch_size):
+            batch = np.ascontiguousarray(images[start : start + batch_size], dtype=np.uint8)
+            p, s = self.session.run(None, {"images": batch})
+            probs.append(p)
+            scores.append(s)
+        if not probs:
+            return np.zeros((0, len(self.classes))), np.zeros(0)
+        return np.concatenate(probs).astype(np.float64), np.concatenate(scores).astype(np.float64)

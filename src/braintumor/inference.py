@@ -1,0 +1,99 @@
+"""The model as prediction uses it: preprocessed uint8 images in, class probabilities and
+out-of-distribution scores out.
+
+`InferenceModel` holds the whole computation in one torch module (scaling to ``[0, 1]``, the
+network, flip test-time augmentation, temperature, softmax and the Mahalanobis score), so that
+prediction in PyTorch and the exported ONNX graph (`braintumor.export`) are the same computation.
+`TorchRuntime` runs it in PyTorch; `braintumor.export.OnnxRuntime` offers the same interface.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import to_float
+from .ood import OODStats
+
+
+class InferenceModel(nn.Module):
+    """``N x S x S x 3`` uint8 images → (``N x C`` probabilities, ``N`` OOD scores).
+
+    Parameters
+    ----------
+    classifier : Classifier
+        The network (normalisation inside).
+    temperature : float
+        Logits are divided by it before the softmax.
+    tta : bool
+        Average the logits of each image and its horizontal mirror.
+    ood : OODStats, optional
+        The out-of-distribution detector; without one the scores are NaN.
+    """
+
+    def __init__(self, classifier: nn.Module, temperature: float = 1.0, tta: bool = False, ood: OODStats | None = None):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.classifier = classifier.eval()
+        self.temperature = float(temperature)
+        self.tta = bool(tta)
+        self.ood = ood.scorer() if ood is not None else None
+
+    def _features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.classifier.features(x)
+        return features, self.classifier.net.get_classifier()(features)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_float(images)
+        features, logits = self._features_and_logits(x)
+        if self.tta:
+            logits = (logits + self._features_and_logits(torch.flip(x, dims=[3]))[1]) / 2
+        probabilities = torch.softmax(logits / self.temperature, dim=1)
+        if self.ood is None:
+            scores = torch.full_like(probabilities[:, 0], float("nan"))
+        else:
+            scores = self.ood(features)
+        return probabilities, scores
+
+
+class TorchRuntime:
+    """Runs an `InferenceModel` in PyTorch.
+
+    Parameters
+    ----------
+    model : Classifier
+    info : ModelInfo
+    tta : bool, optional
+        Override the checkpoint's test-time augmentation setting.
+
+    Attributes
+    ----------
+    classes : list of str
+    threshold : float or None
+        OOD scores above it are rejected; None when the model has no detector.
+    """
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, info, tta: bool | None = None):
+        self.info = info
+        self.classes = list(info.classes)
+        ood = OODStats.load_from(info)
+        self.threshold = ood.threshold if ood is not None else None
+        self.tta = info.tta if tta is None else bool(tta)
+        self.module = InferenceModel(model, info.temperature, self.tta, ood).eval()
+        self.classifier = model
+
+    @torch.inference_mode()
+    def run(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (``N x C``) and OOD scores (``N``) of preprocessed uint8 images."""
+        probs, scores = [], []
+        for start in range(0, len(images), batch_size):
+            p, s = self.module(torch.from_numpy(np.require(images[start : start + batch_size], requirements=["C", "W"])))
+            probs.append(p.numpy())
+            scores.append(s.numpy())
+        if not probs:
+            return np.zeros((0, len(self.classes))), np.zeros(0)
+        return np.concatenate(probs).astype(np.float64), np.concatenate(scores).astype(np.float64)

@@ -1,0 +1,71 @@
+"""Grad-CAM: on images whose class is decided by a bright blob in one quadrant, the heatmap of a
+tiny trained model peaks in that quadrant; PNGs are written per image, bad files are reported."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from braintumor.checkpoint import load_checkpoint
+from braintumor.cli import main
+from braintumor.explain import explain_files, gradcam, gradcam_layer
+from braintumor.predict import Predictor
+
+
+def _quadrant(heatmap: np.ndarray) -> int:
+    y, x = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+    h, w = heatmap.shape
+    return 2 * int(y >= h / 2) + int(x >= w / 2)
+
+
+def test_heatmap_peak_falls_in_the_blobs_quadrant(tiny_checkpoint):
+    from conftest import tumor_slice
+
+    model, info = load_checkpoint(tiny_checkpoint)
+    rng = np.random.default_rng(11)
+    labels = [(0, 1, 3)[i % 3] for i in range(21)]  # the classes with a blob
+    images = np.stack([info.preprocess(tumor_slice(label, rng)) for label in labels])
+    heatmaps = gradcam(model, images, labels)
+    assert heatmaps.shape == (21, 128, 128) and heatmaps.dtype == np.float32
+    assert heatmaps.min() >= 0 and heatmaps.max() <= 1
+    hits = [_quadrant(h) == label for h, label in zip(heatmaps, labels)]
+    assert np.mean(hits) >= 0.9, hits
+
+
+def test_gradcam_reads_the_last_stride_16_stage(tiny_checkpoint):
+    model, _ = load_checkpoint(tiny_checkpoint)
+    assert gradcam_layer(model) is model.net.blocks[3]  # test_efficientnet: 8 x 8 cells at 128 px
+
+
+def test_gradcam_validates_its_input(tiny_checkpoint):
+    model, _ = load_checkpoint(tiny_checkpoint)
+    with pytest.raises(ValueError, match="uint8"):
+        gradcam(model, np.zeros((1, 32, 32, 3), dtype=np.float32), [0])
+    with pytest.raises(ValueError, match="one class per image"):
+        gradcam(model, np.zeros((2, 32, 32, 3), dtype=np.uint8), [0])
+
+
+def test_explain_files_writes_one_png_per_image_and_reports_bad_files(tiny_checkpoint, tmp_path):
+    from conftest import tumor_slice
+
+    rng = np.random.default_rng(3)
+    Image.fromarray(tumor_slice(2, rng)).save(tmp_path / "slice.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    rows = explain_files(Predictor(tiny_checkpoint), [tmp_path / "slice.png", tmp_path / "broken.jpg"], tmp_path / "out")
+    good, bad = rows
+    assert good["label"] == "no_tumor" and 0 < good["probability"] <= 1 and good["accepted"] is True
+    with Image.open(good["png"]) as png:
+        assert png.format == "PNG" and png.size[0] > 400
+    assert bad["path"].endswith("broken.jpg") and "error" in bad
+
+
+def test_explain_command(tiny_checkpoint, tmp_path, capsys):
+    from conftest import tumor_slice
+
+    Image.fromarray(tumor_slice(1, np.random.default_rng(5))).save(tmp_path / "a.png")
+    code = main(["explain", str(tmp_path / "a.png"), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "cams"),
+                 "--target", "glioma", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0 and "a_gradcam.png" in out and "glioma" in out
+    assert (tmp_path / "cams" / "a_gradcam.png").is_file()
+    assert main(["explain", str(tmp_path / "a.png"), "--model", str(tiny_checkpoint), "--target", "cat"]) != 0
+    assert "unknown target class" in capsys.readouterr().err

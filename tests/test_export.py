@@ -1,0 +1,83 @@
+"""ONNX export: the onnxruntime path gives PyTorch's probabilities (within 1e-4) and OOD scores,
+for any batch size, with or without flip test-time augmentation."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from braintumor.checkpoint import load_checkpoint
+from braintumor.cli import main
+from braintumor.errors import CheckpointError
+from braintumor.export import OnnxRuntime, export_onnx, onnx_bytes
+from braintumor.inference import TorchRuntime
+from braintumor.predict import Predictor, predict_images
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tiny_checkpoint, tmp_path_factory):
+    return export_onnx(tiny_checkpoint, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    from conftest import tumor_slice
+
+    rng = np.random.default_rng(seed)
+    slices = [tumor_slice(i % 4, rng, 128) for i in range(n // 2)]
+    noise = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(n - n // 2)]
+    return np.stack(slices + noise)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_onnx_matches_pytorch_for_any_batch_size(tiny_checkpoint, onnx_file, batch):
+    model, info = load_checkpoint(tiny_checkpoint)
+    images = _images(8, seed=batch)
+    onnx_probs, onnx_scores = OnnxRuntime(onnx_file, threads=1).run(images, batch_size=batch)
+    torch_probs = predict_images(model, images, tta=info.tta, temperature=info.temperature)
+    assert onnx_probs.shape == (8, 4)
+    assert np.abs(onnx_probs - torch_probs).max() < 1e-4
+    _, torch_scores = TorchRuntime(model, info).run(images)
+    assert np.allclose(onnx_scores, torch_scores, rtol=1e-4)
+
+
+def test_tta_and_temperature_are_baked_in(tiny_checkpoint):
+    model, info = load_checkpoint(tiny_checkpoint)
+    info.temperature = 1.7
+    images = _images(4, seed=9)
+    runtime = OnnxRuntime(onnx_bytes(model, info, tta=True), threads=1)
+    assert runtime.tta is True
+    expected = predict_images(model, images, tta=True, temperature=1.7)
+    assert np.abs(runtime.run(images)[0] - expected).max() < 1e-4
+
+
+def test_metadata_travels_in_the_onnx_file(tiny_checkpoint, onnx_file):
+    _, info = load_checkpoint(tiny_checkpoint)
+    runtime = OnnxRuntime(onnx_file)
+    assert runtime.classes == info.classes
+    assert runtime.info.preprocess == info.preprocess
+    assert runtime.threshold == pytest.approx(info.extra["ood"]["threshold"])
+
+
+def test_predict_with_an_onnx_file_or_runtime_matches_torch(tiny_checkpoint, onnx_file, tmp_path):
+    from conftest import tumor_slice
+
+    rng = np.random.default_rng(4)
+    for i in range(5):
+        Image.fromarray(tumor_slice(i % 4, rng, 150)).save(tmp_path / f"s{i}.jpg", quality=90)
+    reference = Predictor(tiny_checkpoint).predict([tmp_path], batch_size=2)
+    for predictor in (Predictor(onnx_file), Predictor(tiny_checkpoint, runtime="onnx")):
+        assert predictor.runtime.name == "onnx"
+        got = predictor.predict([tmp_path], batch_size=2)
+        for a, b in zip(reference, got):
+            assert a.path == b.path and a.label == b.label and a.accepted == b.accepted
+            assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in a.probabilities) < 1e-4
+
+
+def test_export_command_and_bad_onnx_files(tiny_checkpoint, tmp_path, capsys):
+    assert main(["export", str(tiny_checkpoint), "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--no-tta"]) == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 1000 and "wrote" in capsys.readouterr().out
+    assert OnnxRuntime(tmp_path / "m.onnx").tta is False
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a readable ONNX model"):
+        OnnxRuntime(tmp_path / "junk.onnx")
+    with pytest.raises(CheckpointError, match="not found"):
+        OnnxRuntime(tmp_path / "missing.onnx")
