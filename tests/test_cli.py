@@ -17,7 +17,7 @@ def _run(*args, cwd=None):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from conftest import make_tree
+    from synthetic import make_tree
 
     root = tmp_path_factory.mktemp("e2e")
     data = make_tree(root / "data", per_class=8)
@@ -115,7 +115,7 @@ def test_interrupted_training_leaves_a_checkpoint_that_resumes(tmp_path, sig):
     import signal
     import time
 
-    from conftest import make_tree
+    from synthetic import make_tree
 
     data = make_tree(tmp_path / "data", per_class=4, size=32)
     out = tmp_path / "run"
@@ -133,6 +133,8 @@ def test_interrupted_training_leaves_a_checkpoint_that_resumes(tmp_path, sig):
     done = (out / "metrics.jsonl").read_text().count("\n")
     resumed = subprocess.run([*args, "--epochs", str(done + 1), "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"after epoch {done}" in resumed.stderr
+    # SIGKILL may land between the epoch's metrics line and its checkpoint: then it resumes one
+    # epoch earlier and redoes that epoch, so the history is whole either way.
+    assert f"after epoch {done}" in resumed.stderr or (sig == "SIGKILL" and f"after epoch {done - 1}" in resumed.stderr)
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, done + 2))

@@ -6,7 +6,7 @@ from braintumor.data import decode_all, load_images, scan
 from braintumor.errors import DataError
 from braintumor.preprocess import Preprocess
 
-from conftest import make_tree
+from synthetic import make_tree
 
 
 def test_scan_split_layout(tiny_tree):

@@ -18,7 +18,7 @@ def _quadrant(heatmap: np.ndarray) -> int:
 
 
 def test_heatmap_peak_falls_in_the_blobs_quadrant(tiny_checkpoint):
-    from conftest import tumor_slice
+    from synthetic import tumor_slice
 
     model, info = load_checkpoint(tiny_checkpoint)
     rng = np.random.default_rng(11)
@@ -45,7 +45,7 @@ def test_gradcam_validates_its_input(tiny_checkpoint):
 
 
 def test_explain_files_writes_one_png_per_image_and_reports_bad_files(tiny_checkpoint, tmp_path):
-    from conftest import tumor_slice
+    from synthetic import tumor_slice
 
     rng = np.random.default_rng(3)
     Image.fromarray(tumor_slice(2, rng)).save(tmp_path / "slice.png")
@@ -59,7 +59,7 @@ def test_explain_files_writes_one_png_per_image_and_reports_bad_files(tiny_check
 
 
 def test_explain_command(tiny_checkpoint, tmp_path, capsys):
-    from conftest import tumor_slice
+    from synthetic import tumor_slice
 
     Image.fromarray(tumor_slice(1, np.random.default_rng(5))).save(tmp_path / "a.png")
     code = main(["explain", str(tmp_path / "a.png"), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "cams"),

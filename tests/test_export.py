@@ -19,7 +19,7 @@ def onnx_file(tiny_checkpoint, tmp_path_factory):
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:
-    from conftest import tumor_slice
+    from synthetic import tumor_slice
 
     rng = np.random.default_rng(seed)
     slices = [tumor_slice(i % 4, rng, 128) for i in range(n // 2)]
@@ -58,7 +58,7 @@ def test_metadata_travels_in_the_onnx_file(tiny_checkpoint, onnx_file):
 
 
 def test_predict_with_an_onnx_file_or_runtime_matches_torch(tiny_checkpoint, onnx_file, tmp_path):
-    from conftest import tumor_slice
+    from synthetic import tumor_slice
 
     rng = np.random.default_rng(4)
     for i in range(5):

@@ -12,7 +12,7 @@ from braintumor.errors import DataError
 from braintumor.fetch import download, extract_dataset, fetch
 from braintumor.data import scan
 
-from conftest import make_tree
+from synthetic import make_tree
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):

@@ -80,7 +80,7 @@ def test_ood_set_covers_the_required_kinds():
 
 
 def test_tiny_model_rejects_what_is_not_a_brain_slice(tiny_checkpoint, tmp_path):
-    from conftest import tumor_slice
+    from synthetic import tumor_slice
 
     rng = np.random.default_rng(7)
     for i in range(20):

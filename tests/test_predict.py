@@ -81,7 +81,7 @@ def _png_header_only(width: int, height: int) -> bytes:
 @pytest.fixture
 def mixed_folder(tmp_path):
     """Good slices between every kind of bad file, named so that sorting interleaves them."""
-    from conftest import tumor_slice
+    from synthetic import tumor_slice
     from test_dicom import write_dicom
 
     rng = np.random.default_rng(0)
@@ -126,7 +126,7 @@ def test_bad_files_are_reported_and_skipped(tiny_checkpoint, mixed_folder):
 
 
 def test_multi_frame_dicom_gives_one_result_per_frame(tiny_checkpoint, tmp_path):
-    from conftest import tumor_slice
+    from synthetic import tumor_slice
     from test_dicom import write_dicom
 
     rng = np.random.default_rng(1)

@@ -5,7 +5,7 @@ from braintumor.data import scan
 from braintumor.errors import DataError
 from braintumor.protocols import make_split
 
-from conftest import make_tree
+from synthetic import make_tree
 
 
 @pytest.fixture

@@ -45,7 +45,10 @@ def _stratified(index: np.ndarray, labels: np.ndarray, fraction: float, seed: in
     if fraction <= 0:
         return index, index[:0]
     counts = np.bincount(labels[index])
-    stratify = labels[index] if counts[counts > 0].min() >= 2 else None
+    n_held = int(np.ceil(fraction * len(index)))
+    # Stratify when every class can be represented on both sides; tiny sets are split plainly.
+    stratifiable = counts[counts > 0].min() >= 2 and n_held >= (counts > 0).sum()
+    stratify = labels[index] if stratifiable else None
     rest, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
     return np.sort(rest), np.sort(held)
 

@@ -150,6 +150,8 @@ def train(config: TrainConfig) -> Path:
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
     )
     steps_per_epoch = math.ceil(len(split.train) / config.batch_size)
+    if steps_per_epoch > 1 and len(split.train) % config.batch_size == 1:
+        steps_per_epoch -= 1  # a lone last image joins the batch before it (batch norm needs two)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     info = ModelInfo(
@@ -189,7 +191,8 @@ def train(config: TrainConfig) -> Path:
         loss_sum = 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
         for b in bar:
-            idx = torch.from_numpy(order[b * config.batch_size : (b + 1) * config.batch_size])
+            end = (b + 1) * config.batch_size if b < steps_per_epoch - 1 else len(order)
+            idx = torch.from_numpy(order[b * config.batch_size : end])
             x = augment(to_float(images_t[idx]), generator)
             y = labels_t[idx]
             for group in optimizer.param_groups:

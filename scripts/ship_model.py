@@ -1,0 +1,38 @@
+"""Make the model shipped in the package from a training run.
+
+Copies RUN/model.safetensors (weights as float16) to src/braintumor/weights/default.safetensors (+ .json), first
+fitting the post-hoc parts (temperature, out-of-distribution statistics) on the run's own
+training/validation split if the run predates them. Usage: python scripts/ship_model.py RUN_DIR
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from braintumor.checkpoint import load_checkpoint, save_checkpoint
+from braintumor.data import load_images, scan
+from braintumor.protocols import make_split
+from braintumor.train import fit_posthoc
+
+TARGET = Path(__file__).resolve().parent.parent / "src" / "braintumor" / "weights" / "default.safetensors"
+
+
+def main(run: str) -> None:
+    model, info = load_checkpoint(Path(run) / "model.safetensors")
+    cfg = info.train_config
+    dataset = scan(cfg["data"], cfg.get("class_map") or None)
+    images, dataset = load_images(dataset, info.preprocess)
+    if dataset.fingerprint() != info.data_fingerprint:
+        raise SystemExit("the dataset differs from the one the run was trained on")
+    split = make_split(dataset, cfg["protocol"], cfg["seed"], cfg["test_fraction"], cfg["val_fraction"])
+    fit_posthoc(model, info, images, np.asarray(dataset.labels), split)
+    info.extra["shipped_from"] = str(run)
+    save_checkpoint(TARGET, model, info, half=True)  # float16 weights keep the file under 20 MB
+    print(f"{TARGET}: {TARGET.stat().st_size / 1e6:.1f} MB, temperature {info.temperature:.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
