@@ -177,7 +177,7 @@ def train(config: TrainConfig) -> Path:
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
-        history = [json.loads(line) for line in metrics_path.read_text().splitlines()[:start_epoch]]
+        history = list(state["history"])
         log(f"resuming {out} after epoch {start_epoch}")
     metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
 
@@ -224,8 +224,6 @@ def train(config: TrainConfig) -> Path:
             "elapsed_s": round(time.time() - started, 1),
         }
         history.append(record)
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
         log(
             f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}"
@@ -248,9 +246,14 @@ def train(config: TrainConfig) -> Path:
                 "best": best,
                 "bad_epochs": bad_epochs,
                 "fingerprint": info.data_fingerprint,
+                "history": history,
             },
             state_path,
         )
+        # The epoch's line is written after its checkpoint, so a run killed in between resumes
+        # with a metrics file that matches its state (the history is restored from the state).
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
         if bad_epochs >= config.patience:
             log(f"early stopping: validation has not improved for {config.patience} epochs")
             break
