@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .augment import to_float
-from .ood import OODStats
+from .ood import OODStats, forward_with_ood_features
 
 
 class InferenceModel(nn.Module):
@@ -41,15 +41,11 @@ class InferenceModel(nn.Module):
         self.tta = bool(tta)
         self.ood = ood.scorer() if ood is not None else None
 
-    def _features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.classifier.features(x)
-        return features, self.classifier.net.get_classifier()(features)
-
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_float(images)
-        features, logits = self._features_and_logits(x)
+        logits, features = forward_with_ood_features(self.classifier, x)
         if self.tta:
-            logits = (logits + self._features_and_logits(torch.flip(x, dims=[3]))[1]) / 2
+            logits = (logits + self.classifier(torch.flip(x, dims=[3]))) / 2
         probabilities = torch.softmax(logits / self.temperature, dim=1)
         if self.ood is None:
             scores = torch.full_like(probabilities[:, 0], float("nan"))
