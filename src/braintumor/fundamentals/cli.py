@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def _cmd_lesson(args) -> int:
@@ -18,7 +19,7 @@ def _cmd_lesson(args) -> int:
         if "comparison_table" in result:
             print(result["comparison_table"])
         print(f"{args.name}: {result['finding']}")
-        print(f"figure: {result['figure']}  (numbers in {result['figure'].rsplit('/', 1)[0]}/result.json)")
+        print(f"figure: {result['figure']}  (numbers in {Path(result['figure']).parent / 'result.json'})")
     return 0
 
 

@@ -90,16 +90,16 @@ def run(quick: bool = False, data: str | Path | None = None, **_) -> tuple[dict,
     for ax, (title, m) in zip(axes[:3], (("image", STUDY_IMAGE), ("kernel", STUDY_KERNEL), ("image ⊛ kernel", result_engine))):
         ax.imshow(m, cmap="Blues", vmin=0, vmax=max(1, m.max()))
         for (i, j), v in np.ndenumerate(m):
-            ax.text(j, i, f"{v:.0f}", ha="center", va="center")
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v > m.max() / 2 else "k")
         ax.set_title(title)
         ax.set_xticks([])
         ax.set_yticks([])
     axes[3].axis("off")
-    axes[3].text(0, 0.5, "\n".join(f"5x5, 3x3 kernel,\n{k}: {v[0]}x{v[1]}" for k, v in shapes.items()), fontsize=8, va="center")
-    panels = [("MRI slice" if "phantom" not in source else "phantom", image)] + list(responses.items())[:3]
-    panels[-1] = ("gradient magnitude |Sobel|", magnitude)
-    panels.append(("Laplacian", responses["Laplacian"]))
-    for ax, (title, m) in zip(axes[4:], panels[:4]):
+    axes[3].text(0, 0.5, "output size, 5x5 image\nand 3x3 kernel:\n" + "\n".join(f"{k}: {v[0]}x{v[1]}" for k, v in shapes.items()),
+                 fontsize=9, va="center")
+    panels = [("MRI slice" if "phantom" not in source else "phantom", image), ("Sobel x (vertical edges)", sx),
+              ("gradient magnitude |Sobel|", magnitude), ("Laplacian", responses["Laplacian"])]
+    for ax, (title, m) in zip(axes[4:], panels):
         ax.imshow(m, cmap="gray")
         ax.set_title(title, fontsize=9)
         ax.axis("off")

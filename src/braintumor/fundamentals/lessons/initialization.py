@@ -67,7 +67,7 @@ def run(quick: bool = False, seed: int = 0, **_) -> tuple[dict, object]:
     axes[1].axhline(0.5, color="k", ls="--", lw=0.8)
     axes[1].set_ylabel("validation accuracy")
     for i, k in enumerate(labels):
-        axes[1].text(i, rows[k]["val_accuracy"] + 0.01, f"{rows[k]['distinct_first_layer_units']} units", ha="center", fontsize=8)
+        axes[1].text(i, rows[k]["val_accuracy"] + 0.01, f"distinct units: {rows[k]['distinct_first_layer_units']}", ha="center", fontsize=8)
 
     zero, xavier = rows["zero"], rows["Xavier/Glorot"]
     small, large = rows["normal σ=0.01 (too small)"], rows["normal σ=3 (too large)"]

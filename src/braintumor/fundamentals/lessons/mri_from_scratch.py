@@ -150,17 +150,24 @@ def train_cnn(mri: MRIData, cfg: CNNConfig, seed: int = 0, log=print) -> tuple[S
 
 
 def transfer_learning_result(path: Path = TRANSFER_RESULTS) -> dict | None:
-    """Mean test accuracy of the transfer-learning model on the original protocol, if measured."""
+    """Mean test accuracy (and macro-F1) of the transfer-learning model on the original protocol,
+    from ``benchmarks/train_accuracy.py``'s results; None if not measured or unreadable.
+
+    Reads ``{"runs": {"original": [{"accuracy": ...}, ...]}}`` (also without the ``"runs"`` level).
+    """
     if not Path(path).is_file():
         return None
     try:
-        runs = json.loads(Path(path).read_text())["original"]
+        results = json.loads(Path(path).read_text())
+        runs = results.get("runs", results)["original"]
         accs = [float(r["accuracy"]) for r in runs]
-    except (ValueError, KeyError, TypeError):
+        f1s = [float(r["macro_f1"]) for r in runs if "macro_f1" in r]
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
     if not accs:
         return None
-    return {"accuracy": float(np.mean(accs)), "seeds": len(accs), "source": str(path)}
+    return {"accuracy": float(np.mean(accs)), "macro_f1": float(np.mean(f1s)) if len(f1s) == len(accs) else None,
+            "seeds": len(accs), "source": str(path)}
 
 
 def comparison_table(rows: list[dict]) -> str:
@@ -198,8 +205,8 @@ def run(quick: bool = False, data: str | Path | None = None, seed: int = 0, out:
          "macro_f1": handcrafted["test"]["macro_f1"], "seconds": handcrafted["seconds"]},
         {"method": f"from scratch: NumPy CNN ({cfg.image_size} px gray)", "accuracy": metrics["accuracy"],
          "macro_f1": metrics["macro_f1"], "seconds": cnn_seconds},
-        {"method": "transfer learning: EfficientNet-Lite0 (ImageNet)", "accuracy": transfer["accuracy"] if transfer else None,
-         "macro_f1": None, "seconds": None},
+        {"method": f"transfer learning: EfficientNet-Lite0, ImageNet weights ({transfer['seeds'] if transfer else 0} seeds)",
+         "accuracy": transfer["accuracy"] if transfer else None, "macro_f1": transfer["macro_f1"] if transfer else None, "seconds": None},
     ]
     table = comparison_table(rows)
     if out is not None:
