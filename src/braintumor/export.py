@@ -137,8 +137,12 @@ class OnnxRuntime:
         ood = self.info.extra.get("ood")
         self.threshold = float(ood["threshold"]) if ood else None
 
-    def run(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (``N x C``) and OOD scores (``N``) of preprocessed uint8 images."""
+    def run(self, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (``N x C``) and OOD scores (``N``) of preprocessed uint8 images.
+
+        Images go through in chunks of `batch_size`: on a 2-core CPU onnxruntime ran Lite0 at
+        160 px at 490 images/s in chunks of 8 and 400 in chunks of 32 (caches).
+        """
         probs, scores = [], []
         for start in range(0, len(images), batch_size):
             batch = np.ascontiguousarray(images[start : start + batch_size], dtype=np.uint8)

@@ -44,7 +44,7 @@ class InferenceModel(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_float(images)
         logits, features = forward_with_ood_features(self.classifier, x)
-        if self.tta:
+        if self.tta:  # a second pass for the mirrors (in onnxruntime faster than one pass of twice the batch)
             logits = (logits + self.classifier(torch.flip(x, dims=[3]))) / 2
         probabilities = torch.softmax(logits / self.temperature, dim=1)
         if self.ood is None:

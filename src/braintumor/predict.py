@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,6 +172,8 @@ class Predictor:
                 self.runtime = TorchRuntime(self.model, self.info, tta)
         self.classes = list(self.info.classes)
         self.threshold = self.runtime.threshold
+        # decoding threads, kept for the predictor's life (starting them costs ~2 ms per call)
+        self._pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="decode")
 
     def _load(self, path: Path, frame: int | None) -> list[tuple[int | None, np.ndarray]] | str:
         """Decode and preprocess every frame of a file, or return the reason it cannot be read."""
@@ -209,7 +211,8 @@ class Predictor:
         inputs : list of path
             Files and folders (searched recursively).
         batch_size : int
-            Images per forward pass.
+            Images handed to the runtime at once (it may run them in smaller chunks); files are
+            decoded up to twice that many ahead.
         frame : int, optional
             Only this frame (from 1) of multi-frame DICOM files; every frame by default.
 
@@ -221,39 +224,45 @@ class Predictor:
         if batch_size < 1:
             raise BrainTumorError(f"batch_size must be at least 1, got {batch_size}")
         files, results = expand_inputs(inputs)
-        workers = min(4, os.cpu_count() or 1)
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress or len(files) < 2)
         waiting: list[tuple[Prediction, np.ndarray]] = []
 
         def flush():
             if waiting:
-                probs, scores = self.runtime.run(np.stack([image for _, image in waiting]), batch_size)
+                probs, scores = self.runtime.run(np.stack([image for _, image in waiting]))
                 for (result, _), p, score in zip(waiting, probs, scores):
                     self._finish(result, p, score)
                 waiting.clear()
 
-        with ThreadPoolExecutor(workers) as pool:
-            queue = deque()
-            todo = iter(files)
-            for path in todo:  # keep a bounded number of files decoding ahead of the model
-                queue.append((path, pool.submit(self._load, path, frame)))
-                if len(queue) >= 2 * batch_size:
-                    break
-            while queue:
-                path, future = queue.popleft()
-                following = next(todo, None)
-                if following is not None:
-                    queue.append((following, pool.submit(self._load, following, frame)))
-                loaded = future.result()
-                if isinstance(loaded, str):
-                    results.append(Prediction(str(path), error=loaded))
-                for number, image in [] if isinstance(loaded, str) else loaded:
-                    results.append(Prediction(str(path), frame=number))
-                    waiting.append((results[-1], image))
-                    if len(waiting) >= batch_size:
-                        flush()
-                bar.update(1)
-            flush()
+        def load(path: Path) -> Future:
+            """Decode in the pool's threads, ahead of the model; a lone file in this thread."""
+            if len(files) > 1:
+                return self._pool.submit(self._load, path, frame)
+            done = Future()
+            done.set_result(self._load(path, frame))
+            return done
+
+        queue = deque()
+        todo = iter(files)
+        for path in todo:  # keep a bounded number of files decoding ahead of the model
+            queue.append((path, load(path)))
+            if len(queue) >= 2 * batch_size:
+                break
+        while queue:
+            path, future = queue.popleft()
+            following = next(todo, None)
+            if following is not None:
+                queue.append((following, load(following)))
+            loaded = future.result()
+            if isinstance(loaded, str):
+                results.append(Prediction(str(path), error=loaded))
+            for number, image in [] if isinstance(loaded, str) else loaded:
+                results.append(Prediction(str(path), frame=number))
+                waiting.append((results[-1], image))
+                if len(waiting) >= batch_size:
+                    flush()
+            bar.update(1)
+        flush()
         bar.close()
         return results
 
