@@ -126,3 +126,15 @@ def test_fit_ood_without_split_file_is_a_clear_error(tiny_checkpoint, capsys):
 
     assert main(["fit-ood", str(tiny_checkpoint)]) != 0
     assert "no split.json" in capsys.readouterr().err
+
+
+def test_detector_fitted_on_other_features_is_a_clear_error(tiny_checkpoint):
+    from braintumor.checkpoint import read_info
+    from braintumor.errors import CheckpointError
+    from braintumor.ood import OODStats
+
+    info, _ = read_info(tiny_checkpoint)
+    assert OODStats.load_from(info) is not None
+    info.extra["ood"]["features"] = "penultimate features"
+    with pytest.raises(CheckpointError, match="fit-ood"):
+        OODStats.load_from(info)

@@ -129,6 +129,15 @@ class OODStats:
         meta = info.extra.get("ood")
         if not meta or "ood.whiten" not in info.arrays or "ood.means" not in info.arrays:
             return None
+        expected = f"spatial mean of the last stage at stride {FEATURE_STRIDE}"
+        if meta.get("features") != expected:
+            from .errors import CheckpointError
+
+            raise CheckpointError(
+                f"the checkpoint's out-of-distribution detector was fitted on other features ({meta.get('features')!r}); "
+                f"this version uses {expected!r}",
+                "refit it with `braintumor fit-ood MODEL.safetensors`",
+            )
         return cls(
             whiten=info.arrays["ood.whiten"].float().numpy(),
             means=info.arrays["ood.means"].float().numpy(),
