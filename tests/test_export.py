@@ -63,8 +63,8 @@ def test_predict_with_an_onnx_file_or_runtime_matches_torch(tiny_checkpoint, onn
     rng = np.random.default_rng(4)
     for i in range(5):
         Image.fromarray(tumor_slice(i % 4, rng, 150)).save(tmp_path / f"s{i}.jpg", quality=90)
-    reference = Predictor(tiny_checkpoint).predict([tmp_path], batch_size=2)
-    for predictor in (Predictor(onnx_file), Predictor(tiny_checkpoint, runtime="onnx")):
+    reference = Predictor(tiny_checkpoint, runtime="torch").predict([tmp_path], batch_size=2)
+    for predictor in (Predictor(onnx_file), Predictor(tiny_checkpoint, runtime="onnx"), Predictor(tiny_checkpoint)):
         assert predictor.runtime.name == "onnx"
         got = predictor.predict([tmp_path], batch_size=2)
         for a, b in zip(reference, got):
@@ -81,3 +81,14 @@ def test_export_command_and_bad_onnx_files(tiny_checkpoint, tmp_path, capsys):
         OnnxRuntime(tmp_path / "junk.onnx")
     with pytest.raises(CheckpointError, match="not found"):
         OnnxRuntime(tmp_path / "missing.onnx")
+
+
+def test_the_exported_graph_is_cached_per_checkpoint_and_tta(tiny_checkpoint, monkeypatch):
+    import braintumor.export as export
+
+    model, info = load_checkpoint(tiny_checkpoint)
+    first = export.cached_onnx_bytes(tiny_checkpoint, model, info, tta=True)
+    monkeypatch.setattr(export, "onnx_bytes", lambda *a: pytest.fail("exported again although cached"))
+    assert export.cached_onnx_bytes(tiny_checkpoint, model, info, tta=True) == first
+    with pytest.raises(pytest.fail.Exception):  # another tta setting is another graph
+        export.cached_onnx_bytes(tiny_checkpoint, model, info, tta=False)

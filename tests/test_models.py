@@ -75,3 +75,19 @@ def test_features_are_penultimate():
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model.net.get_classifier()(model.features(x)), model(x))
+
+
+def test_freeze_early_layers():
+    from braintumor.models import freeze_early_layers
+
+    model = create_model(pretrained=False)
+    assert freeze_early_layers(model, 0) == []
+    frozen = freeze_early_layers(model, 3)
+    assert len(frozen) == 5  # stem convolution, its batch norm, three stages
+    names = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert names and all(n.startswith(("net.conv_stem", "net.bn1", "net.blocks.0.", "net.blocks.1.", "net.blocks.2.")) for n in names)
+    assert model.net.blocks[3][0].conv_pw.weight.requires_grad and model.net.classifier.weight.requires_grad
+    with pytest.raises(BrainTumorError, match="freeze_blocks must be below"):
+        freeze_early_layers(create_model(pretrained=False), 7)
+    with pytest.raises(BrainTumorError, match="EfficientNet-style"):
+        freeze_early_layers(create_model("resnet18", pretrained=False), 1)

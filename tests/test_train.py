@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from braintumor.errors import BrainTumorError
@@ -16,3 +18,28 @@ def test_schedule_warms_up_then_decays():
 def test_config_validation_names_the_option(field, value):
     with pytest.raises(BrainTumorError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_frozen_early_layers_keep_their_weights_and_ema_state_resumes(tiny_tree, tmp_path):
+    import torch
+
+    from braintumor.checkpoint import load_checkpoint
+    from braintumor.models import create_model
+    from braintumor.train import train
+
+    def run(epochs, resume=False):
+        config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=epochs, image_size=32, batch_size=8,
+                             freeze_blocks=2, ema_decay=0.9, patience=5, progress=False, resume=resume)
+        return train(config)
+
+    out = run(1)
+    assert "ema" in torch.load(out / "last_state.pt", weights_only=True)
+    out = run(2, resume=True)
+    trained, _ = load_checkpoint(out / "model.safetensors")
+    start = create_model().net.state_dict()
+    after = trained.net.state_dict()
+    frozen = [k for k in start if k.startswith(("conv_stem", "bn1", "blocks.0.", "blocks.1."))]
+    assert frozen and all(torch.equal(start[k], after[k]) for k in frozen)  # running statistics included
+    assert not torch.equal(start["blocks.4.0.conv_pw.weight"], after["blocks.4.0.conv_pw.weight"])
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]

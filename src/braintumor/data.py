@@ -150,7 +150,8 @@ def scan(root: str | Path, class_map: dict[str, str] | None = None) -> Dataset:
     return Dataset(root, paths, np.asarray(labels, dtype=np.int64), splits, CLASSES, skipped)
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Folder for derived files (decoded images, hashes, exported models): $BRAINTUMOR_CACHE or ~/.cache/braintumor."""
     env = os.environ.get(CACHE_ENV)
     return Path(env) if env else Path.home() / ".cache" / "braintumor"
 
@@ -203,7 +204,7 @@ def load_images(dataset: Dataset, preprocess: Preprocess, cache: bool = True, pr
     `skipped` list extended by the files that failed to decode.
     """
     key = hashlib.sha256((dataset.fingerprint() + repr(sorted(preprocess.to_dict().items()))).encode()).hexdigest()[:24]
-    cache_file = _cache_dir() / f"images-{key}.npz"
+    cache_file = cache_dir() / f"images-{key}.npz"
     if cache and cache_file.is_file():
         try:
             with np.load(cache_file, allow_pickle=False) as npz:

@@ -33,7 +33,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
-from .data import Dataset, _cache_dir
+from .data import Dataset, cache_dir
 from .errors import DataError, ImageError
 from .imageio import read_image
 
@@ -158,7 +158,7 @@ def hash_files(paths: list[Path], workers: int | None = None, progress: bool = T
 def hash_dataset(dataset: Dataset, cache: bool = True, progress: bool = True) -> ImageHashes:
     """`hash_files` for every image of `dataset`, cached on disk by the dataset's fingerprint."""
     key = hashlib.sha256(f"hashes-v{HASH_VERSION}\0{dataset.fingerprint()}".encode()).hexdigest()[:24]
-    cache_file = _cache_dir() / f"hashes-{key}.npz"
+    cache_file = cache_dir() / f"hashes-{key}.npz"
     if cache and cache_file.is_file():
         try:
             with np.load(cache_file, allow_pickle=False) as npz:

@@ -9,6 +9,7 @@ key ``braintumor``, so an ``.onnx`` file alone is enough to predict.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -60,6 +61,32 @@ def onnx_bytes(model, info: ModelInfo, tta: bool | None = None) -> bytes:
     entry = graph.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     return graph.SerializeToString()
+
+
+def cached_onnx_bytes(checkpoint: str | Path, model, info: ModelInfo, tta: bool | None = None) -> bytes:
+    """`onnx_bytes` of a checkpoint, kept in the cache folder so that only the first use pays the
+    export (a few seconds). The key covers the checkpoint's bytes, `tta`, and the versions of
+    torch and of the code that defines the graph, so a stale graph is never reused."""
+    from . import __version__
+    from .data import cache_dir
+
+    tta = info.tta if tta is None else bool(tta)
+    key = hashlib.sha256(Path(checkpoint).read_bytes())
+    for source in ("inference.py", "ood.py", "export.py", "augment.py"):
+        key.update((Path(__file__).parent / source).read_bytes())
+    key.update(f"{tta}|{__version__}|{torch.__version__}|{OPSET}".encode())
+    path = cache_dir() / "onnx" / f"{key.hexdigest()[:32]}.onnx"
+    if path.is_file():
+        return path.read_bytes()
+    data = onnx_bytes(model, info, tta)
+    try:  # the cache is a convenience: a read-only home only costs the export next time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return data
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path | None = None, tta: bool | None = None) -> Path:

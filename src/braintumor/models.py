@@ -168,3 +168,44 @@ def create_model(
         torch.nn.init.zeros_(head.weight)
         torch.nn.init.zeros_(head.bias)
     return Classifier(net, preprocess)
+
+
+def freeze_early_layers(model: Classifier, blocks: int) -> list[nn.Module]:
+    """Freeze the stem and the first `blocks` stages of an EfficientNet-style backbone.
+
+    Their parameters stop receiving gradients and their batch-norm statistics stay as loaded, so
+    the caller keeps the returned modules in eval mode while training. Early stages compute
+    generic edges and textures at high resolution; skipping their backward pass makes a training
+    step on a CPU about twice as fast at 224 px.
+
+    Parameters
+    ----------
+    model : Classifier
+        Model made by `create_model`.
+    blocks : int
+        Stages after the stem to freeze (0 freezes nothing, not even the stem).
+
+    Returns
+    -------
+    list of nn.Module
+        The frozen modules.
+    """
+    if blocks < 0:
+        raise ValueError(f"blocks must be non-negative, got {blocks}")
+    if blocks == 0:
+        return []
+    net = model.net
+    stages = getattr(net, "blocks", None)
+    if stages is None or not hasattr(net, "conv_stem"):
+        raise BrainTumorError(
+            f"freezing early layers needs an EfficientNet-style backbone (conv_stem + blocks), not {type(net).__name__}",
+            "use --freeze-blocks 0 with this backbone",
+        )
+    if blocks >= len(stages):
+        raise BrainTumorError(
+            f"freeze_blocks must be below the backbone's {len(stages)} stages, got {blocks}", "choose a smaller --freeze-blocks"
+        )
+    frozen = [net.conv_stem, net.bn1, *stages[:blocks]]
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen

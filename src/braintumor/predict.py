@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +20,7 @@ from .imageio import is_image_file, iter_frames
 
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "default.safetensors"
 NOT_BRAIN_MRI = "not_brain_mri"
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx")
 
 
 @torch.inference_mode()
@@ -130,8 +131,10 @@ class Predictor:
         (which implies ``runtime="onnx"``); the model shipped with the package by default.
     threads : int, optional
         Intra-op threads of torch or onnxruntime (default: all cores).
-    runtime : {"torch", "onnx"}
-        Run the network in PyTorch, or export it in memory and run it in onnxruntime.
+    runtime : {"auto", "torch", "onnx"}
+        Run the network in PyTorch, or export it to ONNX (cached, see `cached_onnx_bytes`) and
+        run it in onnxruntime, about twice as fast on a CPU. ``auto`` (default) picks onnxruntime
+        when it is installed.
     tta : bool, optional
         Override the checkpoint's flip test-time augmentation (off is twice as fast).
 
@@ -143,14 +146,16 @@ class Predictor:
     """
 
     def __init__(
-        self, checkpoint: str | Path | None = None, threads: int | None = None, runtime: str = "torch", tta: bool | None = None
+        self, checkpoint: str | Path | None = None, threads: int | None = None, runtime: str = "auto", tta: bool | None = None
     ):
         from .checkpoint import load_checkpoint
-        from .export import OnnxRuntime, onnx_bytes
+        from .export import OnnxRuntime, cached_onnx_bytes
         from .inference import TorchRuntime
 
         if runtime not in RUNTIMES:
             raise BrainTumorError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+        if runtime == "auto":
+            runtime = "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
         if threads:
             torch.set_num_threads(threads)
         path = Path(checkpoint) if checkpoint else DEFAULT_MODEL
@@ -167,7 +172,7 @@ class Predictor:
             self.model, self.info = load_checkpoint(path)
             self.model = self.model.to(memory_format=torch.channels_last)
             if runtime == "onnx":
-                self.runtime = OnnxRuntime(onnx_bytes(self.model, self.info, tta), threads)
+                self.runtime = OnnxRuntime(cached_onnx_bytes(path, self.model, self.info, tta), threads)
             else:
                 self.runtime = TorchRuntime(self.model, self.info, tta)
         self.classes = list(self.info.classes)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
 from .augment import augment, to_float
@@ -28,7 +29,7 @@ from .checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from .classes import CLASSES
 from .data import default_data_dir, load_images, scan
 from .errors import BrainTumorError
-from .models import DEFAULT_BACKBONE, create_model
+from .models import DEFAULT_BACKBONE, create_model, freeze_early_layers
 from .ood import fit_model_ood
 from .predict import predict_images
 from .preprocess import Preprocess
@@ -48,14 +49,16 @@ class TrainConfig:
     weights: str | None = None
     image_size: int = 160
     crop_foreground: bool = True
+    freeze_blocks: int = 0
     epochs: int = 16
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.05
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0: no weight averaging; else validate and keep the exponential moving average
     drop_rate: float = 0.5
     warmup_epochs: float = 1.0
-    patience: int = 4
+    patience: int = 8
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     folds: int = 0  # cross-validation: test on fold `fold` of `folds` (see braintumor.crossval)
@@ -74,8 +77,10 @@ class TrainConfig:
             ("batch_size", self.batch_size >= 1, "at least 1"),
             ("lr", self.lr > 0, "positive"),
             ("patience", self.patience >= 1, "at least 1"),
+            ("freeze_blocks", self.freeze_blocks >= 0, "non-negative"),
             ("weight_decay", self.weight_decay >= 0, "non-negative"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
             ("folds", self.folds == 0 or self.folds >= 2, "0 (no cross-validation) or at least 2"),
             ("fold", 0 <= self.fold < max(self.folds, 1), "in 0..folds-1"),
         ]
@@ -144,8 +149,13 @@ def train(config: TrainConfig) -> Path:
     model = create_model(
         config.backbone, len(CLASSES), preprocess, config.pretrained, config.weights, config.drop_rate
     ).to(memory_format=torch.channels_last)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    frozen = freeze_early_layers(model, config.freeze_blocks)
+    # The exponential moving average of the weights is what is validated and saved, if used.
+    ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
+    kept = ema.module if ema is not None else model
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
     )
@@ -173,6 +183,8 @@ def train(config: TrainConfig) -> Path:
         if state["fingerprint"] != info.data_fingerprint:
             raise BrainTumorError(f"{out} was trained on other data", "resume with the same --data, or use a new --out")
         model.net.load_state_dict(state["model"])
+        if ema is not None:
+            ema.module.net.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -186,6 +198,8 @@ def train(config: TrainConfig) -> Path:
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, config.epochs):
         model.train()
+        for module in frozen:
+            module.eval()  # frozen layers keep their ImageNet batch-norm statistics
         order = split.train[torch.randperm(len(split.train), generator=generator).numpy()]
         seen = correct = 0
         loss_sum = 0.0
@@ -203,6 +217,8 @@ def train(config: TrainConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update(model, step=step)
             step += 1
             seen += len(y)
             correct += (logits.argmax(1) == y).sum().item()
@@ -210,7 +226,7 @@ def train(config: TrainConfig) -> Path:
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         bar.close()
 
-        val_probs = predict_images(model, images[split.val], tta=False, bf16=config.bf16)
+        val_probs = predict_images(kept, images[split.val], tta=False, bf16=config.bf16)
         val_y = dataset.labels[split.val]
         val_loss = float(-np.log(np.clip(val_probs[np.arange(len(val_y)), val_y], 1e-12, 1)).mean())
         val_acc = float((val_probs.argmax(1) == val_y).mean())
@@ -232,13 +248,14 @@ def train(config: TrainConfig) -> Path:
         if best is None or score > tuple(best):
             best, bad_epochs = list(score), 0
             info.metrics = {"val_acc": val_acc, "val_loss": val_loss, "best_epoch": epoch + 1}
-            save_checkpoint(out / "model.safetensors", model, info)
+            save_checkpoint(out / "model.safetensors", kept, info)
         else:
             bad_epochs += 1
-        save_checkpoint(out / "last.safetensors", model, info)
+        save_checkpoint(out / "last.safetensors", kept, info)
         _atomic_torch_save(
             {
                 "model": model.net.state_dict(),
+                **({"ema": ema.module.net.state_dict()} if ema is not None else {}),
                 "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
