@@ -44,13 +44,15 @@ def test_gradcam_validates_its_input(tiny_checkpoint):
         gradcam(model, np.zeros((2, 32, 32, 3), dtype=np.uint8), [0])
 
 
-def test_explain_files_writes_one_png_per_image_and_reports_bad_files(tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])  # Grad-CAM reads the torch model whichever runtime predicts
+def test_explain_files_writes_one_png_per_image_and_reports_bad_files(tiny_checkpoint, tmp_path, runtime):
     from synthetic import tumor_slice
 
     rng = np.random.default_rng(3)
     Image.fromarray(tumor_slice(2, rng)).save(tmp_path / "slice.png")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    rows = explain_files(Predictor(tiny_checkpoint), [tmp_path / "slice.png", tmp_path / "broken.jpg"], tmp_path / "out")
+    predictor = Predictor(tiny_checkpoint, runtime=runtime)
+    rows = explain_files(predictor, [tmp_path / "slice.png", tmp_path / "broken.jpg"], tmp_path / "out")
     good, bad = rows
     assert good["label"] == "no_tumor" and 0 < good["probability"] <= 1 and good["accepted"] is True
     with Image.open(good["png"]) as png:
@@ -69,3 +71,12 @@ def test_explain_command(tiny_checkpoint, tmp_path, capsys):
     assert (tmp_path / "cams" / "a_gradcam.png").is_file()
     assert main(["explain", str(tmp_path / "a.png"), "--model", str(tiny_checkpoint), "--target", "cat"]) != 0
     assert "unknown target class" in capsys.readouterr().err
+
+
+def test_explain_files_needs_the_pytorch_checkpoint(tiny_checkpoint, tmp_path):
+    from braintumor.errors import BrainTumorError
+    from braintumor.export import export_onnx
+
+    onnx_file = export_onnx(tiny_checkpoint, tmp_path / "tiny.onnx")
+    with pytest.raises(BrainTumorError, match="Grad-CAM needs the PyTorch model"):
+        explain_files(Predictor(onnx_file), [tmp_path], tmp_path / "out")

@@ -137,7 +137,8 @@ def explain_files(
     Parameters
     ----------
     predictor : Predictor
-        With the PyTorch runtime (Grad-CAM needs gradients).
+        Loaded from a ``.safetensors`` checkpoint (Grad-CAM needs the PyTorch model's gradients;
+        the probabilities come from whichever runtime the predictor uses).
     out_dir : path
         Folder for the PNGs, named ``<file stem>[_frame<N>]_gradcam.png``.
     frame : int, optional
@@ -155,7 +156,7 @@ def explain_files(
     from .imageio import iter_frames
     from .predict import expand_inputs
 
-    if predictor.runtime.name != "torch":
+    if predictor.model is None:
         raise BrainTumorError("Grad-CAM needs the PyTorch model", "pass a .safetensors checkpoint, not an .onnx file")
     classes = predictor.classes
     if target is not None and target not in classes:

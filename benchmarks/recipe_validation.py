@@ -1,0 +1,93 @@
+"""Compare training recipes on validation data only (never the test split).
+
+For each run directory (written by ``braintumor train``) this reads the run's own validation
+images from ``split.json`` and reports, for the best checkpoint with the checkpoint's flip
+averaging:
+
+- validation accuracy;
+- cross-fitted ECE after temperature scaling: the temperature is fitted on a random half of the
+  validation images and the ECE measured on the other half, both ways, over 20 random halvings
+  (fitting and measuring on the same images would flatter every recipe alike);
+- the temperature fitted on all validation images.
+
+Runs compared against each other must share the split seed and protocol (same validation set).
+
+Usage: python benchmarks/recipe_validation.py RUN_DIR [RUN_DIR ...] [--data DIR] [--output NAME]
+Writes benchmarks/results/recipe_validation.json (or NAME).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write  # noqa: E402
+
+from braintumor.calibration import as_logits, expected_calibration_error, fit_temperature, with_temperature  # noqa: E402
+from braintumor.checkpoint import load_checkpoint  # noqa: E402
+from braintumor.data import load_images, scan  # noqa: E402
+from braintumor.predict import predict_images  # noqa: E402
+
+
+def _relative(path: str) -> str:
+    """A dataset file named relative to the dataset root, whatever --data spelling the run used."""
+    parts = Path(path).parts
+    for anchor in ("Training", "Testing"):
+        if anchor in parts:
+            return str(Path(*parts[parts.index(anchor) :]))
+    return str(Path(*parts[-2:]))
+
+
+def cross_fitted_ece(probs: np.ndarray, labels: np.ndarray, repeats: int = 20, seed: int = 0) -> float:
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(repeats):
+        order = rng.permutation(len(labels))
+        halves = order[: len(order) // 2], order[len(order) // 2 :]
+        for fit, held in (halves, halves[::-1]):
+            temperature = fit_temperature(as_logits(probs[fit]), labels[fit])
+            values.append(expected_calibration_error(with_temperature(probs[held], temperature), labels[held]))
+    return float(np.mean(values))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories of `braintumor train`")
+    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
+    parser.add_argument("--output", default="recipe_validation.json")
+    args = parser.parse_args()
+
+    dataset = scan(args.data)
+    rows = []
+    for run in map(Path, args.runs):
+        model, info = load_checkpoint(run / "model.safetensors")
+        split = json.loads((run / "split.json").read_text())
+        images, found = load_images(dataset, info.preprocess, progress=False)
+        index = {_relative(str(p)): i for i, p in enumerate(found.paths)}
+        val = np.array([index[_relative(p)] for p in split["val"]])
+        probs = predict_images(model, images[val], tta=info.tta)
+        labels = found.labels[val]
+        config = info.train_config
+        rows.append({
+            "run": str(run),
+            "protocol": split["protocol"],
+            "seed": split["seed"],
+            "recipe": {k: config.get(k) for k in ("image_size", "freeze_blocks", "label_smoothing", "ema_decay", "epochs", "patience")},
+            "best_epoch": info.metrics.get("best_epoch"),
+            "val_n": int(len(labels)),
+            "val_acc_tta": round(float((probs.argmax(1) == labels).mean()), 4),
+            "val_ece_cross_fitted": round(cross_fitted_ece(probs, labels), 4),
+            "temperature_all_val": round(fit_temperature(as_logits(probs), labels), 3),
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    print(write(args.output, {"machine": machine(), "command": " ".join(sys.argv), "runs": rows}))
+
+
+if __name__ == "__main__":
+    main()
