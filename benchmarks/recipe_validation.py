@@ -1,7 +1,7 @@
 """Compare training recipes on validation data only (never the test split).
 
-For each run directory (written by ``braintumor train``) this reads the run's own validation
-images from ``split.json`` and reports, for the best checkpoint with the checkpoint's flip
+For each run directory (written by ``braintumor train``) this re-creates the run's split from its
+stored training config, as ``evaluate`` does, and reports, for the best checkpoint with the checkpoint's flip
 averaging:
 
 - validation accuracy;
@@ -33,15 +33,7 @@ from braintumor.calibration import as_logits, expected_calibration_error, fit_te
 from braintumor.checkpoint import load_checkpoint  # noqa: E402
 from braintumor.data import load_images, scan  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
-
-
-def _relative(path: str) -> str:
-    """A dataset file named relative to the dataset root, whatever --data spelling the run used."""
-    parts = Path(path).parts
-    for anchor in ("Training", "Testing"):
-        if anchor in parts:
-            return str(Path(*parts[parts.index(anchor) :]))
-    return str(Path(*parts[-2:]))
+from braintumor.protocols import make_split  # noqa: E402
 
 
 def cross_fitted_ece(probs: np.ndarray, labels: np.ndarray, repeats: int = 20, seed: int = 0) -> float:
@@ -64,20 +56,24 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = scan(args.data)
+    loaded = {}  # preprocessing -> (images, readable dataset); runs of one recipe family share it
     rows = []
     for run in map(Path, args.runs):
         model, info = load_checkpoint(run / "model.safetensors")
-        split = json.loads((run / "split.json").read_text())
-        images, found = load_images(dataset, info.preprocess, progress=False)
-        index = {_relative(str(p)): i for i, p in enumerate(found.paths)}
-        val = np.array([index[_relative(p)] for p in split["val"]])
-        probs = predict_images(model, images[val], tta=info.tta)
-        labels = found.labels[val]
+        if info.preprocess not in loaded:
+            loaded[info.preprocess] = load_images(dataset, info.preprocess, progress=False)
+        images, found = loaded[info.preprocess]
+        if found.fingerprint() != info.data_fingerprint:
+            raise SystemExit(f"{run}: trained on other data than {args.data}")
         config = info.train_config
+        split = make_split(found, config["protocol"], config["seed"], config["test_fraction"], config["val_fraction"],
+                           config.get("folds", 0), config.get("fold", 0))
+        probs = predict_images(model, images[split.val], tta=info.tta)
+        labels = found.labels[split.val]
         rows.append({
             "run": str(run),
-            "protocol": split["protocol"],
-            "seed": split["seed"],
+            "protocol": config["protocol"],
+            "seed": config["seed"],
             "recipe": {k: config.get(k) for k in ("image_size", "freeze_blocks", "label_smoothing", "ema_decay", "epochs", "patience")},
             "best_epoch": info.metrics.get("best_epoch"),
             "val_n": int(len(labels)),
