@@ -9,6 +9,14 @@ def test_to_float_layout_and_range():
     assert x.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_to_float_resizes_with_antialiasing():
+    checker = (torch.arange(16).view(4, 4) % 2 == torch.arange(16).view(4, 4) // 4 % 2).repeat(4, 4)  # 16 x 16
+    images = (checker.to(torch.uint8) * 255)[None, :, :, None].expand(1, 16, 16, 3).contiguous()
+    x = to_float(images, size=8)
+    assert x.shape == (1, 3, 8, 8) and x.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x, torch.full_like(x, 0.5), atol=0.02, rtol=0)  # averaged, not sampled
+
+
 def test_augment_is_random_per_image_and_seeded():
     x = torch.rand(1, 3, 32, 32).repeat(4, 1, 1, 1)
     a = augment(x, torch.Generator().manual_seed(0))

@@ -91,3 +91,28 @@ def test_freeze_early_layers():
         freeze_early_layers(create_model(pretrained=False), 7)
     with pytest.raises(BrainTumorError, match="EfficientNet-style"):
         freeze_early_layers(create_model("resnet18", pretrained=False), 1)
+
+
+def test_depthwise_in_float32_changes_only_depthwise_calls_and_restores_them():
+    from braintumor.models import depthwise_in_float32
+
+    model = create_model(pretrained=False).eval()
+    depthwise = model.net.blocks[1][0].conv_dw
+    pointwise = model.net.blocks[1][0].conv_pw
+    assert depthwise.groups == depthwise.in_channels > 1
+    seen = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.dtype))
+             for name, m in (("dw", depthwise), ("pw", pointwise))]
+    x = torch.rand(2, 3, 64, 64)
+    keys = list(model.state_dict())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with depthwise_in_float32(model):
+            mixed = model(x).float()
+        assert seen == {"dw": torch.float32, "pw": torch.bfloat16}
+        model(x)
+        assert seen == {"dw": torch.bfloat16, "pw": torch.bfloat16}  # restored on exit
+    for h in hooks:
+        h.remove()
+    assert "forward" not in vars(depthwise) and list(model.state_dict()) == keys
+    with torch.no_grad():
+        torch.testing.assert_close(mixed, model(x), atol=0.1, rtol=0.1)

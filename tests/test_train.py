@@ -14,7 +14,10 @@ def test_schedule_warms_up_then_decays():
     assert lrs[-1] == pytest.approx(0.01 * peak, rel=0.05)
 
 
-@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("label_smoothing", 1.0)])
+@pytest.mark.parametrize("field, value", [
+    ("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("label_smoothing", 1.0), ("low_res_size", 160), ("low_res_size", 16),
+    ("low_res_epochs", 16),
+])
 def test_config_validation_names_the_option(field, value):
     with pytest.raises(BrainTumorError, match=field):
         TrainConfig(**{field: value})
@@ -43,3 +46,22 @@ def test_frozen_early_layers_keep_their_weights_and_ema_state_resumes(tiny_tree,
     assert not torch.equal(start["blocks.4.0.conv_pw.weight"], after["blocks.4.0.conv_pw.weight"])
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
+
+
+def test_progressive_resizing_trains_small_then_at_the_served_size(tiny_tree, tmp_path, monkeypatch):
+    import braintumor.train as train_module
+
+    sizes = []
+    real_augment = train_module.augment
+
+    def spy(x, generator):
+        sizes.append(x.shape[-1])
+        return real_augment(x, generator)
+
+    monkeypatch.setattr(train_module, "augment", spy)
+    config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=2, image_size=48, low_res_size=32,
+                         low_res_epochs=1, batch_size=8, patience=5, progress=False)
+    out = train_module.train(config)
+    steps = len(sizes) // 2
+    assert sizes == [32] * steps + [48] * steps
+    assert json.loads((out / "model.json").read_text())["preprocess"]["image_size"] == 48

@@ -13,9 +13,14 @@ import torch
 import torch.nn.functional as F
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """``N x S x S x 3`` uint8 → ``N x 3 x S x S`` float in [0, 1], channels-last memory."""
+def to_float(images: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """``N x S x S x 3`` uint8 → ``N x 3 x S x S`` float in [0, 1], channels-last memory.
+
+    With `size`, the images are also resized (antialiased bilinear) to ``size x size``.
+    """
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    if size is not None and size != x.shape[-1]:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x.contiguous(memory_format=torch.channels_last)
 
 

@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="ImageNet weights file (.safetensors or state dict) for the backbone")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None, help="start from random weights")
     p.add_argument("--image-size", type=int, help="network input side in pixels (default: 160)")
+    p.add_argument("--low-res-size", type=int, help="progressive resizing: train the first --low-res-epochs at this smaller side, e.g. 128 (default: 0, off)")
+    p.add_argument("--low-res-epochs", type=int, help="epochs trained at --low-res-size before switching to --image-size (default: 0)")
     p.add_argument("--no-crop", dest="crop_foreground", action="store_false", default=None, help="do not crop images to the head's bounding box")
     p.add_argument("--freeze-blocks", type=int, help="freeze the stem and this many early stages of the backbone (default: 0)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: 16)")

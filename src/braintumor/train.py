@@ -29,7 +29,7 @@ from .checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from .classes import CLASSES
 from .data import default_data_dir, load_images, scan
 from .errors import BrainTumorError
-from .models import DEFAULT_BACKBONE, create_model, freeze_early_layers
+from .models import DEFAULT_BACKBONE, create_model, depthwise_in_float32, freeze_early_layers
 from .ood import fit_model_ood
 from .predict import predict_images
 from .preprocess import Preprocess
@@ -48,6 +48,8 @@ class TrainConfig:
     pretrained: bool = True
     weights: str | None = None
     image_size: int = 160
+    low_res_size: int = 0  # progressive resizing: the first `low_res_epochs` train at this side (0: off)
+    low_res_epochs: int = 0
     crop_foreground: bool = True
     freeze_blocks: int = 0
     epochs: int = 16
@@ -78,6 +80,8 @@ class TrainConfig:
             ("lr", self.lr > 0, "positive"),
             ("patience", self.patience >= 1, "at least 1"),
             ("freeze_blocks", self.freeze_blocks >= 0, "non-negative"),
+            ("low_res_size", self.low_res_size == 0 or 32 <= self.low_res_size < self.image_size, "0 (off) or from 32 to below image_size"),
+            ("low_res_epochs", 0 <= self.low_res_epochs < self.epochs, "from 0 to below epochs"),
             ("weight_decay", self.weight_decay >= 0, "non-negative"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
             ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
@@ -201,17 +205,20 @@ def train(config: TrainConfig) -> Path:
         for module in frozen:
             module.eval()  # frozen layers keep their ImageNet batch-norm statistics
         order = split.train[torch.randperm(len(split.train), generator=generator).numpy()]
+        # Progressive resizing: early epochs see smaller images (cheaper steps), the last ones
+        # the served size, so the kept weights and batch-norm statistics match what is served.
+        size = config.low_res_size if config.low_res_size and epoch < config.low_res_epochs else config.image_size
         seen = correct = 0
         loss_sum = 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
         for b in bar:
             end = (b + 1) * config.batch_size if b < steps_per_epoch - 1 else len(order)
             idx = torch.from_numpy(order[b * config.batch_size : end])
-            x = augment(to_float(images_t[idx]), generator)
+            x = augment(to_float(images_t[idx], size), generator)
             y = labels_t[idx]
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, total_steps, warmup_steps, config.lr)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16), depthwise_in_float32(model):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
