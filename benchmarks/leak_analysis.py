@@ -38,8 +38,8 @@ def _test_predictions(run: Path, data: str, protocol: str, seed: int, temperatur
     images, dataset = load_images(dataset, info.preprocess, progress=False)
     split = make_split(dataset, protocol, seed)
     t = 1.0 if temperature_one else info.temperature
-    val = predict_images(model, images[split.val], tta=info.tta, temperature=t)
-    test = predict_images(model, images[split.test], tta=info.tta, temperature=t)
+    val = predict_images(model, images[split.val], tta=info.tta, temperature=t, tta_view=info.tta_view)
+    test = predict_images(model, images[split.test], tta=info.tta, temperature=t, tta_view=info.tta_view)
     return dataset, split, val, test, info
 
 

@@ -68,13 +68,13 @@ def main() -> None:
         config = info.train_config
         split = make_split(found, config["protocol"], config["seed"], config["test_fraction"], config["val_fraction"],
                            config.get("folds", 0), config.get("fold", 0))
-        probs = predict_images(model, images[split.val], tta=info.tta)
+        probs = predict_images(model, images[split.val], tta=info.tta, tta_view=info.tta_view)
         labels = found.labels[split.val]
         rows.append({
             "run": str(run),
             "protocol": config["protocol"],
             "seed": config["seed"],
-            "recipe": {k: config.get(k) for k in ("image_size", "low_res_size", "low_res_epochs", "freeze_blocks", "label_smoothing", "ema_decay", "epochs", "patience")},
+            "recipe": {k: config.get(k) for k in ("image_size", "low_res_scale", "low_res_fraction", "freeze_blocks", "label_smoothing", "ema_decay", "epochs", "patience")},
             "best_epoch": info.metrics.get("best_epoch"),
             "val_n": int(len(labels)),
             "val_acc_tta": round(float((probs.argmax(1) == labels).mean()), 4),

@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from braintumor.augment import MirrorView
 from braintumor.checkpoint import ModelInfo, load_checkpoint, read_info, save_checkpoint
 from braintumor.errors import CheckpointError
 from braintumor.models import create_model
@@ -17,12 +18,14 @@ def _info(**kw):
 
 def test_round_trip_keeps_weights_and_metadata(tmp_path):
     model = create_model(pretrained=False, preprocess=Preprocess(image_size=64)).eval()
-    path = save_checkpoint(tmp_path / "m.safetensors", model, _info(temperature=1.5, metrics={"val_acc": 0.9}))
+    view = MirrorView(angle=8.0)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, _info(temperature=1.5, metrics={"val_acc": 0.9}, tta_view=view))
     loaded, info = load_checkpoint(path)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     assert info.temperature == 1.5 and info.metrics == {"val_acc": 0.9} and info.preprocess.image_size == 64
+    assert info.tta_view == view
     assert json.loads((tmp_path / "m.json").read_text())["backbone"] == "tf_efficientnet_lite0"
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -61,3 +64,9 @@ def test_weights_that_do_not_fit(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "bad.safetensors"), metadata={"braintumor": json.dumps(_info().to_dict())})
     with pytest.raises(CheckpointError, match="do not fit"):
         load_checkpoint(tmp_path / "bad.safetensors")
+
+
+def test_metadata_without_a_tta_view_means_the_plain_mirror():
+    d = _info(tta=True).to_dict()
+    del d["tta_view"]  # checkpoints written before the view was configurable
+    assert ModelInfo.from_dict(d).tta_view == MirrorView()

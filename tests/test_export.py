@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from braintumor.augment import MirrorView
 from braintumor.checkpoint import load_checkpoint
 from braintumor.cli import main
 from braintumor.errors import CheckpointError
@@ -39,14 +40,16 @@ def test_onnx_matches_pytorch_for_any_batch_size(tiny_checkpoint, onnx_file, bat
     assert np.allclose(onnx_scores, torch_scores, rtol=1e-4)
 
 
-def test_tta_and_temperature_are_baked_in(tiny_checkpoint):
+@pytest.mark.parametrize("view", [MirrorView(), MirrorView(angle=8.0), MirrorView(angle=-5.0, zoom=1.1)])
+def test_tta_view_and_temperature_are_baked_in(tiny_checkpoint, view):
     model, info = load_checkpoint(tiny_checkpoint)
-    info.temperature = 1.7
+    info.temperature, info.tta_view = 1.7, view
     images = _images(4, seed=9)
     runtime = OnnxRuntime(onnx_bytes(model, info, tta=True), threads=1)
-    assert runtime.tta is True
-    expected = predict_images(model, images, tta=True, temperature=1.7)
+    assert runtime.tta is True and runtime.info.tta_view == view
+    expected = predict_images(model, images, tta=True, temperature=1.7, tta_view=view)
     assert np.abs(runtime.run(images)[0] - expected).max() < 1e-4
+    assert np.abs(TorchRuntime(model, info, tta=True).run(images)[0] - expected).max() < 1e-4
 
 
 def test_metadata_travels_in_the_onnx_file(tiny_checkpoint, onnx_file):

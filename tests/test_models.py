@@ -116,3 +116,17 @@ def test_depthwise_in_float32_changes_only_depthwise_calls_and_restores_them():
     assert "forward" not in vars(depthwise) and list(model.state_dict()) == keys
     with torch.no_grad():
         torch.testing.assert_close(mixed, model(x), atol=0.1, rtol=0.1)
+
+
+def test_drop_path_is_random_in_training_only():
+    x = torch.rand(4, 3, 64, 64)
+    model = create_model(pretrained=False, drop_rate=0.0, drop_path_rate=0.5).train()
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(x))
+        model.eval()
+        torch.testing.assert_close(model(x), model(x))
+    plain = create_model(pretrained=False, drop_rate=0.0).train()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), plain(x))
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        create_model(pretrained=False, drop_path_rate=1.0)

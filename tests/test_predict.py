@@ -41,6 +41,20 @@ def test_tta_averages_image_and_mirror():
     np.testing.assert_allclose(both.sum(1), 1, atol=1e-6)
 
 
+def test_tta_with_a_rotated_mirror_averages_image_and_that_view():
+    from braintumor.augment import MirrorView, to_float
+
+    torch.manual_seed(0)
+    model = create_model(pretrained=False, drop_rate=0.0).eval()
+    images = np.random.default_rng(1).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    view = MirrorView(angle=8.0)
+    with torch.no_grad():
+        x = to_float(torch.from_numpy(images))
+        expected = torch.softmax((model(x) + model(view.apply(x))) / 2, 1).numpy()
+    np.testing.assert_allclose(predict_images(model, images, tta=True, tta_view=view), expected, atol=1e-5)
+    assert np.abs(predict_images(model, images, tta=True) - expected).max() > 1e-4  # not the plain mirror
+
+
 def test_predictor_files_folders_and_errors(tmp_path, checkpoint):
     folder = tmp_path / "imgs"
     folder.mkdir()

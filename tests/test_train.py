@@ -15,12 +15,22 @@ def test_schedule_warms_up_then_decays():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("label_smoothing", 1.0), ("low_res_size", 160), ("low_res_size", 16),
-    ("low_res_epochs", 16),
+    ("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("label_smoothing", 1.0), ("low_res_scale", 1.1), ("low_res_scale", 0.1),
+    ("low_res_fraction", 1.0), ("drop_path_rate", 1.0),
 ])
 def test_config_validation_names_the_option(field, value):
     with pytest.raises(BrainTumorError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_progressive_resizing_schedule():
+    from braintumor.train import low_res_epochs, low_res_size
+
+    default = TrainConfig()
+    assert (low_res_size(default), low_res_epochs(default), default.image_size, default.epochs) == (128, 6, 160, 20)
+    assert low_res_epochs(TrainConfig(epochs=1)) == 0  # the last epoch is always at the served size
+    assert low_res_epochs(TrainConfig(epochs=2, low_res_fraction=0.9)) == 1
+    assert low_res_epochs(TrainConfig(low_res_scale=1.0)) == 0 and low_res_epochs(TrainConfig(low_res_fraction=0)) == 0
 
 
 def test_frozen_early_layers_keep_their_weights_and_ema_state_resumes(tiny_tree, tmp_path):
@@ -59,8 +69,8 @@ def test_progressive_resizing_trains_small_then_at_the_served_size(tiny_tree, tm
         return real_augment(x, generator)
 
     monkeypatch.setattr(train_module, "augment", spy)
-    config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=2, image_size=48, low_res_size=32,
-                         low_res_epochs=1, batch_size=8, patience=5, progress=False)
+    config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=2, image_size=48, low_res_scale=2 / 3,
+                         low_res_fraction=0.5, batch_size=8, patience=5, progress=False)
     out = train_module.train(config)
     steps = len(sizes) // 2
     assert sizes == [32] * steps + [48] * steps

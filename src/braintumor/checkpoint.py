@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .augment import MirrorView
 from .errors import CheckpointError
 from .models import Classifier, create_model
 from .preprocess import Preprocess
@@ -37,6 +38,7 @@ class ModelInfo:
     drop_rate: float = 0.5
     temperature: float = 1.0
     tta: bool = False
+    tta_view: MirrorView = field(default_factory=MirrorView)
     train_config: dict = field(default_factory=dict)
     data_fingerprint: str = ""
     metrics: dict = field(default_factory=dict)
@@ -55,6 +57,7 @@ class ModelInfo:
             "drop_rate": self.drop_rate,
             "temperature": self.temperature,
             "tta": self.tta,
+            "tta_view": self.tta_view.to_dict(),
             "train_config": self.train_config,
             "data_fingerprint": self.data_fingerprint,
             "metrics": self.metrics,
@@ -70,6 +73,7 @@ class ModelInfo:
             drop_rate=float(d.get("drop_rate", 0.5)),
             temperature=float(d.get("temperature", 1.0)),
             tta=bool(d.get("tta", False)),
+            tta_view=MirrorView.from_dict(d.get("tta_view")),
             train_config=d.get("train_config", {}),
             data_fingerprint=d.get("data_fingerprint", ""),
             metrics=d.get("metrics", {}),

@@ -216,7 +216,7 @@ def evaluate(
         from .errors import DataError
 
         raise DataError(f"the {protocol} protocol leaves no test images in {data}", "use more data or another protocol")
-    probs = predict_images(model, images[split.test], tta=info.tta, temperature=info.temperature)
+    probs = predict_images(model, images[split.test], tta=info.tta, temperature=info.temperature, tta_view=info.tta_view)
     metrics = classification_metrics(dataset.labels[split.test], probs, info.classes)
     metrics["temperature"] = info.temperature
     metrics["ece_uncalibrated"] = expected_calibration_error(with_temperature(probs, 1 / info.temperature), dataset.labels[split.test])

@@ -34,12 +34,14 @@ def onnx_bytes(model, info: ModelInfo, tta: bool | None = None) -> bytes:
     Parameters
     ----------
     tta : bool, optional
-        Bake flip test-time augmentation into the graph; the checkpoint's setting by default.
+        Bake test-time augmentation (the checkpoint's `tta_view`) into the graph; the checkpoint's setting by default.
     """
     import onnx
 
     tta = info.tta if tta is None else bool(tta)
-    module = InferenceModel(model, info.temperature, tta, OODStats.load_from(info)).eval()
+    module = InferenceModel(
+        model, info.temperature, tta, OODStats.load_from(info), info.tta_view, info.preprocess.image_size
+    ).eval()
     size = info.preprocess.image_size
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
     buffer = io.BytesIO()
@@ -99,7 +101,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, tta: bool
     out : path, optional
         The ``.onnx`` file to write.
     tta : bool, optional
-        Bake flip test-time augmentation in (doubles the cost); the checkpoint's setting by default.
+        Bake test-time augmentation in (doubles the cost); the checkpoint's setting by default.
     """
     checkpoint = Path(checkpoint)
     out = Path(out) if out else checkpoint.with_suffix(".onnx")

@@ -2,7 +2,7 @@
 out-of-distribution scores out.
 
 `InferenceModel` holds the whole computation in one torch module (scaling to ``[0, 1]``, the
-network, flip test-time augmentation, temperature, softmax and the Mahalanobis score), so that
+network, test-time augmentation with a mirrored view, temperature, softmax and the Mahalanobis score), so that
 prediction in PyTorch and the exported ONNX graph (`braintumor.export`) are the same computation.
 `TorchRuntime` runs it in PyTorch; `braintumor.export.OnnxRuntime` offers the same interface.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import to_float
+from .augment import MirrorView, to_float
 from .ood import OODStats, forward_with_ood_features
 
 
@@ -27,25 +27,39 @@ class InferenceModel(nn.Module):
     temperature : float
         Logits are divided by it before the softmax.
     tta : bool
-        Average the logits of each image and its horizontal mirror.
+        Average the logits of each image and its test-time view (`tta_view`).
+    tta_view : MirrorView
+        The mirrored (possibly rotated) view; its sampling grid is computed once, for the
+        classifier's input size, so the exported graph holds it as a constant.
     ood : OODStats, optional
         The out-of-distribution detector; without one the scores are NaN.
     """
 
-    def __init__(self, classifier: nn.Module, temperature: float = 1.0, tta: bool = False, ood: OODStats | None = None):
+    def __init__(
+        self,
+        classifier: nn.Module,
+        temperature: float = 1.0,
+        tta: bool = False,
+        ood: OODStats | None = None,
+        tta_view: MirrorView = MirrorView(),
+        image_size: int | None = None,
+    ):
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.classifier = classifier.eval()
         self.temperature = float(temperature)
         self.tta = bool(tta)
+        self.tta_view = tta_view
+        grid = tta_view.grid(image_size) if tta and not tta_view.plain and image_size else None
+        self.register_buffer("view_grid", grid, persistent=False)
         self.ood = ood.scorer() if ood is not None else None
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_float(images)
         logits, features = forward_with_ood_features(self.classifier, x)
-        if self.tta:  # a second pass for the mirrors (in onnxruntime faster than one pass of twice the batch)
-            logits = (logits + self.classifier(torch.flip(x, dims=[3]))) / 2
+        if self.tta:  # a second pass for the views (in onnxruntime faster than one pass of twice the batch)
+            logits = (logits + self.classifier(self.tta_view.apply(x, self.view_grid))) / 2
         probabilities = torch.softmax(logits / self.temperature, dim=1)
         if self.ood is None:
             scores = torch.full_like(probabilities[:, 0], float("nan"))
@@ -79,7 +93,7 @@ class TorchRuntime:
         ood = OODStats.load_from(info)
         self.threshold = ood.threshold if ood is not None else None
         self.tta = info.tta if tta is None else bool(tta)
-        self.module = InferenceModel(model, info.temperature, self.tta, ood).eval()
+        self.module = InferenceModel(model, info.temperature, self.tta, ood, info.tta_view, info.preprocess.image_size).eval()
         self.classifier = model
 
     @torch.inference_mode()

@@ -126,6 +126,7 @@ def create_model(
     pretrained: bool = True,
     weights: str | Path | None = None,
     drop_rate: float = 0.5,
+    drop_path_rate: float = 0.0,
 ) -> Classifier:
     """Create a classifier.
 
@@ -144,12 +145,18 @@ def create_model(
         Load ImageNet weights from this file instead of the packaged ones.
     drop_rate : float
         Dropout before the final linear layer (0.5 as in the original study).
+    drop_path_rate : float
+        Stochastic depth for training: residual blocks are skipped at random, the deepest with
+        this probability (0 = off; EfficientNet's own recipe uses 0.2). Inference is unaffected.
     """
     if not 0.0 <= drop_rate < 1.0:
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
     preprocess = preprocess or Preprocess()
     try:
-        net = timm.create_model(backbone, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
+        net = timm.create_model(backbone, pretrained=False, num_classes=num_classes, drop_rate=drop_rate,
+                                drop_path_rate=drop_path_rate)
     except RuntimeError as exc:
         raise BrainTumorError(f"unknown backbone {backbone!r} ({exc})", "see timm.list_models() for names") from None
     if weights is None and pretrained:

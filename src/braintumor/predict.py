@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .augment import to_float
+from .augment import MirrorView, to_float
 from .errors import BrainTumorError, ImageError
 from .imageio import is_image_file, iter_frames
 
@@ -31,13 +31,16 @@ def predict_images(
     tta: bool = False,
     bf16: bool = False,
     temperature: float = 1.0,
+    tta_view: MirrorView = MirrorView(),
 ) -> np.ndarray:
     """Class probabilities for preprocessed ``N x S x S x 3`` uint8 images.
 
     Parameters
     ----------
     tta : bool
-        Average the logits of each image and its horizontal mirror.
+        Average the logits of each image and its test-time view.
+    tta_view : MirrorView
+        That view: the mirror, possibly rotated (the checkpoint's ``info.tta_view``).
     bf16 : bool
         Run in bfloat16 autocast (faster on CPUs with AVX-512 BF16; used during training).
     temperature : float
@@ -49,8 +52,8 @@ def predict_images(
     for start in range(0, len(images), batch_size):
         x = to_float(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            if tta:  # one forward pass over the images and their mirrors
-                both = model(torch.cat([x, torch.flip(x, dims=[3])])).float()
+            if tta:  # one forward pass over the images and their views
+                both = model(torch.cat([x, tta_view.apply(x)])).float()
                 logits = (both[: len(x)] + both[len(x) :]) / 2
             else:
                 logits = model(x).float()
@@ -136,7 +139,7 @@ class Predictor:
         run it in onnxruntime, about twice as fast on a CPU. ``auto`` (default) picks onnxruntime
         when it is installed.
     tta : bool, optional
-        Override the checkpoint's flip test-time augmentation (off is twice as fast).
+        Override the checkpoint's test-time augmentation (off is twice as fast).
 
     Examples
     --------

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
-from .augment import augment, to_float
+from .augment import MirrorView, augment, to_float
 from .calibration import as_logits, fit_temperature
 from .checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from .classes import CLASSES
@@ -48,17 +48,20 @@ class TrainConfig:
     pretrained: bool = True
     weights: str | None = None
     image_size: int = 160
-    low_res_size: int = 0  # progressive resizing: the first `low_res_epochs` train at this side (0: off)
-    low_res_epochs: int = 0
+    # Progressive resizing: the first `low_res_fraction` of the epochs train on images scaled by
+    # `low_res_scale` (cheaper steps); the rest at `image_size`. 1.0 or 0 turns it off.
+    low_res_scale: float = 0.8
+    low_res_fraction: float = 0.3
     crop_foreground: bool = True
     freeze_blocks: int = 0
-    epochs: int = 16
+    epochs: int = 20
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.05
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0: no weight averaging; else validate and keep the exponential moving average
     drop_rate: float = 0.5
+    drop_path_rate: float = 0.0  # stochastic depth while training
     warmup_epochs: float = 1.0
     patience: int = 8
     val_fraction: float = 0.1
@@ -67,6 +70,7 @@ class TrainConfig:
     fold: int = 0
     bf16: bool = True
     tta: bool = True
+    tta_angle: float = 8.0  # the test-time view: the mirror rotated by this many degrees
     threads: int | None = None
     time_limit_min: float | None = 13.0
     class_map: dict = field(default_factory=dict)
@@ -80,17 +84,31 @@ class TrainConfig:
             ("lr", self.lr > 0, "positive"),
             ("patience", self.patience >= 1, "at least 1"),
             ("freeze_blocks", self.freeze_blocks >= 0, "non-negative"),
-            ("low_res_size", self.low_res_size == 0 or 32 <= self.low_res_size < self.image_size, "0 (off) or from 32 to below image_size"),
-            ("low_res_epochs", 0 <= self.low_res_epochs < self.epochs, "from 0 to below epochs"),
+            ("low_res_scale", 0.25 <= self.low_res_scale <= 1, "in [0.25, 1]"),
+            ("low_res_fraction", 0 <= self.low_res_fraction < 1, "in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, "non-negative"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
             ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
+            ("drop_path_rate", 0 <= self.drop_path_rate < 1, "in [0, 1)"),
+            ("tta_angle", -180 <= self.tta_angle <= 180, "within ±180 degrees"),
             ("folds", self.folds == 0 or self.folds >= 2, "0 (no cross-validation) or at least 2"),
             ("fold", 0 <= self.fold < max(self.folds, 1), "in 0..folds-1"),
         ]
         for name, ok, want in checks:
             if not ok:
                 raise BrainTumorError(f"{name} must be {want}, got {getattr(self, name)!r}")
+
+
+def low_res_size(config: TrainConfig) -> int:
+    """Image side of the progressive-resizing epochs."""
+    return max(16, round(config.image_size * config.low_res_scale))
+
+
+def low_res_epochs(config: TrainConfig) -> int:
+    """How many epochs, from the first, train at `low_res_size` (never the last one)."""
+    if low_res_size(config) >= config.image_size:
+        return 0
+    return min(round(config.epochs * config.low_res_fraction), config.epochs - 1)
 
 
 def log(message: str) -> None:
@@ -151,7 +169,7 @@ def train(config: TrainConfig) -> Path:
 
     # ---- model and optimiser ----------------------------------------------------------------
     model = create_model(
-        config.backbone, len(CLASSES), preprocess, config.pretrained, config.weights, config.drop_rate
+        config.backbone, len(CLASSES), preprocess, config.pretrained, config.weights, config.drop_rate, config.drop_path_rate
     ).to(memory_format=torch.channels_last)
     frozen = freeze_early_layers(model, config.freeze_blocks)
     # The exponential moving average of the weights is what is validated and saved, if used.
@@ -174,6 +192,7 @@ def train(config: TrainConfig) -> Path:
         preprocess=preprocess,
         drop_rate=config.drop_rate,
         tta=config.tta,
+        tta_view=MirrorView(angle=config.tta_angle),
         train_config=asdict(config),
         data_fingerprint=dataset.fingerprint(),
     )
@@ -207,7 +226,7 @@ def train(config: TrainConfig) -> Path:
         order = split.train[torch.randperm(len(split.train), generator=generator).numpy()]
         # Progressive resizing: early epochs see smaller images (cheaper steps), the last ones
         # the served size, so the kept weights and batch-norm statistics match what is served.
-        size = config.low_res_size if config.low_res_size and epoch < config.low_res_epochs else config.image_size
+        size = low_res_size(config) if epoch < low_res_epochs(config) else config.image_size
         seen = correct = 0
         loss_sum = 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
@@ -299,7 +318,7 @@ def fit_posthoc(model, info: ModelInfo, images: np.ndarray, labels: np.ndarray, 
     """Fit what is fitted after training, on the training and validation parts only, into `info`:
     the softmax temperature (calibration, on validation logits) and the out-of-distribution
     statistics (on training features, threshold on validation)."""
-    val_probs = predict_images(model, images[split.val], tta=info.tta)
+    val_probs = predict_images(model, images[split.val], tta=info.tta, tta_view=info.tta_view)
     info.temperature = fit_temperature(as_logits(val_probs), labels[split.val])
     info.metrics["val_acc_final"] = float((val_probs.argmax(1) == labels[split.val]).mean())
     fit_model_ood(model, info, images[split.train], labels[split.train], images[split.val])

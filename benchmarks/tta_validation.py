@@ -1,0 +1,97 @@
+"""Choose the test-time view on validation data only (never the test split).
+
+For each run directory (written by ``braintumor train``) this re-creates the run's split from its
+stored config, as ``evaluate`` does, and scores the best checkpoint's validation images with the
+logits of each image averaged with one `MirrorView` (the mirror, rotated and/or zoomed), at the
+run's fitted temperature. It reports, per view and pooled over the runs, accuracy and the mean
+negative log-likelihood. Without test-time augmentation is listed as ``none``.
+
+Usage: python benchmarks/tta_validation.py RUN_DIR [RUN_DIR ...] [--data DIR]
+Writes benchmarks/results/tta_validation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write  # noqa: E402
+
+from braintumor.augment import MirrorView, to_float  # noqa: E402
+from braintumor.checkpoint import load_checkpoint  # noqa: E402
+from braintumor.data import load_images, scan  # noqa: E402
+from braintumor.protocols import make_split  # noqa: E402
+
+VIEWS = {
+    "mirror": MirrorView(),
+    **{f"mirror rotated {a:+g}°": MirrorView(angle=a) for a in (-12.0, -8.0, -4.0, 4.0, 8.0, 12.0)},
+    **{f"mirror zoomed {z:g}": MirrorView(zoom=z) for z in (0.9, 1.1, 1.2)},
+}
+
+
+@torch.inference_mode()
+def logits_of(model, images: np.ndarray, view: MirrorView | None, batch_size: int = 64) -> np.ndarray:
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_float(torch.from_numpy(images[start : start + batch_size]))
+        out.append(model(x if view is None else view.apply(x)).float().numpy())
+    return np.concatenate(out)
+
+
+def scores(logits: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[int, float]:
+    """(correct predictions, summed negative log-likelihood) at `temperature`."""
+    z = torch.log_softmax(torch.from_numpy(logits / temperature), dim=1).numpy()
+    return int((z.argmax(1) == labels).sum()), float(-z[np.arange(len(labels)), labels].sum())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories of `braintumor train`")
+    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
+    args = parser.parse_args()
+
+    dataset = scan(args.data)
+    loaded = {}
+    names = ["none", *VIEWS]
+    pooled = {name: [0, 0.0] for name in names}
+    rows, total = [], 0
+    for run in map(Path, args.runs):
+        model, info = load_checkpoint(run / "model.safetensors")
+        model.eval()
+        if info.preprocess not in loaded:
+            loaded[info.preprocess] = load_images(dataset, info.preprocess, progress=False)
+        images, found = loaded[info.preprocess]
+        if found.fingerprint() != info.data_fingerprint:
+            raise SystemExit(f"{run}: trained on other data than {args.data}")
+        config = info.train_config
+        split = make_split(found, config["protocol"], config["seed"], config["test_fraction"], config["val_fraction"],
+                           config.get("folds", 0), config.get("fold", 0))
+        val_images, labels = images[split.val], found.labels[split.val]
+        plain = logits_of(model, val_images, None)
+        row = {"run": str(run), "protocol": config["protocol"], "seed": config["seed"], "val_n": len(labels), "views": {}}
+        for name in names:
+            logits = plain if name == "none" else (plain + logits_of(model, val_images, VIEWS[name])) / 2
+            correct, nll = scores(logits, labels, info.temperature)
+            row["views"][name] = {"accuracy": round(correct / len(labels), 4), "nll": round(nll / len(labels), 4)}
+            pooled[name][0] += correct
+            pooled[name][1] += nll
+        total += len(labels)
+        rows.append(row)
+        print(run, {k: v["accuracy"] for k, v in row["views"].items()}, flush=True)
+    summary = {name: {"correct": c, "n": total, "accuracy": round(c / total, 4), "nll": round(s / total, 4)}
+               for name, (c, s) in pooled.items()}
+    for name, s in summary.items():
+        print(f"{name:>22}: {s['correct']}/{s['n']} = {100 * s['accuracy']:.2f}%, NLL {s['nll']:.4f}")
+    path = write("tta_validation.json", {"machine": machine(), "views": {k: v.to_dict() for k, v in VIEWS.items()},
+                                         "pooled": summary, "runs": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
