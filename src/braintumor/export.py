@@ -34,7 +34,8 @@ def onnx_bytes(model, info: ModelInfo, tta: bool | None = None) -> bytes:
     Parameters
     ----------
     tta : bool, optional
-        Bake test-time augmentation (the checkpoint's `tta_view`) into the graph; the checkpoint's setting by default.
+        Bake test-time augmentation (the checkpoint's `tta_view`) into the graph; the
+        checkpoint's setting by default.
     """
     import onnx
 

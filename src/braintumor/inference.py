@@ -2,8 +2,9 @@
 out-of-distribution scores out.
 
 `InferenceModel` holds the whole computation in one torch module (scaling to ``[0, 1]``, the
-network, test-time augmentation with a mirrored view, temperature, softmax and the Mahalanobis score), so that
-prediction in PyTorch and the exported ONNX graph (`braintumor.export`) are the same computation.
+network, test-time augmentation with a mirrored view, temperature, softmax and the Mahalanobis
+score), so that prediction in PyTorch and the exported ONNX graph (`braintumor.export`) are the
+same computation.
 `TorchRuntime` runs it in PyTorch; `braintumor.export.OnnxRuntime` offers the same interface.
 """
 
