@@ -27,13 +27,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write  # noqa: E402
+from _common import machine, run_validation_set, write  # noqa: E402
 
 from braintumor.calibration import as_logits, expected_calibration_error, fit_temperature, with_temperature  # noqa: E402
-from braintumor.checkpoint import load_checkpoint  # noqa: E402
-from braintumor.data import load_images, scan  # noqa: E402
+from braintumor.data import scan  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
-from braintumor.protocols import make_split  # noqa: E402
 
 
 def cross_fitted_ece(probs: np.ndarray, labels: np.ndarray, repeats: int = 20, seed: int = 0) -> float:
@@ -59,17 +57,9 @@ def main() -> None:
     loaded = {}  # preprocessing -> (images, readable dataset); runs of one recipe family share it
     rows = []
     for run in map(Path, args.runs):
-        model, info = load_checkpoint(run / "model.safetensors")
-        if info.preprocess not in loaded:
-            loaded[info.preprocess] = load_images(dataset, info.preprocess, progress=False)
-        images, found = loaded[info.preprocess]
-        if found.fingerprint() != info.data_fingerprint:
-            raise SystemExit(f"{run}: trained on other data than {args.data}")
+        model, info, val_images, labels = run_validation_set(run, dataset, loaded, args.data)
         config = info.train_config
-        split = make_split(found, config["protocol"], config["seed"], config["test_fraction"], config["val_fraction"],
-                           config.get("folds", 0), config.get("fold", 0))
-        probs = predict_images(model, images[split.val], tta=info.tta, tta_view=info.tta_view)
-        labels = found.labels[split.val]
+        probs = predict_images(model, val_images, tta=info.tta, tta_view=info.tta_view)
         rows.append({
             "run": str(run),
             "protocol": config["protocol"],

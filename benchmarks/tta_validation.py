@@ -21,12 +21,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write  # noqa: E402
+from _common import machine, run_validation_set, write  # noqa: E402
 
 from braintumor.augment import MirrorView, to_float  # noqa: E402
-from braintumor.checkpoint import load_checkpoint  # noqa: E402
-from braintumor.data import load_images, scan  # noqa: E402
-from braintumor.protocols import make_split  # noqa: E402
+from braintumor.data import scan  # noqa: E402
 
 VIEWS = {
     "mirror": MirrorView(),
@@ -62,17 +60,9 @@ def main() -> None:
     pooled = {name: [0, 0.0] for name in names}
     rows, total = [], 0
     for run in map(Path, args.runs):
-        model, info = load_checkpoint(run / "model.safetensors")
+        model, info, val_images, labels = run_validation_set(run, dataset, loaded, args.data)
         model.eval()
-        if info.preprocess not in loaded:
-            loaded[info.preprocess] = load_images(dataset, info.preprocess, progress=False)
-        images, found = loaded[info.preprocess]
-        if found.fingerprint() != info.data_fingerprint:
-            raise SystemExit(f"{run}: trained on other data than {args.data}")
         config = info.train_config
-        split = make_split(found, config["protocol"], config["seed"], config["test_fraction"], config["val_fraction"],
-                           config.get("folds", 0), config.get("fold", 0))
-        val_images, labels = images[split.val], found.labels[split.val]
         plain = logits_of(model, val_images, None)
         row = {"run": str(run), "protocol": config["protocol"], "seed": config["seed"], "val_n": len(labels), "views": {}}
         for name in names:
