@@ -4,6 +4,8 @@ from scipy.special import softmax
 
 from braintumor.calibration import (
     as_logits,
+    ece_if_calibrated,
+    ece_interval,
     expected_calibration_error,
     fit_temperature,
     nll,
@@ -42,6 +44,30 @@ def test_confidence_on_a_bin_edge_goes_to_the_lower_bin():
     assert [b["count"] for b in table] == [0, 0, 1, 0, 0] and table[2]["high"] == pytest.approx(0.6)
 
 
+def test_ece_interval_brackets_the_estimate_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    probs = softmax(rng.normal(0, 2, (300, 4)), axis=1)
+    labels = rng.integers(0, 4, 300)
+    ece = expected_calibration_error(probs, labels)
+    low, high = ece_interval(probs, labels)
+    assert low <= ece <= high and high - low > 0.01
+    assert ece_interval(probs, labels) == [low, high]
+    # a resample of images that are all right at confidence 1 is always perfectly calibrated
+    assert ece_interval(np.tile([1.0, 0.0], (5, 1)), np.zeros(5, dtype=int)) == [0.0, 0.0]
+
+
+def test_ece_if_calibrated_matches_the_single_bin_formula():
+    # One bin at confidence p, n images right with probability p: E|mean - p| ~ sqrt(p(1-p)/n) * sqrt(2/pi).
+    p, n = 0.9, 400
+    probs = np.tile([p, 1 - p], (n, 1))
+    floor = ece_if_calibrated(probs, resamples=4000)
+    assert floor["mean"] == pytest.approx(np.sqrt(p * (1 - p) / n) * np.sqrt(2 / np.pi), rel=0.06)
+    assert floor["p95"] > floor["mean"]
+    # more images, smaller bias; certain predictions, none
+    assert ece_if_calibrated(np.tile([p, 1 - p], (40 * n, 1)))["mean"] < floor["mean"] / 4
+    assert ece_if_calibrated(np.tile([1.0, 0.0], (10, 1))) == {"mean": 0.0, "p95": 0.0}
+
+
 def _miscalibrated(scale: float, n: int = 4000, seed: int = 0):
     """Labels drawn from softmax(z); the 'model' reports logits scale * z."""
     rng = np.random.default_rng(seed)
@@ -75,6 +101,10 @@ def test_bad_input():
         fit_temperature(np.zeros((0, 2)), np.zeros(0, dtype=int))
     with pytest.raises(ValueError, match="bins must be a positive integer"):
         reliability_bins(np.full((1, 2), 0.5), [0], bins=0)
+    with pytest.raises(ValueError, match="level"):
+        ece_interval(np.full((2, 2), 0.5), [0, 1], level=1.5)
+    with pytest.raises(ValueError, match="non-empty N x C"):
+        ece_if_calibrated(np.zeros((0, 2)))
 
 
 def test_reliability_diagram_is_a_png(tmp_path):

@@ -53,6 +53,15 @@ def test_cli_folds_runs_every_fold_and_reports_mean_and_std(distinct_tree, tmp_p
             assert ("0.png" in names) == ("copy.png" in names)
     report = (out / "crossval.md").read_text()
     assert "2 folds, dedup protocol" in report and "fold1/report.md" in report
+    # the two test folds pooled: every image once, the folds' predictions unchanged
+    fold_metrics = [json.loads((out / f"fold{k}" / "test_metrics.json").read_text()) for k in (1, 2)]
+    pooled = result["pooled"]
+    assert pooled["n"] == 28 and pooled["correct"] == sum(m["correct"] for m in fold_metrics)
+    assert np.array_equal(pooled["confusion_matrix"], np.add(*[m["confusion_matrix"] for m in fold_metrics]))
+    assert pooled["ece_ci"][0] <= pooled["ece"] <= pooled["ece_ci"][1]
+    assert "2 test folds pooled (28 images" in report
+    for png in ("pooled_confusion_matrix.png", "pooled_reliability.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_too_many_folds_fails_before_training(distinct_tree, tmp_path, capsys):

@@ -60,6 +60,8 @@ def test_metrics_carry_intervals_auc_and_calibration():
     from braintumor.stats import one_vs_rest_auc
 
     assert m["ece"] == pytest.approx(expected_calibration_error(probs, labels))
+    assert m["ece_ci"][0] <= m["ece"] <= m["ece_ci"][1]
+    assert 0 < m["ece_if_calibrated"]["mean"] < m["ece_if_calibrated"]["p95"]
     assert [m["per_class"][c]["roc_auc"] for c in CLASSES] == pytest.approx(one_vs_rest_auc(labels, probs))
     assert m["macro_roc_auc"] == pytest.approx(np.mean(one_vs_rest_auc(labels, probs)))
     assert sum(b["count"] for b in m["calibration_bins"]) == 80
@@ -73,4 +75,5 @@ def test_report_shows_intervals_auc_and_reliability_diagram(tmp_path):
     m.update(temperature=0.5, ece_uncalibrated=0.2)
     text = write_report(tmp_path, m, CLASSES, []).read_text()
     assert "95% CI" in text and "ROC-AUC" in text and "reliability.png" in text and "T = 0.500" in text
+    assert "a perfectly calibrated model with these confidences would measure" in text
     assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"

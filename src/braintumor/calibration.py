@@ -33,6 +33,17 @@ def _check(probs, labels) -> tuple[np.ndarray, np.ndarray]:
     return probs, labels
 
 
+def _binned(probs: np.ndarray, labels: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Confidence, correctness and confidence-bin index of each prediction."""
+    if not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    # Rounding first keeps a confidence of exactly k / bins in bin k - 1 despite float error.
+    index = np.clip(np.ceil(np.round(confidence * bins, 9)).astype(int) - 1, 0, bins - 1)
+    return confidence, correct, index
+
+
 def reliability_bins(probs, labels, bins: int = DEFAULT_BINS) -> list[dict]:
     """Confidence, accuracy and count of predictions in `bins` equal-width confidence bins.
 
@@ -40,12 +51,7 @@ def reliability_bins(probs, labels, bins: int = DEFAULT_BINS) -> list[dict]:
     Empty bins are listed with count 0 and confidence and accuracy None.
     """
     probs, labels = _check(probs, labels)
-    if not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    # Rounding first keeps a confidence of exactly k / bins in bin k - 1 despite float error.
-    index = np.clip(np.ceil(np.round(confidence * bins, 9)).astype(int) - 1, 0, bins - 1)
+    confidence, correct, index = _binned(probs, labels, bins)
     out = []
     for k in range(bins):
         inside = index == k
@@ -67,6 +73,56 @@ def expected_calibration_error(probs, labels, bins: int = DEFAULT_BINS) -> float
     table = reliability_bins(probs, labels, bins)
     total = sum(b["count"] for b in table)
     return float(sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in table if b["count"]))
+
+
+def ece_interval(
+    probs, labels, bins: int = DEFAULT_BINS, level: float = 0.95, resamples: int = 1000, seed: int = 0
+) -> list[float]:
+    """Percentile bootstrap confidence interval ``[low, high]`` of the ECE.
+
+    The test set is resampled with replacement `resamples` times (seeded: the same inputs give
+    the same interval) and the ECE recomputed on each resample, with the same bins.
+    """
+    probs, labels = _check(probs, labels)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    confidence, correct, index = _binned(probs, labels, bins)
+    n = len(labels)
+    onehot = np.zeros((n, bins))
+    onehot[np.arange(n), index] = 1.0
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)  # B x N draw counts
+    gap = weights @ (onehot * (correct - confidence)[:, None])  # B x bins: summed (correct - confidence)
+    ece = np.abs(gap).sum(axis=1) / n
+    tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    return [float(v) for v in np.percentile(ece, tails)]
+
+
+def ece_if_calibrated(probs, bins: int = DEFAULT_BINS, resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """The ECE that a perfectly calibrated model with these confidences would measure.
+
+    ECE is biased upward on small test sets: even a model whose every confidence is exact scores
+    above 0, because each bin's accuracy is measured on few images. This simulates that model:
+    each prediction is right with probability equal to its confidence, `resamples` times
+    (seeded). Returns ``{"mean": ..., "p95": ...}``, the mean and 95th percentile of the
+    simulated ECE. A measured ECE near ``mean`` is what sampling alone produces.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) == 0:
+        raise ValueError(f"probs must be a non-empty N x C array, got shape {probs.shape}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    confidence, _, index = _binned(probs, np.zeros(len(probs), dtype=int), bins)
+    n = len(probs)
+    onehot = np.zeros((n, bins))
+    onehot[np.arange(n), index] = 1.0
+    rng = np.random.default_rng(seed)
+    ece = np.empty(resamples)
+    for start in range(0, resamples, 250):  # chunks keep the B x N draws small
+        draws = rng.random((min(250, resamples - start), n)) < confidence
+        ece[start : start + len(draws)] = np.abs((draws - confidence) @ onehot).sum(axis=1) / n
+    return {"mean": float(ece.mean()), "p95": float(np.percentile(ece, 95))}
 
 
 def as_logits(probs) -> np.ndarray:

@@ -182,6 +182,11 @@ def _print_crossval(result: dict, as_json: bool) -> None:
         row = result["metrics"].get(name)
         if row and row["mean"] is not None:
             print(f"  {name:<14} {row['mean']:.4f} ± {row['std'] if row['std'] is not None else float('nan'):.4f}")
+    pooled = result.get("pooled")
+    if pooled:
+        low, high = pooled["accuracy_ci"]
+        print(f"  pooled over {pooled['n']} test images: accuracy {pooled['accuracy']:.4f} (95% CI {low:.4f}–{high:.4f}), "
+              f"ECE {pooled['ece']:.4f}")
     print(f"report: {result['report']}")
 
 

@@ -17,9 +17,12 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
     Returns a JSON-ready dict: n, accuracy, loss (mean negative log-likelihood), macro_f1,
     per_class {class: precision, recall, f1, support, roc_auc}, confusion_matrix (rows = true
     class), accuracy_ci and macro_f1_ci (95% percentile bootstrap, 2,000 resamples, seed 0),
-    macro_roc_auc (mean over the classes that have one), ece and calibration_bins (15 bins).
+    macro_roc_auc (mean over the classes that have one), ece with ece_ci (95% bootstrap, 1,000
+    resamples) and ece_if_calibrated (mean and 95th percentile of the ECE that a perfectly
+    calibrated model with the same confidences would measure on this many images), and
+    calibration_bins (15 bins).
     """
-    from .calibration import expected_calibration_error, reliability_bins
+    from .calibration import ece_if_calibrated, ece_interval, expected_calibration_error, reliability_bins
     from .stats import bootstrap_ci, one_vs_rest_auc
 
     labels = np.asarray(labels, dtype=int)
@@ -45,6 +48,8 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
         "macro_f1_ci": ci["macro_f1"],
         "macro_roc_auc": float(np.mean(known_auc)) if known_auc else None,
         "ece": expected_calibration_error(probs, labels),
+        "ece_ci": ece_interval(probs, labels),
+        "ece_if_calibrated": ece_if_calibrated(probs),
         "per_class": {
             c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i]),
                 "roc_auc": auc[i]}
@@ -160,10 +165,15 @@ def write_report(
 
         plot_reliability(metrics["calibration_bins"], out / "reliability.png")
         lines += ["## Calibration", "", f"Expected calibration error (ECE, {len(metrics['calibration_bins'])} bins): "
-                  f"**{metrics['ece']:.4f}**."]
+                  f"**{metrics['ece']:.4f}**{_ci(metrics.get('ece_ci'))}."]
         if "temperature" in metrics:
             lines[-1] += (f" Temperature scaling (T = {metrics['temperature']:.3f}, fitted on the validation set) "
                           f"is applied; without it the ECE is {metrics['ece_uncalibrated']:.4f}.")
+        if metrics.get("ece_if_calibrated"):
+            floor = metrics["ece_if_calibrated"]
+            lines[-1] += (f" ECE is biased upward on small test sets: a perfectly calibrated model with these "
+                          f"confidences would measure {floor['mean']:.4f} on average on {metrics['n']} images "
+                          f"(95% of the time below {floor['p95']:.4f}).")
         lines += ["", "![reliability diagram](reliability.png)", ""]
     if history:
         plot_curves(history, out / "curves.png")
@@ -180,21 +190,21 @@ def write_report(
     return path
 
 
-def evaluate(
+def predict_test_split(
     checkpoint: str | Path,
     data: str | Path | None = None,
     protocol: str | None = None,
     seed: int | None = None,
-    out: str | Path | None = None,
     progress: bool = True,
-) -> dict:
-    """Evaluate a checkpoint on the test part of a protocol's split and write a report.
+) -> tuple[np.ndarray, np.ndarray, object, dict, list]:
+    """A checkpoint's calibrated probabilities on the test part of a protocol's split.
 
-    Defaults for `data`, `protocol` and `seed` come from the checkpoint's training config, so
-    ``evaluate(run/model.safetensors)`` re-creates exactly the test split the run held out.
-    Returns the metrics dict; the report goes to `out` (default: the checkpoint's folder).
+    Defaults for `data`, `protocol` and `seed` come from the checkpoint's training config (its
+    cross-validation fold included), so the test split the run held out is re-created exactly.
+    Returns ``(probs, labels, info, context, skipped)``: ``N x C`` probabilities (test-time view
+    and temperature applied), true labels, the checkpoint's `ModelInfo`, a description of the
+    split for reports, and the unreadable files that were skipped.
     """
-    from .calibration import expected_calibration_error, with_temperature
     from .checkpoint import load_checkpoint
     from .data import load_images, scan
     from .predict import predict_images
@@ -217,13 +227,6 @@ def evaluate(
 
         raise DataError(f"the {protocol} protocol leaves no test images in {data}", "use more data or another protocol")
     probs = predict_images(model, images[split.test], tta=info.tta, temperature=info.temperature, tta_view=info.tta_view)
-    metrics = classification_metrics(dataset.labels[split.test], probs, info.classes)
-    metrics["temperature"] = info.temperature
-    metrics["ece_uncalibrated"] = expected_calibration_error(with_temperature(probs, 1 / info.temperature), dataset.labels[split.test])
-    out = Path(out) if out else checkpoint.parent
-    history = None
-    if (out / "metrics.jsonl").is_file():
-        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     context = {
         "model": str(checkpoint),
         "backbone": info.backbone,
@@ -235,7 +238,35 @@ def evaluate(
         "split sizes": make_split_sizes(split),
         "data fingerprint": info.data_fingerprint[:16] if info.data_fingerprint else "",
     }
-    report = write_report(out, metrics, info.classes, dataset.skipped, history, f"braintumor — {protocol} protocol, seed {seed}", context)
+    return probs, dataset.labels[split.test], info, context, dataset.skipped
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path | None = None,
+    protocol: str | None = None,
+    seed: int | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a checkpoint on the test part of a protocol's split and write a report.
+
+    Defaults for `data`, `protocol` and `seed` come from the checkpoint's training config, so
+    ``evaluate(run/model.safetensors)`` re-creates exactly the test split the run held out.
+    Returns the metrics dict; the report goes to `out` (default: the checkpoint's folder).
+    """
+    from .calibration import expected_calibration_error, with_temperature
+
+    probs, labels, info, context, skipped = predict_test_split(checkpoint, data, protocol, seed, progress)
+    metrics = classification_metrics(labels, probs, info.classes)
+    metrics["temperature"] = info.temperature
+    metrics["ece_uncalibrated"] = expected_calibration_error(with_temperature(probs, 1 / info.temperature), labels)
+    out = Path(out) if out else Path(checkpoint).parent
+    history = None
+    if (out / "metrics.jsonl").is_file():
+        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    title = f"braintumor — {context['protocol']} protocol, seed {context['split seed']}"
+    report = write_report(out, metrics, info.classes, skipped, history, title, context)
     metrics["report"] = str(report)
     return metrics
 
