@@ -44,6 +44,13 @@ def _binned(probs: np.ndarray, labels: np.ndarray, bins: int) -> tuple[np.ndarra
     return confidence, correct, index
 
 
+def _one_hot(index: np.ndarray, bins: int) -> np.ndarray:
+    """``N x bins`` matrix with a 1 in each prediction's bin."""
+    out = np.zeros((len(index), bins))
+    out[np.arange(len(index)), index] = 1.0
+    return out
+
+
 def reliability_bins(probs, labels, bins: int = DEFAULT_BINS) -> list[dict]:
     """Confidence, accuracy and count of predictions in `bins` equal-width confidence bins.
 
@@ -90,8 +97,7 @@ def ece_interval(
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     confidence, correct, index = _binned(probs, labels, bins)
     n = len(labels)
-    onehot = np.zeros((n, bins))
-    onehot[np.arange(n), index] = 1.0
+    onehot = _one_hot(index, bins)
     weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)  # B x N draw counts
     gap = weights @ (onehot * (correct - confidence)[:, None])  # B x bins: summed (correct - confidence)
     ece = np.abs(gap).sum(axis=1) / n
@@ -115,8 +121,7 @@ def ece_if_calibrated(probs, bins: int = DEFAULT_BINS, resamples: int = 1000, se
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     confidence, _, index = _binned(probs, np.zeros(len(probs), dtype=int), bins)
     n = len(probs)
-    onehot = np.zeros((n, bins))
-    onehot[np.arange(n), index] = 1.0
+    onehot = _one_hot(index, bins)
     rng = np.random.default_rng(seed)
     ece = np.empty(resamples)
     for start in range(0, resamples, 250):  # chunks keep the B x N draws small
