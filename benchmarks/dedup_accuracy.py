@@ -88,7 +88,8 @@ def main() -> None:
         result = json.loads((RESULTS / args.output).read_text())
         result["reevaluated"] = {"machine": machine(), "command": " ".join(sys.argv)}
         for run in result["runs"]:
-            metrics = evaluate(Path(run["run_dir"]) / "model.safetensors", args.data, progress=False)
+            evaluate(Path(run["run_dir"]) / "model.safetensors", args.data, progress=False)
+            metrics = json.loads((Path(run["run_dir"]) / "test_metrics.json").read_text())
             run.update(test_figures(metrics), accuracy=metrics["accuracy"], correct=metrics["correct"], n=metrics["n"],
                        macro_f1=metrics["macro_f1"], loss=metrics["loss"])
     else:

@@ -1,14 +1,19 @@
 """Metrics and the run report: accuracy and macro-F1 with 95% bootstrap confidence intervals,
 loss, per-class precision/recall/F1 and one-vs-rest ROC-AUC, calibration (ECE, reliability
-diagram), confusion matrix (JSON + PNG), training curves (PNG), skipped files, and ``report.md``."""
+diagram, the ECE's interval and the ECE a calibrated model would measure), confusion matrix
+(JSON + PNG), training curves (PNG), skipped files, and ``report.md``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+if TYPE_CHECKING:
+    from .checkpoint import ModelInfo
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
@@ -196,7 +201,7 @@ def predict_test_split(
     protocol: str | None = None,
     seed: int | None = None,
     progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray, object, dict, list]:
+) -> tuple[np.ndarray, np.ndarray, ModelInfo, dict, list]:
     """A checkpoint's calibrated probabilities on the test part of a protocol's split.
 
     Defaults for `data`, `protocol` and `seed` come from the checkpoint's training config (its
