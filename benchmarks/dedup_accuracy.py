@@ -90,14 +90,14 @@ def main() -> None:
         for run in result["runs"]:
             evaluate(Path(run["run_dir"]) / "model.safetensors", args.data, progress=False)
             metrics = json.loads((Path(run["run_dir"]) / "test_metrics.json").read_text())
-            run.update(test_figures(metrics), accuracy=metrics["accuracy"], correct=metrics["correct"], n=metrics["n"],
+            run.update(recorded_figures(metrics), accuracy=metrics["accuracy"], correct=metrics["correct"], n=metrics["n"],
                        macro_f1=metrics["macro_f1"], loss=metrics["loss"])
     else:
         result = {"machine": machine(), "command": " ".join(sys.argv), "runs": []}
         for seed in args.seeds:
             out = Path(args.runs) / f"dedup-seed{seed}"
             run = run_one(args.data, "dedup", seed, out, args.extra)
-            run.update(test_figures(json.loads((out / "test_metrics.json").read_text())))
+            run.update(recorded_figures(json.loads((out / "test_metrics.json").read_text())))
             result["runs"].append(run)
             summarise(result, Path(args.original))
             write(args.output, result)
@@ -106,7 +106,7 @@ def main() -> None:
     print(json.dumps(result["summary"], indent=2))
 
 
-def test_figures(metrics: dict) -> dict:
+def recorded_figures(metrics: dict) -> dict:
     """The figures of a run's test metrics that this benchmark records."""
     return {
         "accuracy_ci": metrics["accuracy_ci"],
