@@ -33,8 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, write  # noqa: E402
 
-from braintumor.crossval import pooled_metrics  # noqa: E402
-from braintumor.evaluate import evaluate  # noqa: E402
+from braintumor.crossval import score_folds  # noqa: E402
 
 
 def main() -> None:
@@ -58,9 +57,10 @@ def main() -> None:
         wall = round(time.time() - start, 1)
     crossval = json.loads((out / "crossval.json").read_text())
 
+    per_fold, pooled = score_folds(crossval["runs"], args.data, progress=False)  # with the current evaluation code
+    pooled.pop("calibration_bins")
     folds = []
-    for run in crossval["runs"]:  # each fold evaluated again with the current evaluation code
-        m = evaluate(Path(run) / "model.safetensors", args.data, progress=False)
+    for run, m in zip(crossval["runs"], per_fold):
         info = json.loads((Path(run) / "model.json").read_text())
         folds.append({
             "run": run,
@@ -74,8 +74,6 @@ def main() -> None:
             "train_minutes": info["metrics"].get("train_minutes"),
         })
         print(f"{run}: {m['accuracy']:.4f} on {m['n']}, ECE {m['ece']:.4f}", flush=True)
-    pooled = pooled_metrics(crossval["runs"], args.data, progress=False)
-    pooled.pop("calibration_bins")
 
     def spread(key: str) -> dict:
         values = np.array([f[key] for f in folds])

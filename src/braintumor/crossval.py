@@ -63,7 +63,6 @@ def cross_validate(config) -> dict:
         When the protocol is ``official``, or a class has fewer groups of images than folds;
         checked before any training starts.
     """
-    from .evaluate import evaluate
     from .train import train
 
     if config.protocol == "official":
@@ -77,41 +76,39 @@ def cross_validate(config) -> dict:
     check_folds(dataset, groups, config.folds)
 
     out = Path(config.out)
-    runs, per_fold = [], []
-    for fold in range(config.folds):
-        run = train(replace(config, fold=fold, out=str(out / f"fold{fold + 1}")))
-        metrics = evaluate(run / "model.safetensors", config.data, progress=config.progress)
-        runs.append(str(run))
-        per_fold.append(scalar_metrics(metrics))
+    runs = [str(train(replace(config, fold=fold, out=str(out / f"fold{fold + 1}")))) for fold in range(config.folds)]
+    per_fold, pooled = score_folds(runs, config.data, progress=config.progress)
     result = {
         "protocol": config.protocol,
         "folds": config.folds,
         "seed": config.seed,
         "runs": runs,
-        "metrics": summarise_folds(per_fold),
-        "pooled": pooled_metrics(runs, config.data, progress=config.progress),
+        "metrics": summarise_folds([scalar_metrics(m) for m in per_fold]),
+        "pooled": pooled,
     }
     result["report"] = str(write_crossval(result, out))
     return result
 
 
-def pooled_metrics(runs: list[str], data=None, progress: bool = True) -> dict:
-    """Metrics of the test folds of `runs` (run folders of one cross-validation) pooled into one
-    test set: each fold's images scored by its own model, temperature and test-time view.
+def score_folds(runs: list[str], data=None, progress: bool = True) -> tuple[list[dict], dict]:
+    """Evaluate each fold's run on its test fold, as `braintumor.evaluate.evaluate` does (its
+    report written into the run folder), and pool the test folds into one test set: each fold's
+    images scored by its own model, temperature and test-time view.
 
-    Returns `braintumor.evaluate.classification_metrics` of the pooled predictions. With
-    folds that cover the dataset, every image is tested exactly once, so the intervals are
-    narrower than one fold's and the ECE is less biased by the number of images.
+    Returns ``(per_fold, pooled)``: the metrics of each fold, and
+    `braintumor.evaluate.classification_metrics` of the pooled predictions. With folds that
+    cover the dataset, every image is tested exactly once, so the intervals are narrower than
+    one fold's and the ECE is less biased by the number of images.
     """
-    from .evaluate import classification_metrics, predict_test_split
+    from .evaluate import classification_metrics, predict_test_split, report_predictions
 
-    probs, labels, classes = [], [], None
-    for run in runs:
-        p, y, info, _, _ = predict_test_split(Path(run) / "model.safetensors", data, progress=progress)
+    per_fold, probs, labels = [], [], []
+    for run in map(Path, runs):
+        p, y, info, context, skipped = predict_test_split(run / "model.safetensors", data, progress=progress)
+        per_fold.append(report_predictions(p, y, info, context, skipped, run))
         probs.append(p)
         labels.append(y)
-        classes = info.classes
-    return classification_metrics(np.concatenate(labels), np.concatenate(probs), classes)
+    return per_fold, classification_metrics(np.concatenate(labels), np.concatenate(probs), info.classes)
 
 
 def _fmt(value: float | None) -> str:

@@ -260,13 +260,18 @@ def evaluate(
     ``evaluate(run/model.safetensors)`` re-creates exactly the test split the run held out.
     Returns the metrics dict; the report goes to `out` (default: the checkpoint's folder).
     """
+    probs, labels, info, context, skipped = predict_test_split(checkpoint, data, protocol, seed, progress)
+    return report_predictions(probs, labels, info, context, skipped, Path(out) if out else Path(checkpoint).parent)
+
+
+def report_predictions(probs: np.ndarray, labels: np.ndarray, info: ModelInfo, context: dict, skipped: list, out: Path) -> dict:
+    """Metrics of `predict_test_split`'s output, with the report written to `out` (plus the
+    training curves when `out` holds the run's ``metrics.jsonl``). Returns the metrics dict."""
     from .calibration import expected_calibration_error, with_temperature
 
-    probs, labels, info, context, skipped = predict_test_split(checkpoint, data, protocol, seed, progress)
     metrics = classification_metrics(labels, probs, info.classes)
     metrics["temperature"] = info.temperature
     metrics["ece_uncalibrated"] = expected_calibration_error(with_temperature(probs, 1 / info.temperature), labels)
-    out = Path(out) if out else Path(checkpoint).parent
     history = None
     if (out / "metrics.jsonl").is_file():
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
