@@ -120,7 +120,9 @@ def test_interrupted_training_leaves_a_checkpoint_that_resumes(tmp_path, sig):
     data = make_tree(tmp_path / "data", per_class=4, size=32)
     out = tmp_path / "run"
     args = [sys.executable, "-m", "braintumor", "train", "--data", str(data), "--out", str(out), "--image-size", "32",
-            "--batch-size", "8", "-q"]
+            "--batch-size", "8", "-q", "--patience", "1000"]
+    # (A patience longer than the run: on this tiny dataset early stopping could otherwise end the
+    # run, about a second in, before a slow, loaded machine gets the signal to it.)
     proc = subprocess.Popen([*args, "--epochs", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 1):
@@ -129,7 +131,7 @@ def test_interrupted_training_leaves_a_checkpoint_that_resumes(tmp_path, sig):
     proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=120)
     if sig == "SIGINT":
-        assert proc.returncode == 130 and "--resume" in err and "Traceback" not in err
+        assert proc.returncode == 130 and "--resume" in err and "Traceback" not in err, (proc.returncode, err)
     done = (out / "metrics.jsonl").read_text().count("\n")
     resumed = subprocess.run([*args, "--epochs", str(done + 2), "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
