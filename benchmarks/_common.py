@@ -53,13 +53,14 @@ def shipped_run_model() -> str:
 def run_validation_set(run: Path, dataset, loaded: dict, data: str):
     """A training run's best checkpoint and its validation images and labels.
 
-    The split is re-created from the run's stored config, as ``evaluate`` does. `dataset` is the
-    scanned data folder `data`; `loaded` caches decoded images per preprocessing across runs.
+    The split is re-created from the run's stored config (`braintumor.protocols.run_split`).
+    `dataset` is the scanned data folder `data`; `loaded` caches decoded images per preprocessing
+    across runs.
     Returns ``(model, info, images, labels)``.
     """
     from braintumor.checkpoint import load_checkpoint
     from braintumor.data import load_images
-    from braintumor.protocols import make_split
+    from braintumor.protocols import run_split
 
     model, info = load_checkpoint(Path(run) / "model.safetensors")
     if info.preprocess not in loaded:
@@ -67,7 +68,5 @@ def run_validation_set(run: Path, dataset, loaded: dict, data: str):
     images, found = loaded[info.preprocess]
     if found.fingerprint() != info.data_fingerprint:
         raise SystemExit(f"{run}: trained on other data than {data}")
-    config = info.train_config
-    split = make_split(found, config["protocol"], config["seed"], config["test_fraction"], config["val_fraction"],
-                       config.get("folds", 0), config.get("fold", 0))
+    split = run_split(found, info.train_config)
     return model, info, images[split.val], found.labels[split.val]

@@ -49,3 +49,24 @@ def test_mirror_view_orientation_and_exactness():
         MirrorView(angle=180.5)
     with pytest.raises(ValueError, match="zoom"):
         MirrorView(zoom=3.0)
+
+
+def test_mixup_blends_pairs_with_beta_weights_and_is_seeded():
+    from scipy import stats
+
+    from braintumor.augment import mixup
+
+    x = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 3, 2, 2).contiguous()
+    mixed, perm, lam = mixup(x, 0.4, torch.Generator().manual_seed(1))
+    assert sorted(perm.tolist()) == list(range(6)) and 0 <= lam <= 1
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x[perm])
+    again = mixup(x, 0.4, torch.Generator().manual_seed(1))
+    assert torch.equal(again[0], mixed) and again[2] == lam
+    # The weights follow Beta(alpha, alpha): a Kolmogorov-Smirnov test against it passes, and
+    # against a uniform weight it fails.
+    g = torch.Generator().manual_seed(2)
+    lams = [mixup(x, 0.2, g)[2] for _ in range(500)]
+    assert stats.kstest(lams, stats.beta(0.2, 0.2).cdf).pvalue > 0.01
+    assert stats.kstest(lams, stats.uniform.cdf).pvalue < 1e-6
+    with pytest.raises(ValueError, match="alpha"):
+        mixup(x, 0.0, g)

@@ -3,7 +3,7 @@ import pytest
 
 from braintumor.data import scan
 from braintumor.errors import DataError
-from braintumor.protocols import make_split
+from braintumor.protocols import make_split, run_split
 
 from synthetic import make_tree
 
@@ -148,3 +148,18 @@ def test_too_many_folds_and_bad_fold_are_clear_errors(tmp_path, monkeypatch):
         make_split(ds, "original", folds=1)
     with pytest.raises(DataError, match="pooled protocol"):
         make_split(ds, "official", folds=3)
+
+
+def test_run_split_recreates_a_runs_split_from_its_config(ds):
+    from dataclasses import asdict
+
+    from braintumor.train import TrainConfig
+
+    config = asdict(TrainConfig(data=str(ds.root), protocol="original", seed=3, folds=4, fold=2, val_fraction=0.2))
+    split, same = run_split(ds, config), make_split(ds, "original", 3, 0.1, 0.2, folds=4, fold=2)
+    for part in ("train", "val", "test"):
+        assert np.array_equal(getattr(split, part), getattr(same, part))
+    # Another protocol or seed: that split, without the run's cross-validation fold.
+    other = run_split(ds, config, protocol="official", seed=1)
+    assert np.array_equal(other.test, make_split(ds, "official", 1, 0.1, 0.2).test)
+    assert np.array_equal(run_split(ds, config, seed=5).test, make_split(ds, "original", 5, 0.1, 0.2, 4, 2).test)

@@ -16,7 +16,7 @@ def test_schedule_warms_up_then_decays():
 
 @pytest.mark.parametrize("field, value", [
     ("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("label_smoothing", 1.0), ("low_res_scale", 1.1), ("low_res_scale", 0.1),
-    ("low_res_fraction", 1.0), ("drop_path_rate", 1.0),
+    ("low_res_fraction", 1.0), ("drop_path_rate", 1.0), ("mixup_alpha", -0.1),
 ])
 def test_config_validation_names_the_option(field, value):
     with pytest.raises(BrainTumorError, match=field):

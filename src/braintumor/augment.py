@@ -61,6 +61,21 @@ def augment(
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def mixup(x: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mix a batch with a shuffled copy of itself (mixup): ``lam * x + (1 - lam) * x[perm]``.
+
+    ``lam`` is drawn from Beta(`alpha`, `alpha`) through `generator` (so seeded runs repeat).
+    Returns ``(mixed, perm, lam)``; the loss is then ``lam * CE(y) + (1 - lam) * CE(y[perm])``.
+    """
+    if alpha <= 0:
+        raise ValueError(f"mixup alpha must be positive, got {alpha}")
+    from scipy.special import betaincinv  # the Beta quantile: seeded through `generator`
+
+    lam = float(betaincinv(alpha, alpha, torch.rand(1, generator=generator, dtype=torch.float64).item()))
+    perm = torch.randperm(x.shape[0], generator=generator)
+    return x.mul(lam).add_(x[perm], alpha=1 - lam), perm, lam
+
+
 @dataclass(frozen=True)
 class MirrorView:
     """The second view of test-time augmentation: the image mirrored left-right, then rotated by

@@ -157,3 +157,30 @@ def make_split(
     else:
         train, val = _stratified(trainval, labels, val_fraction, seed + 10_000)
     return Split(train, val, test)
+
+
+def run_split(
+    dataset: Dataset, train_config: dict, protocol: str | None = None, seed: int | None = None, progress: bool = False
+) -> Split:
+    """The split a training run used, re-created from its stored training config.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The scanned data folder (the run's, for the run's own split).
+    train_config : dict
+        A checkpoint's ``train_config`` (``TrainConfig`` as a dict).
+    protocol, seed : optional
+        Split under another protocol or seed instead; the run's cross-validation fold applies
+        only under its own protocol.
+    progress : bool
+        As for `make_split`.
+    """
+    cfg = train_config
+    own = cfg.get("protocol", "original")
+    protocol = protocol or own
+    seed = cfg.get("seed", 0) if seed is None else seed
+    folds, fold = (cfg.get("folds", 0), cfg.get("fold", 0)) if protocol == own else (0, 0)
+    return make_split(
+        dataset, protocol, seed, cfg.get("test_fraction", 0.1), cfg.get("val_fraction", 0.1), folds, fold, progress
+    )

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
-from .augment import MirrorView, augment, to_float
+from .augment import MirrorView, augment, mixup, to_float
 from .calibration import as_logits, fit_temperature
 from .checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from .classes import CLASSES
@@ -33,7 +33,7 @@ from .models import DEFAULT_BACKBONE, create_model, depthwise_in_float32, freeze
 from .ood import fit_model_ood
 from .predict import predict_images
 from .preprocess import Preprocess
-from .protocols import make_split
+from .protocols import run_split
 
 
 @dataclass
@@ -62,6 +62,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0: no weight averaging; else validate and keep the exponential moving average
     drop_rate: float = 0.5
     drop_path_rate: float = 0.0  # stochastic depth while training
+    mixup_alpha: float = 0.0  # 0: off; else mix each batch with a shuffled copy, weight ~ Beta(a, a)
     warmup_epochs: float = 1.0
     patience: int = 8
     val_fraction: float = 0.1
@@ -90,6 +91,7 @@ class TrainConfig:
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
             ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
             ("drop_path_rate", 0 <= self.drop_path_rate < 1, "in [0, 1)"),
+            ("mixup_alpha", 0 <= self.mixup_alpha <= 10, "in [0, 10]"),
             ("tta_angle", -180 <= self.tta_angle <= 180, "within ±180 degrees"),
             ("folds", self.folds == 0 or self.folds >= 2, "0 (no cross-validation) or at least 2"),
             ("fold", 0 <= self.fold < max(self.folds, 1), "in 0..folds-1"),
@@ -149,9 +151,7 @@ def train(config: TrainConfig) -> Path:
     preprocess = Preprocess(image_size=config.image_size, crop_foreground=config.crop_foreground)
     dataset = scan(config.data, config.class_map)
     images, dataset = load_images(dataset, preprocess, progress=config.progress)
-    split = make_split(
-        dataset, config.protocol, config.seed, config.test_fraction, config.val_fraction, config.folds, config.fold, config.progress
-    )
+    split = run_split(dataset, asdict(config), progress=config.progress)
     for name, idx in (("train", split.train), ("validation", split.val)):
         if len(idx) == 0:
             raise BrainTumorError(f"the {name} set is empty", "add images, or lower --val-fraction/--test-fraction")
@@ -235,11 +235,16 @@ def train(config: TrainConfig) -> Path:
             idx = torch.from_numpy(order[b * config.batch_size : end])
             x = augment(to_float(images_t[idx], size), generator)
             y = labels_t[idx]
+            if config.mixup_alpha:
+                x, perm, lam = mixup(x, config.mixup_alpha, generator)
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, total_steps, warmup_steps, config.lr)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16), depthwise_in_float32(model):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            if config.mixup_alpha:  # (training accuracy is then counted against the first image's label)
+                mixed = F.cross_entropy(logits.float(), y[perm], label_smoothing=config.label_smoothing)
+                loss = lam * loss + (1 - lam) * mixed
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
