@@ -75,3 +75,26 @@ def test_progressive_resizing_trains_small_then_at_the_served_size(tiny_tree, tm
     steps = len(sizes) // 2
     assert sizes == [32] * steps + [48] * steps
     assert json.loads((out / "model.json").read_text())["preprocess"]["image_size"] == 48
+
+
+def test_mixup_blends_every_training_batch_and_only_when_asked(tiny_tree, tmp_path, monkeypatch):
+    import braintumor.train as train_module
+
+    calls = []
+    real_mixup = train_module.mixup
+
+    def spy(x, alpha, generator):
+        calls.append(alpha)
+        return real_mixup(x, alpha, generator)
+
+    monkeypatch.setattr(train_module, "mixup", spy)
+    for alpha in (0.0, 0.3):
+        config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / f"run{alpha}"), epochs=1, image_size=32, batch_size=8,
+                             patience=5, mixup_alpha=alpha, progress=False)
+        out = train_module.train(config)
+        record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+        assert record["train_loss"] > 0 and record["train_loss"] == record["train_loss"]  # finite, not NaN
+        if alpha == 0:
+            assert calls == []
+    assert calls and set(calls) == {0.3}
+    assert json.loads((out / "model.json").read_text())["train_config"]["mixup_alpha"] == 0.3
