@@ -242,7 +242,7 @@ def train(config: TrainConfig) -> Path:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16), depthwise_in_float32(model):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            if config.mixup_alpha:  # (training accuracy is then counted against the first image's label)
+            if config.mixup_alpha:
                 mixed = F.cross_entropy(logits.float(), y[perm], label_smoothing=config.label_smoothing)
                 loss = lam * loss + (1 - lam) * mixed
             optimizer.zero_grad(set_to_none=True)
@@ -252,7 +252,9 @@ def train(config: TrainConfig) -> Path:
                 ema.update(model, step=step)
             step += 1
             seen += len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            # (with mixup, a prediction counts as right when it names the larger share's label)
+            target = y[perm] if config.mixup_alpha and lam < 0.5 else y
+            correct += (logits.argmax(1) == target).sum().item()
             loss_sum += loss.item() * len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         bar.close()
