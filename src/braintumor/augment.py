@@ -2,8 +2,9 @@
 
 Each image gets its own random rotation, scale, shift and horizontal flip (one affine warp
 through `grid_sample`), then brightness, contrast and gamma jitter. Vertical flips are left out:
-an upside-down head is not a slice a scanner produces. `MirrorView` is the fixed view that
-test-time augmentation averages with each image.
+an upside-down head is not a slice a scanner produces. `mixup` (optional, ``--mixup-alpha``)
+blends a batch with a shuffled copy of itself. `MirrorView` is the fixed view that test-time
+augmentation averages with each image.
 """
 
 from __future__ import annotations
