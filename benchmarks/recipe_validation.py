@@ -64,7 +64,7 @@ def main() -> None:
             "run": str(run),
             "protocol": config["protocol"],
             "seed": config["seed"],
-            "recipe": {k: config.get(k) for k in ("backbone", "image_size", "low_res_scale", "low_res_fraction", "freeze_blocks", "label_smoothing", "ema_decay", "drop_path_rate", "mixup_alpha", "epochs", "patience")},
+            "recipe": {k: config.get(k) for k in ("backbone", "image_size", "low_res_scale", "low_res_fraction", "freeze_blocks", "label_smoothing", "ema_decay", "drop_path_rate", "mixup_alpha", "lr", "weight_decay", "epochs", "patience")},
             "best_epoch": info.metrics.get("best_epoch"),
             "val_n": int(len(labels)),
             "val_acc_tta": round(float((probs.argmax(1) == labels).mean()), 4),
