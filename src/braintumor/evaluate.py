@@ -213,7 +213,7 @@ def predict_test_split(
     from .checkpoint import load_checkpoint
     from .data import load_images, scan
     from .predict import predict_images
-    from .protocols import run_split
+    from .protocols import run_fold, run_split
 
     checkpoint = Path(checkpoint)
     model, info = load_checkpoint(checkpoint)
@@ -224,7 +224,7 @@ def predict_test_split(
     dataset = scan(data, cfg.get("class_map") or None)
     images, dataset = load_images(dataset, info.preprocess, progress=progress)
     split = run_split(dataset, cfg, protocol, seed, progress)
-    folds, fold = (cfg.get("folds", 0), cfg.get("fold", 0)) if protocol == cfg.get("protocol") else (0, 0)
+    folds, fold = run_fold(cfg, protocol)
     if len(split.test) == 0:
         from .errors import DataError
 

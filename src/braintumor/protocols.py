@@ -177,10 +177,17 @@ def run_split(
         As for `make_split`.
     """
     cfg = train_config
-    own = cfg.get("protocol", "original")
-    protocol = protocol or own
+    protocol = protocol or cfg.get("protocol", "original")
     seed = cfg.get("seed", 0) if seed is None else seed
-    folds, fold = (cfg.get("folds", 0), cfg.get("fold", 0)) if protocol == own else (0, 0)
+    folds, fold = run_fold(cfg, protocol)
     return make_split(
         dataset, protocol, seed, cfg.get("test_fraction", 0.1), cfg.get("val_fraction", 0.1), folds, fold, progress
     )
+
+
+def run_fold(train_config: dict, protocol: str) -> tuple[int, int]:
+    """``(folds, fold)`` of a run's cross-validation when split under `protocol`: the run's own
+    under its own protocol, ``(0, 0)`` (no cross-validation) under another."""
+    if protocol != train_config.get("protocol", "original"):
+        return 0, 0
+    return train_config.get("folds", 0), train_config.get("fold", 0)

@@ -241,10 +241,10 @@ def train(config: TrainConfig) -> Path:
                 group["lr"] = _lr_at(step, total_steps, warmup_steps, config.lr)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16), depthwise_in_float32(model):
                 logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            logits = logits.float()
+            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
             if config.mixup_alpha:
-                mixed = F.cross_entropy(logits.float(), y[perm], label_smoothing=config.label_smoothing)
-                loss = lam * loss + (1 - lam) * mixed
+                loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm], label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
