@@ -70,3 +70,27 @@ def test_mixup_blends_pairs_with_beta_weights_and_is_seeded():
     assert stats.kstest(lams, stats.uniform.cdf).pvalue < 1e-6
     with pytest.raises(ValueError, match="alpha"):
         mixup(x, 0.0, g)
+
+
+def test_erase_fills_one_rectangle_with_noise_in_the_chosen_share_of_images():
+    from braintumor.augment import erase
+
+    x = torch.full((400, 3, 20, 30), 2.0)  # 2 lies outside the noise's [0, 1): changed pixels show
+    out = erase(x, 0.5, torch.Generator().manual_seed(0), area=(0.05, 0.2))
+    changed = out < 2
+    hit = changed.flatten(1).any(1)
+    assert 150 < hit.sum() < 250  # about half the images, at p = 0.5
+    for i in torch.nonzero(hit).flatten().tolist():
+        mask = changed[i, 0]
+        assert torch.equal(changed[i, 1], mask) and torch.equal(changed[i, 2], mask)  # all channels
+        rows, cols = torch.nonzero(mask.any(1)).flatten(), torch.nonzero(mask.any(0)).flatten()
+        box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        assert box.all() and mask.sum() == box.numel()  # one solid rectangle, nothing outside it
+        # the share of the image, allowing for rounding of the sides and clipping at the edges
+        assert mask.sum() <= 0.2 * 600 * 1.3 and rows[-1] < 20 and cols[-1] < 30
+        assert 0 <= out[i][:, mask].min() and out[i][:, mask].max() < 1
+    assert torch.equal(out, erase(x, 0.5, torch.Generator().manual_seed(0), area=(0.05, 0.2)))  # seeded
+    assert torch.equal(erase(x, 0.0, torch.Generator()), x)
+    assert erase(x, 1.0, torch.Generator()).lt(2).flatten(1).any(1).all()
+    with pytest.raises(ValueError, match="prob"):
+        erase(x, 1.5, torch.Generator())

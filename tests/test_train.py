@@ -16,7 +16,7 @@ def test_schedule_warms_up_then_decays():
 
 @pytest.mark.parametrize("field, value", [
     ("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("label_smoothing", 1.0), ("low_res_scale", 1.1), ("low_res_scale", 0.1),
-    ("low_res_fraction", 1.0), ("drop_path_rate", 1.0), ("mixup_alpha", -0.1),
+    ("low_res_fraction", 1.0), ("drop_path_rate", 1.0), ("mixup_alpha", -0.1), ("erase_prob", 1.5),
 ])
 def test_config_validation_names_the_option(field, value):
     with pytest.raises(BrainTumorError, match=field):
@@ -98,3 +98,24 @@ def test_mixup_blends_every_training_batch_and_only_when_asked(tiny_tree, tmp_pa
             assert calls == []
     assert calls and set(calls) == {0.3}
     assert json.loads((out / "model.json").read_text())["train_config"]["mixup_alpha"] == 0.3
+
+
+def test_random_erasing_reaches_every_training_batch_and_only_when_asked(tiny_tree, tmp_path, monkeypatch):
+    import braintumor.train as train_module
+
+    calls = []
+    real_erase = train_module.erase
+
+    def spy(x, prob, generator):
+        calls.append(prob)
+        return real_erase(x, prob, generator)
+
+    monkeypatch.setattr(train_module, "erase", spy)
+    for prob in (0.0, 0.5):
+        config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / f"run{prob}"), epochs=1, image_size=32, batch_size=8,
+                             patience=5, erase_prob=prob, progress=False)
+        out = train_module.train(config)
+        if prob == 0:
+            assert calls == []
+    assert calls and set(calls) == {0.5}
+    assert json.loads((out / "model.json").read_text())["train_config"]["erase_prob"] == 0.5

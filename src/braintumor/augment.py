@@ -2,7 +2,8 @@
 
 Each image gets its own random rotation, scale, shift and horizontal flip (one affine warp
 through `grid_sample`), then brightness, contrast and gamma jitter. Vertical flips are left out:
-an upside-down head is not a slice a scanner produces. `mixup` (optional, ``--mixup-alpha``)
+an upside-down head is not a slice a scanner produces. `erase` (optional, ``--erase-prob``)
+overwrites a random rectangle of some images with noise; `mixup` (optional, ``--mixup-alpha``)
 blends a batch with a shuffled copy of itself. `MirrorView` is the fixed view that test-time
 augmentation averages with each image.
 """
@@ -60,6 +61,42 @@ def augment(
         x = ((x - mean) * contrast + mean) * gain
         x = x.clamp_(0, 1).pow_(gamma)
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def erase(
+    x: torch.Tensor,
+    prob: float,
+    generator: torch.Generator,
+    area: tuple[float, float] = (0.02, 0.2),
+    aspect: tuple[float, float] = (0.3, 3.3),
+) -> torch.Tensor:
+    """Random erasing: with probability `prob` per image, fill one rectangle with uniform noise.
+
+    The rectangle covers a share of the image drawn uniformly from `area`, with a height/width
+    ratio drawn log-uniformly from `aspect`, at a uniformly drawn position (clipped to the image).
+    All draws go through `generator`, so seeded runs repeat. `x` is ``N x C x H x W`` in [0, 1].
+    """
+    if not 0 <= prob <= 1:
+        raise ValueError(f"erase prob must be in [0, 1], got {prob}")
+    n, c, h, w = x.shape
+
+    def uniform(lo, hi):
+        return torch.rand(n, generator=generator) * (hi - lo) + lo
+
+    chosen = torch.rand(n, generator=generator) < prob
+    share = uniform(*area)
+    ratio = torch.exp(uniform(math.log(aspect[0]), math.log(aspect[1])))
+    box_h = (torch.sqrt(share * ratio) * h).round().clamp(1, h)
+    box_w = (torch.sqrt(share / ratio) * w).round().clamp(1, w)
+    top = (uniform(0, 1) * (h - box_h + 1)).floor()
+    left = (uniform(0, 1) * (w - box_w + 1)).floor()
+    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype)
+    rows = torch.arange(h, dtype=top.dtype).view(1, h)
+    cols = torch.arange(w, dtype=left.dtype).view(1, w)
+    in_rows = (rows >= top.view(n, 1)) & (rows < (top + box_h).view(n, 1))
+    in_cols = (cols >= left.view(n, 1)) & (cols < (left + box_w).view(n, 1))
+    mask = (in_rows.view(n, 1, h, 1) & in_cols.view(n, 1, 1, w)) & chosen.view(n, 1, 1, 1)
+    return torch.where(mask, noise, x).contiguous(memory_format=torch.channels_last)
 
 
 def mixup(x: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
-from .augment import MirrorView, augment, mixup, to_float
+from .augment import MirrorView, augment, erase, mixup, to_float
 from .calibration import as_logits, fit_temperature
 from .checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from .classes import CLASSES
@@ -63,6 +63,7 @@ class TrainConfig:
     drop_rate: float = 0.5
     drop_path_rate: float = 0.0  # stochastic depth while training
     mixup_alpha: float = 0.0  # 0: off; else mix each batch with a shuffled copy, weight ~ Beta(a, a)
+    erase_prob: float = 0.0  # random erasing: share of training images with one rectangle overwritten by noise
     warmup_epochs: float = 1.0
     patience: int = 8
     val_fraction: float = 0.1
@@ -92,6 +93,7 @@ class TrainConfig:
             ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
             ("drop_path_rate", 0 <= self.drop_path_rate < 1, "in [0, 1)"),
             ("mixup_alpha", 0 <= self.mixup_alpha <= 10, "in [0, 10]"),
+            ("erase_prob", 0 <= self.erase_prob <= 1, "in [0, 1]"),
             ("tta_angle", -180 <= self.tta_angle <= 180, "within ±180 degrees"),
             ("folds", self.folds == 0 or self.folds >= 2, "0 (no cross-validation) or at least 2"),
             ("fold", 0 <= self.fold < max(self.folds, 1), "in 0..folds-1"),
@@ -234,6 +236,8 @@ def train(config: TrainConfig) -> Path:
             end = (b + 1) * config.batch_size if b < steps_per_epoch - 1 else len(order)
             idx = torch.from_numpy(order[b * config.batch_size : end])
             x = augment(to_float(images_t[idx], size), generator)
+            if config.erase_prob:
+                x = erase(x, config.erase_prob, generator)
             y = labels_t[idx]
             if config.mixup_alpha:
                 x, perm, lam = mixup(x, config.mixup_alpha, generator)
