@@ -123,27 +123,30 @@ def test_random_erasing_reaches_every_training_batch_and_only_when_asked(tiny_tr
     assert json.loads((out / "model.json").read_text())["train_config"]["erase_prob"] == 0.5
 
 
-def test_plan_epochs_keeps_the_epochs_that_start_within_the_time_limit():
+def test_plan_epochs_fits_the_schedule_to_the_time_limit():
     from braintumor.train import plan_epochs
 
-    config = TrainConfig(time_limit_min=13.0)  # 780 s, 20 epochs
-    # 7 epochs done in 300 s at 60 s each from now on: the 8th starts at 300 s, the 16th at 780 s.
-    assert plan_epochs(config, 300.0, 7, 60.0) == 16
-    assert plan_epochs(config, 300.0, 7, 60.1) == 15
-    assert plan_epochs(config, 300.0, 7, 20.0) == 20  # all fit: nothing changes
-    assert plan_epochs(replace(config, time_limit_min=None), 300.0, 7, 60.0) == 20
-    assert plan_epochs(config, 800.0, 7, 60.0) == 7  # past the limit already: no more
+    # 20 epochs, the first 6 at 128 px, then 160 px: 1.5625 times the first epoch's 40 s each.
+    config = TrainConfig(time_limit_min=13.0)
+    assert plan_epochs(config, 20.0) == 20  # 6*20 + 13*31.25 = 526 s before the last starts
+    # At 40 s: the last of 14 epochs starts at 4*40 + 9*62.5 = 722.5 s (4 low-res: 30% of 14),
+    # within the 780 s; the last of 15 (round(4.5) = 4 low-res) at 4*40 + 10*62.5 = 785 s, not.
+    assert plan_epochs(config, 40.0) == 14
+    assert plan_epochs(replace(config, time_limit_min=None), 40.0) == 20
+    assert plan_epochs(replace(config, low_res_fraction=0.0), 40.0) == 20  # 19*40 = 760 s
+    assert plan_epochs(replace(config, low_res_fraction=0.0), 50.0) == 16  # 15*50 = 750 s; 16*50 = 800 s
+    assert plan_epochs(config, 1000.0) == 1
 
 
 def test_a_planned_schedule_anneals_within_the_planned_epochs_and_survives_resume(tiny_tree, tmp_path, monkeypatch):
     import braintumor.train as train_module
 
-    calls, sizes = [], []
+    firsts, sizes = [], []
     real_augment = train_module.augment
 
-    def plan(config, elapsed_s, epochs_done, epoch_s):
-        calls.append((epochs_done, elapsed_s, epoch_s))
-        return 4
+    def plan(config, first_epoch_s):
+        firsts.append(first_epoch_s)
+        return 3
 
     def spy(x, generator):
         sizes.append(x.shape[-1])
@@ -152,23 +155,20 @@ def test_a_planned_schedule_anneals_within_the_planned_epochs_and_survives_resum
     monkeypatch.setattr(train_module, "plan_epochs", plan)
     monkeypatch.setattr(train_module, "augment", spy)
     config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=6, image_size=32, batch_size=8,
-                         patience=100, low_res_scale=0.5, low_res_fraction=1 / 3, warmup_epochs=0.0, progress=False)
+                         patience=100, low_res_scale=0.5, low_res_fraction=0.5, warmup_epochs=0.0, progress=False)
     out = train_module.train(config)
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    # Planned once, after the first epoch at the served size (the third: two at 16 px), from
-    # that epoch's own duration.
-    assert len(calls) == 1 and calls[0][0] == 3 and calls[0][1] >= calls[0][2] > 0
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
-    assert calls[0][2] == pytest.approx(history[2]["elapsed_s"] - history[1]["elapsed_s"], abs=1e-6)
-    # The cosine schedule ends at epoch 4: its learning rate is the last step's of a 4-epoch
-    # schedule, well below where a 6-epoch schedule would be.
+    assert len(firsts) == 1 and firsts[0] > 0
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    # The cosine schedule and progressive resizing span 3 epochs: the third is the last step's
+    # learning rate of a 3-epoch schedule, at the served size (a 6-epoch plan: 3 low-res epochs).
     n_train = len(json.loads((out / "split.json").read_text())["train"])
     steps = math.ceil(n_train / 8) - (n_train % 8 == 1)
-    assert history[-1]["lr"] == pytest.approx(_lr_at(4 * steps - 1, 4 * steps, 0, config.lr))
-    assert history[-1]["lr"] < _lr_at(4 * steps - 1, 6 * steps, 0, config.lr) / 2
-    assert sizes == [16] * (2 * steps) + [32] * (2 * steps)
+    assert history[-1]["lr"] == pytest.approx(_lr_at(3 * steps - 1, 3 * steps, 0, config.lr))
+    assert history[-1]["lr"] < _lr_at(3 * steps - 1, 6 * steps, 0, config.lr) / 2
+    assert sizes == [16] * (2 * steps) + [32] * steps
     info = json.loads((out / "model.json").read_text())
-    assert info["metrics"]["epochs_planned"] == 4 and info["train_config"]["epochs"] == 6
+    assert info["metrics"]["epochs_planned"] == 3 and info["train_config"]["epochs"] == 6
     # Resuming the finished run keeps its plan: no more epochs.
     train_module.train(replace(config, resume=True))
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4 and len(calls) == 1
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3

@@ -74,8 +74,8 @@ class TrainConfig:
     tta: bool = True
     tta_angle: float = 8.0  # the test-time view: the mirror rotated by this many degrees
     threads: int | None = None
-    # Time budget: if the first epoch at the served size shows that not all epochs fit, the
-    # schedule spans fewer (plan_epochs); the run stops after the epoch that passes it. None: no limit.
+    # Time budget: if the first epoch shows that not all epochs fit, the schedule spans fewer
+    # (plan_epochs); the run stops after the epoch that passes it. None: no limit.
     time_limit_min: float | None = 13.0
     class_map: dict = field(default_factory=dict)
     resume: bool = False
@@ -117,19 +117,27 @@ def low_res_epochs(config: TrainConfig) -> int:
     return min(round(config.epochs * config.low_res_fraction), config.epochs - 1)
 
 
-def plan_epochs(config: TrainConfig, elapsed_s: float, epochs_done: int, epoch_s: float) -> int:
-    """How many epochs the run can have within its time limit, planned from measured time.
+def plan_epochs(config: TrainConfig, first_epoch_s: float) -> int:
+    """How many of `config.epochs` fit the time limit, judged by how long the first epoch took.
 
-    Called once, after the first epoch at the served size (epochs after it cost the same,
-    `epoch_s`; validation included). An epoch fits when it starts within the limit: the rule of
-    the stop after the epoch that passes the limit, so a run that the limit would not have cut
-    keeps all of `config.epochs`. Fewer planned epochs make the learning-rate schedule anneal
-    over them, so a slow machine ends on a settled model instead of one cut mid-schedule.
+    The learning-rate schedule (and progressive resizing) then spans the planned epochs, so a
+    slow machine ends its run on an annealed model instead of being cut mid-schedule by the time
+    limit. An epoch's cost is taken to grow with the square of the image side (the first epoch
+    may be a low-resolution one, and the validation pass is counted in it). An epoch fits when it
+    starts within the limit: the rule of the stop after the epoch that passes the limit, so a
+    run that the limit would not have cut keeps all its epochs. Without a limit, `config.epochs`.
     """
-    if not config.time_limit_min:
+    if not config.time_limit_min or config.epochs <= 1:
         return config.epochs
-    more = math.floor((60 * config.time_limit_min - elapsed_s) / epoch_s) + 1  # the next one starts now
-    return min(config.epochs, epochs_done + max(0, more))
+    first_side = low_res_size(config) if low_res_epochs(config) > 0 else config.image_size
+    low_s = first_epoch_s * (low_res_size(config) / first_side) ** 2
+    full_s = first_epoch_s * (config.image_size / first_side) ** 2
+    for epochs in range(config.epochs, 1, -1):
+        n_low = low_res_epochs(replace(config, epochs=epochs))
+        until_last_starts = n_low * low_s + (epochs - 1 - n_low) * full_s  # the last epoch is never low-res
+        if until_last_starts <= 60 * config.time_limit_min:
+            return epochs
+    return 1
 
 
 def log(message: str) -> None:
@@ -302,14 +310,13 @@ def train(config: TrainConfig) -> Path:
             f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}"
         )
-        if epoch == low_res_epochs(config) and start_epoch <= epoch:  # the first epoch at the served size
-            epoch_s = record["elapsed_s"] - (history[-2]["elapsed_s"] if epoch > start_epoch else 0.0)
-            planned = plan_epochs(config, record["elapsed_s"], epoch + 1, epoch_s)
+        if epoch == 0 and schedule.epochs > 1:
+            planned = plan_epochs(config, record["elapsed_s"])
             if planned < schedule.epochs:
                 schedule = replace(config, epochs=planned)
                 log(
-                    f"planning {planned} of {config.epochs} epochs: at {epoch_s:.0f} s each, later ones would start "
-                    f"after the time limit of {config.time_limit_min} min; the learning rate anneals over {planned}"
+                    f"planning {planned} of {config.epochs} epochs: at {record['elapsed_s']:.0f} s for the first, "
+                    f"more would not fit the time limit of {config.time_limit_min} min (the schedule anneals over {planned})"
                 )
         score = (val_acc, -val_loss)
         if best is None or score > tuple(best):
