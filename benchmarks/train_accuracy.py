@@ -49,8 +49,6 @@ def run_one(data: str, protocol: str, seed: int, out: Path, extra: list[str]) ->
         "macro_f1": metrics["macro_f1"],
         "loss": metrics["loss"],
         "epochs_run": len(history),
-        # fewer than asked when the first epoch showed they would not fit the time limit
-        "epochs_planned": json.loads((out / "model.json").read_text())["metrics"].get("epochs_planned"),
         "best_val_acc": max(h["val_acc"] for h in history),
         "wall_s": round(wall, 1),
         "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3),

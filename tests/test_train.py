@@ -1,6 +1,4 @@
 import json
-import math
-from dataclasses import replace
 
 import pytest
 
@@ -121,54 +119,3 @@ def test_random_erasing_reaches_every_training_batch_and_only_when_asked(tiny_tr
             assert calls == []
     assert calls and set(calls) == {0.5}
     assert json.loads((out / "model.json").read_text())["train_config"]["erase_prob"] == 0.5
-
-
-def test_plan_epochs_fits_the_schedule_to_the_time_limit():
-    from braintumor.train import plan_epochs
-
-    # 20 epochs, the first 6 at 128 px, then 160 px: 1.5625 times the first epoch's 40 s each.
-    config = TrainConfig(time_limit_min=13.0)
-    assert plan_epochs(config, 20.0) == 20  # 6*20 + 13*31.25 = 526 s before the last starts
-    # At 40 s: the last of 14 epochs starts at 4*40 + 9*62.5 = 722.5 s (4 low-res: 30% of 14),
-    # within the 780 s; the last of 15 (round(4.5) = 4 low-res) at 4*40 + 10*62.5 = 785 s, not.
-    assert plan_epochs(config, 40.0) == 14
-    assert plan_epochs(replace(config, time_limit_min=None), 40.0) == 20
-    assert plan_epochs(replace(config, low_res_fraction=0.0), 40.0) == 20  # 19*40 = 760 s
-    assert plan_epochs(replace(config, low_res_fraction=0.0), 50.0) == 16  # 15*50 = 750 s; 16*50 = 800 s
-    assert plan_epochs(config, 1000.0) == 1
-
-
-def test_a_planned_schedule_anneals_within_the_planned_epochs_and_survives_resume(tiny_tree, tmp_path, monkeypatch):
-    import braintumor.train as train_module
-
-    firsts, sizes = [], []
-    real_augment = train_module.augment
-
-    def plan(config, first_epoch_s):
-        firsts.append(first_epoch_s)
-        return 3
-
-    def spy(x, generator):
-        sizes.append(x.shape[-1])
-        return real_augment(x, generator)
-
-    monkeypatch.setattr(train_module, "plan_epochs", plan)
-    monkeypatch.setattr(train_module, "augment", spy)
-    config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=6, image_size=32, batch_size=8,
-                         patience=100, low_res_scale=0.5, low_res_fraction=0.5, warmup_epochs=0.0, progress=False)
-    out = train_module.train(config)
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(firsts) == 1 and firsts[0] > 0
-    assert [h["epoch"] for h in history] == [1, 2, 3]
-    # The cosine schedule and progressive resizing span 3 epochs: the third is the last step's
-    # learning rate of a 3-epoch schedule, at the served size (a 6-epoch plan: 3 low-res epochs).
-    n_train = len(json.loads((out / "split.json").read_text())["train"])
-    steps = math.ceil(n_train / 8) - (n_train % 8 == 1)
-    assert history[-1]["lr"] == pytest.approx(_lr_at(3 * steps - 1, 3 * steps, 0, config.lr))
-    assert history[-1]["lr"] < _lr_at(3 * steps - 1, 6 * steps, 0, config.lr) / 2
-    assert sizes == [16] * (2 * steps) + [32] * steps
-    info = json.loads((out / "model.json").read_text())
-    assert info["metrics"]["epochs_planned"] == 3 and info["train_config"]["epochs"] == 6
-    # Resuming the finished run keeps its plan: no more epochs.
-    train_module.train(replace(config, resume=True))
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3

@@ -14,7 +14,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +74,6 @@ class TrainConfig:
     tta: bool = True
     tta_angle: float = 8.0  # the test-time view: the mirror rotated by this many degrees
     threads: int | None = None
-    # Time budget: if the first epoch shows that not all epochs fit, the schedule spans fewer
-    # (plan_epochs); the run stops after the epoch that passes it. None: no limit.
     time_limit_min: float | None = 13.0
     class_map: dict = field(default_factory=dict)
     resume: bool = False
@@ -115,29 +113,6 @@ def low_res_epochs(config: TrainConfig) -> int:
     if low_res_size(config) >= config.image_size:
         return 0
     return min(round(config.epochs * config.low_res_fraction), config.epochs - 1)
-
-
-def plan_epochs(config: TrainConfig, first_epoch_s: float) -> int:
-    """How many of `config.epochs` fit the time limit, judged by how long the first epoch took.
-
-    The learning-rate schedule (and progressive resizing) then spans the planned epochs, so a
-    slow machine ends its run on an annealed model instead of being cut mid-schedule by the time
-    limit. An epoch's cost is taken to grow with the square of the image side (the first epoch
-    may be a low-resolution one, and the validation pass is counted in it). An epoch fits when it
-    starts within the limit: the rule of the stop after the epoch that passes the limit, so a
-    run that the limit would not have cut keeps all its epochs. Without a limit, `config.epochs`.
-    """
-    if not config.time_limit_min or config.epochs <= 1:
-        return config.epochs
-    first_side = low_res_size(config) if low_res_epochs(config) > 0 else config.image_size
-    low_s = first_epoch_s * (low_res_size(config) / first_side) ** 2
-    full_s = first_epoch_s * (config.image_size / first_side) ** 2
-    for epochs in range(config.epochs, 1, -1):
-        n_low = low_res_epochs(replace(config, epochs=epochs))
-        until_last_starts = n_low * low_s + (epochs - 1 - n_low) * full_s  # the last epoch is never low-res
-        if until_last_starts <= 60 * config.time_limit_min:
-            return epochs
-    return 1
 
 
 def log(message: str) -> None:
@@ -211,7 +186,7 @@ def train(config: TrainConfig) -> Path:
     steps_per_epoch = math.ceil(len(split.train) / config.batch_size)
     if steps_per_epoch > 1 and len(split.train) % config.batch_size == 1:
         steps_per_epoch -= 1  # a lone last image joins the batch before it (batch norm needs two)
-    schedule = config  # the learning-rate and resizing schedule: `config`, or fewer epochs (plan_epochs)
+    total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     info = ModelInfo(
         classes=list(CLASSES),
@@ -239,7 +214,6 @@ def train(config: TrainConfig) -> Path:
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
-        schedule = replace(config, epochs=state.get("planned_epochs", config.epochs))
         history = list(state["history"])
         log(f"resuming {out} after epoch {start_epoch}")
     metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
@@ -248,16 +222,13 @@ def train(config: TrainConfig) -> Path:
     started = time.time()
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, config.epochs):
-        if epoch >= schedule.epochs:
-            break
-        total_steps = steps_per_epoch * schedule.epochs
         model.train()
         for module in frozen:
             module.eval()  # frozen layers keep their ImageNet batch-norm statistics
         order = split.train[torch.randperm(len(split.train), generator=generator).numpy()]
         # Progressive resizing: early epochs see smaller images (cheaper steps), the last ones
         # the served size, so the kept weights and batch-norm statistics match what is served.
-        size = low_res_size(config) if epoch < low_res_epochs(schedule) else config.image_size
+        size = low_res_size(config) if epoch < low_res_epochs(config) else config.image_size
         seen = correct = 0
         loss_sum = 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
@@ -310,14 +281,6 @@ def train(config: TrainConfig) -> Path:
             f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}"
         )
-        if epoch == 0 and schedule.epochs > 1:
-            planned = plan_epochs(config, record["elapsed_s"])
-            if planned < schedule.epochs:
-                schedule = replace(config, epochs=planned)
-                log(
-                    f"planning {planned} of {config.epochs} epochs: at {record['elapsed_s']:.0f} s for the first, "
-                    f"more would not fit the time limit of {config.time_limit_min} min (the schedule anneals over {planned})"
-                )
         score = (val_acc, -val_loss)
         if best is None or score > tuple(best):
             best, bad_epochs = list(score), 0
@@ -336,7 +299,6 @@ def train(config: TrainConfig) -> Path:
                 "epoch": epoch + 1,
                 "best": best,
                 "bad_epochs": bad_epochs,
-                "planned_epochs": schedule.epochs,
                 "fingerprint": info.data_fingerprint,
                 "history": history,
             },
@@ -359,7 +321,6 @@ def train(config: TrainConfig) -> Path:
     model, info = load_checkpoint(out / "model.safetensors")
     fit_posthoc(model, info, images, dataset.labels, split)
     info.metrics["train_minutes"] = round((time.time() - started) / 60, 2)
-    info.metrics["epochs_planned"] = schedule.epochs
     save_checkpoint(out / "model.safetensors", model, info)
     return out
 
