@@ -77,45 +77,27 @@ def test_progressive_resizing_trains_small_then_at_the_served_size(tiny_tree, tm
     assert json.loads((out / "model.json").read_text())["preprocess"]["image_size"] == 48
 
 
-def test_mixup_blends_every_training_batch_and_only_when_asked(tiny_tree, tmp_path, monkeypatch):
+@pytest.mark.parametrize("function, option, value", [("mixup", "mixup_alpha", 0.3), ("erase", "erase_prob", 0.5)])
+def test_an_optional_augmentation_reaches_every_training_batch_and_only_when_asked(
+    function, option, value, tiny_tree, tmp_path, monkeypatch
+):
     import braintumor.train as train_module
 
     calls = []
-    real_mixup = train_module.mixup
+    real = getattr(train_module, function)
 
-    def spy(x, alpha, generator):
-        calls.append(alpha)
-        return real_mixup(x, alpha, generator)
+    def spy(x, setting, generator):
+        calls.append(setting)
+        return real(x, setting, generator)
 
-    monkeypatch.setattr(train_module, "mixup", spy)
-    for alpha in (0.0, 0.3):
-        config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / f"run{alpha}"), epochs=1, image_size=32, batch_size=8,
-                             patience=5, mixup_alpha=alpha, progress=False)
+    monkeypatch.setattr(train_module, function, spy)
+    for setting in (0.0, value):
+        config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / f"run{setting}"), epochs=1, image_size=32, batch_size=8,
+                             patience=5, progress=False, **{option: setting})
         out = train_module.train(config)
         record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
         assert record["train_loss"] > 0 and record["train_loss"] == record["train_loss"]  # finite, not NaN
-        if alpha == 0:
+        if setting == 0:
             assert calls == []
-    assert calls and set(calls) == {0.3}
-    assert json.loads((out / "model.json").read_text())["train_config"]["mixup_alpha"] == 0.3
-
-
-def test_random_erasing_reaches_every_training_batch_and_only_when_asked(tiny_tree, tmp_path, monkeypatch):
-    import braintumor.train as train_module
-
-    calls = []
-    real_erase = train_module.erase
-
-    def spy(x, prob, generator):
-        calls.append(prob)
-        return real_erase(x, prob, generator)
-
-    monkeypatch.setattr(train_module, "erase", spy)
-    for prob in (0.0, 0.5):
-        config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / f"run{prob}"), epochs=1, image_size=32, batch_size=8,
-                             patience=5, erase_prob=prob, progress=False)
-        out = train_module.train(config)
-        if prob == 0:
-            assert calls == []
-    assert calls and set(calls) == {0.5}
-    assert json.loads((out / "model.json").read_text())["train_config"]["erase_prob"] == 0.5
+    assert calls and set(calls) == {value}
+    assert json.loads((out / "model.json").read_text())["train_config"][option] == value

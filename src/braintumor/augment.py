@@ -78,7 +78,7 @@ def erase(
     """
     if not 0 <= prob <= 1:
         raise ValueError(f"erase prob must be in [0, 1], got {prob}")
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
 
     def uniform(lo, hi):
         return torch.rand(n, generator=generator) * (hi - lo) + lo
