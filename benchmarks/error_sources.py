@@ -9,10 +9,12 @@ them, on validation images only (never the test split).
 For each run directory (written by ``braintumor train``) it re-creates the run's split from its
 stored config, as ``evaluate`` does, scores the best checkpoint's validation images with the
 checkpoint's test-time view, and counts images and errors per source folder and per class. The
-pooled figures sum over the runs given (one validation set per split seed).
+pooled figures sum over the runs given (one validation set per split seed). Every error is
+listed (file, label, prediction, its probability) and shown in a contact sheet, so that a reader
+can judge the labels.
 
 Usage: python benchmarks/error_sources.py RUN_DIR [RUN_DIR ...] [--data DIR] [--output NAME]
-Writes benchmarks/results/error_sources.json (or NAME).
+Writes benchmarks/results/error_sources.json (or NAME) and the contact sheet beside it (.png).
 """
 
 from __future__ import annotations
@@ -57,6 +59,25 @@ def tally(sources: list[str], labels: np.ndarray, predicted: np.ndarray) -> dict
     return out
 
 
+def plot_errors(errors: list[dict], thumbs: list[np.ndarray], path: Path, per_row: int = 8) -> None:
+    """The misclassified images, one thumbnail each, captioned source folder, label -> prediction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, -(-len(errors) // per_row))
+    fig, axes = plt.subplots(rows, per_row, figsize=(1.7 * per_row, 1.95 * rows), dpi=80, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, error, thumb in zip(axes.flat, errors, thumbs):
+        ax.imshow(thumb)
+        ax.set_title(f"{error['source']} · {Path(error['path']).name[:14]}\n{error['label']} → {error['predicted']} {error['p']:.2f}", fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run directories of `braintumor train`")
@@ -66,7 +87,7 @@ def main() -> None:
 
     dataset = scan(args.data)
     loaded = {}  # preprocessing -> (images, readable dataset)
-    rows, sources, labels, predicted = [], [], [], []
+    rows, sources, labels, predicted, errors, thumbs = [], [], [], [], [], []
     for run in map(Path, args.runs):
         model, info = load_checkpoint(run / "model.safetensors")
         if info.preprocess not in loaded:
@@ -78,6 +99,18 @@ def main() -> None:
         probs = predict_images(model, images[val], tta=info.tta, tta_view=info.tta_view)
         run_sources = [found.splits[i] for i in val]
         run_labels, run_pred = found.labels[val], probs.argmax(1)
+        for k in np.flatnonzero(run_labels != run_pred):
+            errors.append(
+                {
+                    "seed": info.train_config.get("seed"),
+                    "path": str(found.paths[val[k]].relative_to(found.root)),
+                    "source": run_sources[k],
+                    "label": CLASSES[run_labels[k]],
+                    "predicted": CLASSES[run_pred[k]],
+                    "p": round(float(probs[k, run_pred[k]]), 3),
+                }
+            )
+            thumbs.append(images[val[k]])
         rows.append(
             {
                 "run": str(run),
@@ -92,12 +125,21 @@ def main() -> None:
         print(f"{run}: " + ", ".join(f"{s} {v['n'] - v['errors']}/{v['n']}" for s, v in rows[-1]["by_source"].items()))
 
     pooled = tally(sources, np.concatenate(labels), np.concatenate(predicted))
-    errors = sum(v["errors"] for v in pooled.values())
     for source, v in pooled.items():
         v["share_of_images"] = round(v["n"] / len(sources), 4)
-        v["share_of_errors"] = round(v["errors"] / errors, 4) if errors else 0.0
-    payload = {"machine": machine(), "command": " ".join(["benchmarks/error_sources.py", *sys.argv[1:]]), "pooled": pooled, "runs": rows}
-    print(f"wrote {write(args.output, payload)}")
+        v["share_of_errors"] = round(v["errors"] / len(errors), 4) if errors else 0.0
+    order = sorted(range(len(errors)), key=lambda k: (errors[k]["source"], errors[k]["label"], errors[k]["predicted"]))
+    errors, thumbs = [errors[k] for k in order], [thumbs[k] for k in order]
+    payload = {
+        "machine": machine(),
+        "command": " ".join(["benchmarks/error_sources.py", *sys.argv[1:]]),
+        "pooled": pooled,
+        "runs": rows,
+        "errors": errors,
+    }
+    path = write(args.output, payload)
+    plot_errors(errors, thumbs, path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png')}")
     for source, v in pooled.items():
         print(f"{source}: {v['n']} images ({v['share_of_images']:.0%}), accuracy {v['accuracy']:.2%}, {v['share_of_errors']:.0%} of errors")
 
