@@ -101,3 +101,25 @@ def test_an_optional_augmentation_reaches_every_training_batch_and_only_when_ask
             assert calls == []
     assert calls and set(calls) == {value}
     assert json.loads((out / "model.json").read_text())["train_config"][option] == value
+
+
+def test_an_interrupt_python_swallowed_is_raised_again_at_the_next_batch():
+    import os
+    import signal
+
+    from braintumor.train import _remembering_interrupts
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a plain `python`
+    try:
+        with _remembering_interrupts() as interrupts:
+            interrupts.check()  # nothing pending: no error
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                signal.pthread_sigmask(signal.SIG_BLOCK, [])  # a point where the pending handler runs
+            except KeyboardInterrupt:
+                pass  # swallowed, as in a finalizer
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.check()
+        assert signal.signal(signal.SIGINT, signal.default_int_handler) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, before)

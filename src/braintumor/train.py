@@ -12,8 +12,10 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -141,8 +143,48 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class _Interrupts:
+    """Ctrl-C while training: SIGINT raises KeyboardInterrupt at once, as Python's own handler does,
+    and is also remembered, so that the loop raises it again at the next batch should Python have
+    swallowed the first one (it does when the signal lands in a finalizer: "Exception ignored")."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.seen:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def _remembering_interrupts():
+    """Install `_Interrupts` for SIGINT while training, only where Python's default handler is in
+    place (in the main thread; an ignored SIGINT or another program's handler is left alone)."""
+    interrupts = _Interrupts()
+    previous = None
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous = signal.signal(signal.SIGINT, interrupts)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        pass
+    try:
+        yield interrupts
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def train(config: TrainConfig) -> Path:
     """Train a model under `config` and write the run directory; returns its path."""
+    with _remembering_interrupts() as interrupts:
+        return _train(config, interrupts)
+
+
+def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     if config.threads:
@@ -255,6 +297,7 @@ def train(config: TrainConfig) -> Path:
             if ema is not None:
                 ema.update(model, step=step)
             step += 1
+            interrupts.check()
             seen += len(y)
             # (with mixup, a prediction counts as right when it names the larger share's label)
             target = y[perm] if config.mixup_alpha and lam < 0.5 else y
