@@ -50,13 +50,13 @@ def shipped_run_model() -> str:
     return str(Path(info.extra["shipped_from"]) / "model.safetensors")
 
 
-def run_validation_set(run: Path, dataset, loaded: dict, data: str):
-    """A training run's best checkpoint and its validation images and labels.
+def run_and_split(run: Path, dataset, loaded: dict, data: str):
+    """A training run's best checkpoint, the decoded images of its data and its split.
 
     The split is re-created from the run's stored config (`braintumor.protocols.run_split`).
     `dataset` is the scanned data folder `data`; `loaded` caches decoded images per preprocessing
     across runs.
-    Returns ``(model, info, images, labels)``.
+    Returns ``(model, info, images, readable dataset, split)``.
     """
     from braintumor.checkpoint import load_checkpoint
     from braintumor.data import load_images
@@ -68,5 +68,13 @@ def run_validation_set(run: Path, dataset, loaded: dict, data: str):
     images, found = loaded[info.preprocess]
     if found.fingerprint() != info.data_fingerprint:
         raise SystemExit(f"{run}: trained on other data than {data}")
-    split = run_split(found, info.train_config)
+    return model, info, images, found, run_split(found, info.train_config)
+
+
+def run_validation_set(run: Path, dataset, loaded: dict, data: str):
+    """A training run's best checkpoint and its validation images and labels (see `run_and_split`).
+
+    Returns ``(model, info, images, labels)``.
+    """
+    model, info, images, found, split = run_and_split(run, dataset, loaded, data)
     return model, info, images[split.val], found.labels[split.val]

@@ -28,13 +28,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write  # noqa: E402
+from _common import machine, run_and_split, write  # noqa: E402
 
-from braintumor.checkpoint import load_checkpoint  # noqa: E402
 from braintumor.classes import CLASSES  # noqa: E402
-from braintumor.data import load_images, scan  # noqa: E402
+from braintumor.data import scan  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
-from braintumor.protocols import run_split  # noqa: E402
 
 
 def tally(sources: list[str], labels: np.ndarray, predicted: np.ndarray) -> dict:
@@ -89,13 +87,8 @@ def main() -> None:
     loaded = {}  # preprocessing -> (images, readable dataset)
     rows, sources, labels, predicted, errors, thumbs = [], [], [], [], [], []
     for run in map(Path, args.runs):
-        model, info = load_checkpoint(run / "model.safetensors")
-        if info.preprocess not in loaded:
-            loaded[info.preprocess] = load_images(dataset, info.preprocess, progress=False)
-        images, found = loaded[info.preprocess]
-        if found.fingerprint() != info.data_fingerprint:
-            raise SystemExit(f"{run}: trained on other data than {args.data}")
-        val = run_split(found, info.train_config).val
+        model, info, images, found, split = run_and_split(run, dataset, loaded, args.data)
+        val = split.val
         probs = predict_images(model, images[val], tta=info.tta, tta_view=info.tta_view)
         run_sources = [found.splits[i] for i in val]
         run_labels, run_pred = found.labels[val], probs.argmax(1)
