@@ -56,6 +56,17 @@ def test_ece_interval_brackets_the_estimate_and_is_reproducible():
     assert ece_interval(np.tile([1.0, 0.0], (5, 1)), np.zeros(5, dtype=int)) == [0.0, 0.0]
 
 
+def test_ece_interval_resamples_copies_together():
+    rng = np.random.default_rng(1)
+    probs = softmax(rng.normal(0, 2, (80, 4)), axis=1)
+    labels = rng.integers(0, 4, 80)
+    copies = np.repeat(np.arange(80), 3)  # every image three times, same prediction
+    assert ece_interval(probs[copies], labels[copies], groups=copies) == ece_interval(probs, labels)
+    low, high = ece_interval(probs[copies], labels[copies])
+    grouped_low, grouped_high = ece_interval(probs, labels)
+    assert high - low < 0.75 * (grouped_high - grouped_low)  # one by one, copies look like evidence
+
+
 def test_ece_if_calibrated_matches_the_single_bin_formula():
     # One bin at confidence p, n images right with probability p: E|mean - p| ~ sqrt(p(1-p)/n) * sqrt(2/pi).
     p, n = 0.9, 400

@@ -34,6 +34,7 @@ def test_train_writes_run_directory(trained):
                  "confusion_matrix.png", "confusion_matrix.json", "curves.png", "skipped.json", "test_metrics.json"):
         assert (out / name).is_file(), name
     assert metrics["n"] == 7  # ceil(10% of 64)
+    assert 1 <= metrics["ci_groups"] <= metrics["n"]  # intervals resample the test images' duplicate groups
     assert 0 <= metrics["accuracy"] <= 1 and set(metrics["per_class"]) == {"glioma", "meningioma", "no_tumor", "pituitary"}
     report = (out / "report.md").read_text()
     assert "confusion_matrix.png" in report and "curves.png" in report and "Skipped files: 0" in report

@@ -10,6 +10,7 @@ from braintumor.duplicates import (
     content_box,
     duplicate_groups,
     equal_pairs,
+    file_groups,
     hash_dataset,
     hash_files,
     near_pairs,
@@ -115,6 +116,14 @@ def test_dataset_groups_are_cached_and_find_the_planted_copies(tmp_path, monkeyp
     # the second call reads the cache: decoding is not needed any more
     monkeypatch.setattr("braintumor.duplicates.read_image", lambda p: (_ for _ in ()).throw(AssertionError("decoded")))
     assert np.array_equal(hash_dataset(ds, progress=False).perceptual, hash_dataset(ds, progress=False).perceptual)
+
+
+def test_file_groups_group_planted_copies_among_the_given_files_only(tmp_path):
+    root, planted = make_planted_tree(tmp_path / "d", per_class=3)
+    first, second = next(iter(planted.values()))
+    lone = sorted(root.glob("Testing/*/img 1.png"))[:3]  # distinct slices, none of them planted
+    groups = file_groups([root / first, *lone, root / second], progress=False)
+    assert groups.tolist() == [0, 1, 2, 3, 0]
 
 
 def test_rgb_and_grayscale_files_of_one_image_match(tmp_path):

@@ -77,3 +77,23 @@ def test_report_shows_intervals_auc_and_reliability_diagram(tmp_path):
     assert "95% CI" in text and "ROC-AUC" in text and "reliability.png" in text and "T = 0.500" in text
     assert "a perfectly calibrated model with these confidences would measure" in text
     assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_intervals_resample_the_groups_they_are_given(tmp_path):
+    # 40 distinct images (30 right), each present as 3 copies: grouped, the copies are one test case.
+    labels = np.arange(40) % 4
+    pred = np.where(np.arange(40) < 30, labels, (labels + 1) % 4)
+    probs = np.full((40, 4), 0.1)
+    probs[np.arange(40), pred] = 0.7
+    copies = np.repeat(np.arange(40), 3)
+    one_by_one = classification_metrics(labels[copies], probs[copies], CLASSES)
+    grouped = classification_metrics(labels[copies], probs[copies], CLASSES, groups=copies)
+    distinct = classification_metrics(labels, probs, CLASSES)
+    assert one_by_one["ci_groups"] is None and grouped["ci_groups"] == 40
+    assert grouped["accuracy"] == one_by_one["accuracy"] == 0.75
+    for key in ("accuracy_ci", "macro_f1_ci", "ece_ci"):
+        assert grouped[key] == pytest.approx(distinct[key])
+    width = lambda m: m["accuracy_ci"][1] - m["accuracy_ci"][0]  # noqa: E731
+    assert width(grouped) > 1.4 * width(one_by_one)
+    text = write_report(tmp_path, grouped, CLASSES, []).read_text()
+    assert "40 near-duplicate groups" in text

@@ -73,3 +73,37 @@ def test_one_vs_rest_auc_by_hand():
     auc = one_vs_rest_auc([0, 0, 1, 1], probs)
     assert auc[0] == pytest.approx(0.75) and auc[1] == pytest.approx(0.75)
     assert auc[2] is None  # class 2 never occurs
+
+
+def test_singleton_groups_give_exactly_the_image_bootstrap():
+    labels = np.arange(60) % 3
+    pred = np.where(np.arange(60) % 7 == 0, (labels + 1) % 3, labels)
+    assert bootstrap_ci(labels, pred, 3, groups=np.arange(60)) == bootstrap_ci(labels, pred, 3)
+
+
+def test_copies_resampled_together_count_as_one_test_case():
+    # 50 distinct images, 40 right; each copied 4 times with the same prediction. Resampling the
+    # copies' groups is the bootstrap of the 50 distinct images; resampling the 200 files one by
+    # one pretends to know the accuracy twice as precisely (interval half as wide).
+    labels = np.zeros(50, dtype=int)
+    pred = np.where(np.arange(50) < 40, 0, 1)
+    copies = np.repeat(np.arange(50), 4)
+    distinct = bootstrap_ci(labels, pred, 2)
+    grouped = bootstrap_ci(labels[copies], pred[copies], 2, groups=copies)
+    assert grouped == distinct
+    low, high = bootstrap_ci(labels[copies], pred[copies], 2)["accuracy"]
+    assert (high - low) == pytest.approx((distinct["accuracy"][1] - distinct["accuracy"][0]) / 2, rel=0.2)
+
+
+def test_group_labels_may_be_any_values_and_groups_of_unequal_size_weigh_by_size():
+    # Two groups: 3 right copies ("a") and 1 wrong image ("b"). Each resample draws two groups:
+    # (a, a) -> 1, (b, b) -> 0, one each -> 3/4 right, with probabilities 1/4, 1/4, 1/2.
+    conf = resampled_confusions([0, 0, 0, 0], [0, 0, 0, 1], 2, resamples=40_000, seed=3, groups=["a", "a", "a", "b"])
+    acc = _frequencies(accuracy_of(conf))
+    assert acc.keys() == {0.0, 0.75, 1.0}
+    assert acc[0.75] == pytest.approx(0.5, abs=0.01) and acc[0.0] == pytest.approx(0.25, abs=0.01)
+
+
+def test_groups_must_match_the_images():
+    with pytest.raises(ValueError, match="one group per item"):
+        bootstrap_ci([0, 1, 1], [0, 1, 0], 2, groups=[0, 1])

@@ -83,24 +83,25 @@ def expected_calibration_error(probs, labels, bins: int = DEFAULT_BINS) -> float
 
 
 def ece_interval(
-    probs, labels, bins: int = DEFAULT_BINS, level: float = 0.95, resamples: int = 1000, seed: int = 0
+    probs, labels, bins: int = DEFAULT_BINS, level: float = 0.95, resamples: int = 1000, seed: int = 0, groups=None
 ) -> list[float]:
     """Percentile bootstrap confidence interval ``[low, high]`` of the ECE.
 
     The test set is resampled with replacement `resamples` times (seeded: the same inputs give
-    the same interval) and the ECE recomputed on each resample, with the same bins.
+    the same interval) and the ECE recomputed on each resample, with the same bins. With
+    `groups` (the near-duplicate group of each image), whole groups are resampled, as in
+    `braintumor.stats.bootstrap_ci`.
     """
+    from .stats import resample_weights
+
     probs, labels = _check(probs, labels)
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be at least 1, got {resamples}")
     confidence, correct, index = _binned(probs, labels, bins)
-    n = len(labels)
     onehot = _one_hot(index, bins)
-    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)  # B x N draw counts
+    weights = resample_weights(len(labels), resamples, seed, groups)  # B x N draw counts
     gap = weights @ (onehot * (correct - confidence)[:, None])  # B x bins: summed (correct - confidence)
-    ece = np.abs(gap).sum(axis=1) / n
+    ece = np.abs(gap).sum(axis=1) / weights.sum(axis=1)
     tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     return [float(v) for v in np.percentile(ece, tails)]
 

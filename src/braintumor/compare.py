@@ -115,7 +115,8 @@ def write_comparison(result: dict, out: Path) -> Path:
         "- `dedup`: the same, but every group of exact and near-duplicate images stays on one side of the split.",
         "- `official`: trained on Training/, tested on Testing/, a separate and harder test set.",
         "",
-        "Confidence intervals: percentile bootstrap of each test set. Near-duplicates: see `braintumor audit`.",
+        "Confidence intervals: percentile bootstrap of each test set, near-duplicate copies within it resampled together. "
+        "Near-duplicates: see `braintumor audit`.",
     ]
     path = out / "comparison.md"
     path.write_text("\n".join(lines) + "\n")

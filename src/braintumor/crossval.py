@@ -98,17 +98,21 @@ def score_folds(runs: list[str], data=None, progress: bool = True) -> tuple[list
     Returns ``(per_fold, pooled)``: the metrics of each fold, and
     `braintumor.evaluate.classification_metrics` of the pooled predictions. With folds that
     cover the dataset, every image is tested exactly once, so the intervals are narrower than
-    one fold's and the ECE is less biased by the number of images.
+    one fold's and the ECE is less biased by the number of images. The pooled intervals
+    resample near-duplicate groups of the pooled images, copies in different folds included.
     """
+    from .duplicates import file_groups
     from .evaluate import classification_metrics, predict_test_split, report_predictions
 
-    per_fold, probs, labels = [], [], []
+    per_fold, probs, labels, paths = [], [], [], []
     for run in map(Path, runs):
-        p, y, info, context, skipped = predict_test_split(run / "model.safetensors", data, progress=progress)
-        per_fold.append(report_predictions(p, y, info, context, skipped, run))
-        probs.append(p)
-        labels.append(y)
-    return per_fold, classification_metrics(np.concatenate(labels), np.concatenate(probs), info.classes)
+        test = predict_test_split(run / "model.safetensors", data, progress=progress)
+        per_fold.append(report_predictions(test, run))
+        probs.append(test.probs)
+        labels.append(test.labels)
+        paths += test.paths
+    groups = file_groups(paths, progress=progress)  # copies in different test folds are resampled together too
+    return per_fold, classification_metrics(np.concatenate(labels), np.concatenate(probs), test.info.classes, groups)
 
 
 def _fmt(value: float | None) -> str:

@@ -247,3 +247,12 @@ def group_ids(hashes: ImageHashes, threshold: int = DEFAULT_THRESHOLD) -> np.nda
 def duplicate_groups(dataset: Dataset, threshold: int = DEFAULT_THRESHOLD, progress: bool = True) -> np.ndarray:
     """Near-duplicate group id of every image of `dataset` (hashes cached on disk)."""
     return group_ids(hash_dataset(dataset, progress=progress), threshold)
+
+
+def file_groups(paths: list[Path], threshold: int = DEFAULT_THRESHOLD, progress: bool = True) -> np.ndarray:
+    """Near-duplicate group id of each file in `paths`, among these files only (not cached).
+
+    Used to resample a test set's copies together in its confidence intervals; hashing a few
+    hundred images takes seconds.
+    """
+    return group_ids(hash_files(list(paths), progress=progress), threshold)

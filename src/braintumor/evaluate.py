@@ -6,6 +6,7 @@ diagram, the ECE's interval and the ECE a calibrated model would measure), confu
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from .checkpoint import ModelInfo
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str], groups=None) -> dict:
     """Metrics of predicted probabilities `probs` (``N x C``) against integer `labels`.
 
     Returns a JSON-ready dict: n, accuracy, loss (mean negative log-likelihood), macro_f1,
@@ -26,6 +27,10 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
     resamples) and ece_if_calibrated (mean and 95th percentile of the ECE that a perfectly
     calibrated model with the same confidences would measure on this many images), and
     calibration_bins (15 bins).
+
+    `groups`, the near-duplicate group of each image, makes the bootstrap resample groups
+    (copies together; see `braintumor.stats`); the dict then also holds ``ci_groups``, their
+    number. Without it single images are resampled, and ``ci_groups`` is None.
     """
     from .calibration import ece_if_calibrated, ece_interval, expected_calibration_error, reliability_bins
     from .stats import bootstrap_ci, one_vs_rest_auc
@@ -40,7 +45,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
     ks = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(labels, pred, labels=ks, zero_division=0)
     cm = confusion_matrix(labels, pred, labels=ks)
-    ci = bootstrap_ci(labels, pred, len(classes))
+    ci = bootstrap_ci(labels, pred, len(classes), groups=groups)
     auc = one_vs_rest_auc(labels, probs)
     known_auc = [a for a in auc if a is not None]
     return {
@@ -51,9 +56,10 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
         "macro_f1": float(f1.mean()),
         "accuracy_ci": ci["accuracy"],
         "macro_f1_ci": ci["macro_f1"],
+        "ci_groups": None if groups is None else int(len(np.unique(groups))),
         "macro_roc_auc": float(np.mean(known_auc)) if known_auc else None,
         "ece": expected_calibration_error(probs, labels),
-        "ece_ci": ece_interval(probs, labels),
+        "ece_ci": ece_interval(probs, labels, groups=groups),
         "ece_if_calibrated": ece_if_calibrated(probs),
         "per_class": {
             c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i]),
@@ -152,9 +158,13 @@ def write_report(
         "",
     ]
     if metrics.get("accuracy_ci"):
-        lines += ["The 95% confidence intervals come from a percentile bootstrap of the test set (2,000 resamples): "
-                  "they cover the chance of testing on this sample of images, not the variation between training "
-                  "runs or splits.", ""]
+        unit = "images"
+        if metrics.get("ci_groups") is not None:
+            unit = (f"{metrics['ci_groups']} near-duplicate groups, copies drawn together since a model gets them "
+                    f"right or wrong together")
+        lines += [f"The 95% confidence intervals come from a percentile bootstrap of the test set's {unit} (2,000 "
+                  "resamples): they cover the chance of testing on this sample of images, not the variation between "
+                  "training runs or splits.", ""]
     lines += [
         "| class | precision | recall | F1 | ROC-AUC (one vs rest) | support |",
         "|---|---:|---:|---:|---:|---:|",
@@ -195,23 +205,43 @@ def write_report(
     return path
 
 
+@dataclass
+class TestPredictions:
+    """A checkpoint's predictions on a protocol's test split (see `predict_test_split`)."""
+
+    probs: np.ndarray
+    """``N x C`` calibrated probabilities (test-time view and temperature applied)."""
+    labels: np.ndarray
+    """True class index of each test image."""
+    paths: list[Path]
+    """The test images."""
+    groups: np.ndarray
+    """Near-duplicate group of each test image, among the test images (for the intervals)."""
+    info: ModelInfo
+    """The checkpoint's model info."""
+    context: dict
+    """A description of the split, for reports."""
+    skipped: list
+    """Unreadable files of the dataset, skipped: ``(path, reason)``."""
+
+
 def predict_test_split(
     checkpoint: str | Path,
     data: str | Path | None = None,
     protocol: str | None = None,
     seed: int | None = None,
     progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray, ModelInfo, dict, list]:
+) -> TestPredictions:
     """A checkpoint's calibrated probabilities on the test part of a protocol's split.
 
     Defaults for `data`, `protocol` and `seed` come from the checkpoint's training config (its
     cross-validation fold included), so the test split the run held out is re-created exactly.
-    Returns ``(probs, labels, info, context, skipped)``: ``N x C`` probabilities (test-time view
-    and temperature applied), true labels, the checkpoint's `ModelInfo`, a description of the
-    split for reports, and the unreadable files that were skipped.
+    The test images are also hashed into near-duplicate groups (a few seconds), so that the
+    report's intervals resample copies together.
     """
     from .checkpoint import load_checkpoint
     from .data import load_images, scan
+    from .duplicates import file_groups
     from .predict import predict_images
     from .protocols import run_fold, run_split
 
@@ -241,7 +271,9 @@ def predict_test_split(
         "split sizes": make_split_sizes(split),
         "data fingerprint": info.data_fingerprint[:16] if info.data_fingerprint else "",
     }
-    return probs, dataset.labels[split.test], info, context, dataset.skipped
+    paths = [dataset.paths[i] for i in split.test]
+    groups = file_groups(paths, progress=progress)
+    return TestPredictions(probs, dataset.labels[split.test], paths, groups, info, context, dataset.skipped)
 
 
 def evaluate(
@@ -258,23 +290,25 @@ def evaluate(
     ``evaluate(run/model.safetensors)`` re-creates exactly the test split the run held out.
     Returns the metrics dict; the report goes to `out` (default: the checkpoint's folder).
     """
-    probs, labels, info, context, skipped = predict_test_split(checkpoint, data, protocol, seed, progress)
-    return report_predictions(probs, labels, info, context, skipped, Path(out) if out else Path(checkpoint).parent)
+    test = predict_test_split(checkpoint, data, protocol, seed, progress)
+    return report_predictions(test, Path(out) if out else Path(checkpoint).parent)
 
 
-def report_predictions(probs: np.ndarray, labels: np.ndarray, info: ModelInfo, context: dict, skipped: list, out: Path) -> dict:
+def report_predictions(test: TestPredictions, out: Path) -> dict:
     """Metrics of `predict_test_split`'s output, with the report written to `out` (plus the
     training curves when `out` holds the run's ``metrics.jsonl``). Returns the metrics dict."""
     from .calibration import expected_calibration_error, with_temperature
 
-    metrics = classification_metrics(labels, probs, info.classes)
+    info, context = test.info, test.context
+    metrics = classification_metrics(test.labels, test.probs, info.classes, groups=test.groups)
     metrics["temperature"] = info.temperature
-    metrics["ece_uncalibrated"] = expected_calibration_error(with_temperature(probs, 1 / info.temperature), labels)
+    uncalibrated = with_temperature(test.probs, 1 / info.temperature)
+    metrics["ece_uncalibrated"] = expected_calibration_error(uncalibrated, test.labels)
     history = None
     if (out / "metrics.jsonl").is_file():
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     title = f"braintumor — {context['protocol']} protocol, seed {context['split seed']}"
-    report = write_report(out, metrics, info.classes, skipped, history, title, context)
+    report = write_report(out, metrics, info.classes, test.skipped, history, title, context)
     metrics["report"] = str(report)
     return metrics
 

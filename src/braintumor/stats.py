@@ -4,6 +4,12 @@ A test set of a few hundred images measures accuracy only up to a few percentage
 percentile bootstrap resamples the test set with replacement many times, recomputes the metric on
 each resample, and reports the middle 95% of those values.
 
+Copies of one image are not independent test cases: a model that gets one copy wrong gets the
+others wrong too, so resampling single images would make an interval too narrow on a test set
+with duplicates. Given each image's near-duplicate group (`braintumor.duplicates`), the
+bootstrap resamples *groups* instead (a cluster bootstrap): a group drawn twice brings all its
+images twice. With every image a group of its own, that is the ordinary bootstrap.
+
 Resampling is done with multinomial counts: resample ``b`` uses image ``i`` ``w[b, i]`` times, so
 its confusion matrix is ``w[b] @ E`` where row ``i`` of ``E`` is the one-hot (true, predicted)
 cell of image ``i``. All resamples are computed at once, exactly as if drawn one by one.
@@ -29,14 +35,38 @@ def _check(labels, pred, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return labels, pred
 
 
-def resampled_confusions(labels, pred, n_classes: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
-    """Confusion matrices (rows = true class) of `resamples` bootstrap resamples: ``B x C x C``."""
-    labels, pred = _check(labels, pred, n_classes)
+def resample_weights(n: int, resamples: int, seed: int = 0, groups=None) -> np.ndarray:
+    """How often each of `n` items appears in each of `resamples` bootstrap resamples: ``B x n``.
+
+    Without `groups`, items are drawn one by one (``n`` draws with replacement). With `groups`
+    (one label per item; any hashable values), the ``G`` distinct groups are drawn ``G`` times
+    with replacement and every item counts as often as its group was drawn. Seeded: the same
+    arguments give the same weights, and groups that are all singletons numbered ``0..n-1`` in
+    item order give exactly the weights of drawing items one by one.
+    """
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
-    n = len(labels)
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)  # B x N draw counts
+    if groups is None:
+        return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups must give one group per item: expected {n}, got shape {groups.shape}")
+    _, item_group = np.unique(groups, return_inverse=True)
+    g = int(item_group.max()) + 1
+    return rng.multinomial(g, np.full(g, 1.0 / g), size=resamples)[:, item_group]
+
+
+def resampled_confusions(
+    labels, pred, n_classes: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, groups=None
+) -> np.ndarray:
+    """Confusion matrices (rows = true class) of `resamples` bootstrap resamples: ``B x C x C``.
+
+    With `groups` (the near-duplicate group of each image), whole groups are resampled.
+    """
+    labels, pred = _check(labels, pred, n_classes)
+    n = len(labels)
+    weights = resample_weights(n, resamples, seed, groups)  # B x N draw counts
     cells = np.zeros((n, n_classes * n_classes))
     cells[np.arange(n), labels * n_classes + pred] = 1.0
     return (weights @ cells).reshape(resamples, n_classes, n_classes)
@@ -69,6 +99,7 @@ def bootstrap_ci(
     level: float = 0.95,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    groups=None,
 ) -> dict[str, list[float]]:
     """Percentile bootstrap confidence intervals of accuracy and macro-F1.
 
@@ -84,6 +115,10 @@ def bootstrap_ci(
         Number of bootstrap resamples.
     seed : int
         Seed of the resampling: the same inputs and seed give the same interval.
+    groups : array, optional
+        Near-duplicate group of each image (see `braintumor.duplicates.file_groups`). Given,
+        whole groups are resampled, so copies count as the one test case they are; the
+        interval is then wider on a test set with copies. None resamples single images.
 
     Returns
     -------
@@ -92,7 +127,7 @@ def bootstrap_ci(
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    confusions = resampled_confusions(labels, pred, n_classes, resamples, seed)
+    confusions = resampled_confusions(labels, pred, n_classes, resamples, seed, groups)
     tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     return {
         "accuracy": [float(v) for v in np.percentile(accuracy_of(confusions), tails)],

@@ -1,0 +1,89 @@
+"""How much copies in a test set narrow its confidence intervals: per-image against per-group bootstrap.
+
+A test set of ``dedup`` or ``original`` holds copies of some images (``dedup`` keeps each copy
+group on one side of the split, so a test image's copies are all in the test set). A model gets
+copies right or wrong together, so they are not independent test cases, and a bootstrap that
+resamples single images reports an interval that is too narrow. `braintumor evaluate` resamples
+near-duplicate groups instead (``braintumor.stats``). This script measures the difference on
+finished runs: for each run directory it scores the run's test split (as ``evaluate`` does) and
+computes the 95% intervals of accuracy, macro-F1 and ECE both ways, with the test set's group
+count, the largest group, and how many errors fall in groups of more than one image.
+
+It reads test figures, so use it on runs whose recipe is already chosen, never to choose one.
+
+Usage: python benchmarks/interval_width.py RUN_DIR [RUN_DIR ...] [--data DIR] [--output NAME]
+Writes benchmarks/results/interval_width.json (or NAME).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, write  # noqa: E402
+from dedup_accuracy import mean_accuracy_intervals  # noqa: E402
+
+from braintumor.calibration import ece_interval  # noqa: E402
+from braintumor.evaluate import predict_test_split  # noqa: E402
+from braintumor.stats import bootstrap_ci  # noqa: E402
+
+
+def widths(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None, n_classes: int) -> dict:
+    """The 95% intervals of accuracy, macro-F1 and ECE, resampling `groups` (None: images)."""
+    ci = bootstrap_ci(labels, probs.argmax(1), n_classes, groups=groups)
+    return {"accuracy_ci": ci["accuracy"], "macro_f1_ci": ci["macro_f1"], "ece_ci": ece_interval(probs, labels, groups=groups),
+            "accuracy_ci_width": ci["accuracy"][1] - ci["accuracy"][0]}
+
+
+def measure(run: Path, data: str) -> dict:
+    test = predict_test_split(run / "model.safetensors", data, progress=False)
+    wrong = test.probs.argmax(1) != test.labels
+    _, group_of, size = np.unique(test.groups, return_inverse=True, return_counts=True)
+    in_copies = size[group_of] > 1
+    images = widths(test.labels, test.probs, None, len(test.info.classes))
+    groups = widths(test.labels, test.probs, test.groups, len(test.info.classes))
+    return {
+        "run": str(run),
+        "protocol": test.context["protocol"],
+        "seed": test.context["split seed"],
+        "n": int(len(test.labels)),
+        "correct": int((~wrong).sum()),
+        "groups": int(len(size)),
+        "largest_group": int(size.max()),
+        "images_in_groups_of_2_or_more": int(in_copies.sum()),
+        "errors": int(wrong.sum()),
+        "errors_in_groups_of_2_or_more": int((wrong & in_copies).sum()),
+        "resampling_images": images,
+        "resampling_groups": groups,
+        "width_ratio": groups["accuracy_ci_width"] / images["accuracy_ci_width"] if images["accuracy_ci_width"] else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories written by `braintumor train`")
+    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
+    parser.add_argument("--output", default="interval_width.json")
+    args = parser.parse_args()
+    runs = [measure(Path(run), args.data) for run in args.runs]
+    for r in runs:
+        img, grp = r["resampling_images"]["accuracy_ci"], r["resampling_groups"]["accuracy_ci"]
+        print(f"{r['protocol']} seed {r['seed']}: {r['correct']}/{r['n']} in {r['groups']} groups; accuracy 95% CI "
+              f"images {100 * img[0]:.1f}-{100 * img[1]:.1f}%, groups {100 * grp[0]:.1f}-{100 * grp[1]:.1f}% "
+              f"({r['width_ratio']:.2f}x as wide)")
+    ratios = [r["width_ratio"] for r in runs if r["width_ratio"]]
+    summary = {"mean_width_ratio": float(np.mean(ratios)) if ratios else None}
+    for unit in ("images", "groups"):  # the mean over the runs, as benchmarks/dedup_accuracy.py gives it
+        as_recorded = [{**r, "accuracy_ci": r[f"resampling_{unit}"]["accuracy_ci"], "ci_groups": unit == "groups"} for r in runs]
+        summary[f"mean_accuracy_resampling_{unit}"] = mean_accuracy_intervals(as_recorded)
+    path = write(args.output, {"machine": machine(), "command": " ".join(sys.argv), "runs": runs, "summary": summary})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
