@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from braintumor.stats import accuracy_of, bootstrap_ci, macro_f1_of, one_vs_rest_auc, resampled_confusions
+from braintumor.stats import accuracy_of, bootstrap_ci, macro_f1_of, one_vs_rest_auc, paired_difference, resampled_confusions
 
 
 def _frequencies(values: np.ndarray) -> dict[float, float]:
@@ -107,3 +107,33 @@ def test_group_labels_may_be_any_values_and_groups_of_unequal_size_weigh_by_size
 def test_groups_must_match_the_images():
     with pytest.raises(ValueError, match="one group per item"):
         bootstrap_ci([0, 1, 1], [0, 1, 0], 2, groups=[0, 1])
+
+
+def test_paired_difference_by_hand():
+    # 10 images: A right on 0-7, B on 0-5 and 8-9; each is right on 2 images the other gets wrong.
+    labels = np.zeros(10, dtype=int)
+    a = np.array([0] * 8 + [1] * 2)
+    b = np.array([0] * 6 + [1] * 2 + [0] * 2)
+    result = paired_difference(labels, a, b)
+    assert result["difference"] == 0.0 and result["only_a_right"] == 2 and result["only_b_right"] == 2
+    assert result["mcnemar_p"] == pytest.approx(1.0)
+    low, high = result["difference_ci"]
+    assert low < 0 < high
+    # B right on 5 images that A misses, never the reverse: p = 2 * 0.5^5, and every resample favours B or ties
+    b_better = paired_difference(np.zeros(20, dtype=int), np.array([0] * 15 + [1] * 5), np.zeros(20, dtype=int))
+    assert b_better["difference"] == pytest.approx(0.25) and b_better["mcnemar_p"] == pytest.approx(0.0625)
+    assert b_better["difference_ci"][0] > 0
+
+
+def test_paired_difference_resamples_copies_together():
+    labels = np.zeros(30, dtype=int)
+    a = np.where(np.arange(30) < 20, 0, 1)
+    b = np.where((np.arange(30) < 15) | (np.arange(30) >= 24), 0, 1)
+    copies = np.repeat(np.arange(30), 4)
+    distinct = paired_difference(labels, a, b)
+    grouped = paired_difference(labels[copies], a[copies], b[copies], groups=copies)
+    assert grouped["difference_ci"] == pytest.approx(distinct["difference_ci"])
+    one_by_one = paired_difference(labels[copies], a[copies], b[copies])
+    assert one_by_one["mcnemar_p"] < distinct["mcnemar_p"]  # copies counted as evidence
+    width = lambda r: r["difference_ci"][1] - r["difference_ci"][0]  # noqa: E731
+    assert width(one_by_one) < 0.7 * width(grouped)

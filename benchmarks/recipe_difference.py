@@ -1,0 +1,83 @@
+"""Is a candidate training recipe better than the baseline? A paired comparison on validation data.
+
+Runs are paired by protocol and split seed (the same validation images). For each pair this
+re-creates the split from the run's stored config, as ``evaluate`` does, scores both best
+checkpoints on the validation images with each checkpoint's test-time view, and pools the pairs
+of all seeds. It reports the difference in validation accuracy (candidate minus baseline) with a
+95% paired bootstrap interval that resamples near-duplicate groups (copies together; groups of
+different seeds are kept apart), the images only one recipe gets right, and McNemar's exact
+p-value (which counts images as independent). Validation only: the test split is never scored.
+
+Usage: python benchmarks/recipe_difference.py --baseline RUN [RUN ...] --candidate RUN [RUN ...]
+       [--data DIR] [--output NAME]
+Writes benchmarks/results/recipe_difference.json (or NAME).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, run_and_split, write  # noqa: E402
+
+from braintumor.data import scan  # noqa: E402
+from braintumor.duplicates import duplicate_groups  # noqa: E402
+from braintumor.predict import predict_images  # noqa: E402
+from braintumor.stats import paired_difference  # noqa: E402
+
+
+def validation_predictions(run: Path, dataset, loaded: dict, data: str) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
+    """``(protocol, seed)``, validation labels, predicted classes and near-duplicate groups of a run."""
+    model, info, images, found, split = run_and_split(run, dataset, loaded, data)
+    probs = predict_images(model, images[split.val], tta=info.tta, tta_view=info.tta_view)
+    groups = duplicate_groups(found, progress=False)[split.val]
+    key = (info.train_config["protocol"], info.train_config["seed"])
+    return key, found.labels[split.val], probs.argmax(1), groups
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", nargs="+", required=True, help="run directories of the baseline recipe")
+    parser.add_argument("--candidate", nargs="+", required=True, help="run directories of the candidate, same seeds")
+    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
+    parser.add_argument("--output", default="recipe_difference.json")
+    args = parser.parse_args()
+
+    dataset = scan(args.data)
+    loaded = {}
+    baseline = {}
+    for run in map(Path, args.baseline):
+        key, *rest = validation_predictions(run, dataset, loaded, args.data)
+        baseline[key] = (run, *rest)
+    labels, pred_a, pred_b, groups, pairs = [], [], [], [], []
+    for run in map(Path, args.candidate):
+        key, y, pred, group = validation_predictions(run, dataset, loaded, args.data)
+        if key not in baseline:
+            raise SystemExit(f"{run}: no baseline run with protocol {key[0]} and split seed {key[1]}")
+        base_run, base_y, base_pred, _ = baseline[key]
+        assert np.array_equal(base_y, y), "paired runs must share the validation set"
+        pairs.append({"protocol": key[0], "seed": key[1], "baseline": str(base_run), "candidate": str(run), "val_n": int(len(y)),
+                      "baseline_right": int((base_pred == y).sum()), "candidate_right": int((pred == y).sum())})
+        labels.append(y)
+        pred_a.append(base_pred)
+        pred_b.append(pred)
+        groups.append([f"{key[1]}/{g}" for g in group])  # a group is a group within one seed's validation set
+    pooled = paired_difference(np.concatenate(labels), np.concatenate(pred_a), np.concatenate(pred_b),
+                               groups=np.concatenate(groups))
+    pooled.update(val_n=sum(p["val_n"] for p in pairs), baseline_right=sum(p["baseline_right"] for p in pairs),
+                  candidate_right=sum(p["candidate_right"] for p in pairs))
+    low, high = pooled["difference_ci"]
+    print(f"candidate - baseline: {pooled['candidate_right']} - {pooled['baseline_right']} of {pooled['val_n']} "
+          f"({100 * pooled['difference']:+.2f} points, 95% CI {100 * low:+.2f} to {100 * high:+.2f}; "
+          f"McNemar p = {pooled['mcnemar_p']:.3f})")
+    path = write(args.output, {"machine": machine(), "command": " ".join(sys.argv), "pairs": pairs, "pooled": pooled})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
