@@ -51,6 +51,20 @@ def test_evaluate_recreates_the_same_test_split(trained, tmp_path):
     assert (tmp_path / "report.md").is_file()
 
 
+def test_evaluate_against_a_second_checkpoint_pairs_the_same_test_images(trained, tmp_path):
+    data, out, metrics = trained
+    model = out / "model.safetensors"
+    result = _run("evaluate", model, "--against", model, "--out", tmp_path, "--json")
+    assert result.returncode == 0, result.stderr
+    against = json.loads(result.stdout)["against"]
+    # a model against itself: the same predictions on every image, so nothing differs in any resample
+    assert against["accuracy"] == metrics["accuracy"] and against["difference"] == 0
+    assert against["difference_ci"] == [0.0, 0.0] and against["only_this_right"] == against["only_other_right"] == 0
+    assert "## Against" in (tmp_path / "report.md").read_text()
+    missing = _run("evaluate", model, "--against", tmp_path / "missing.safetensors", "--out", tmp_path)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr and "missing.safetensors" in missing.stderr
+
+
 def test_resume_continues_after_last_epoch(trained, tmp_path):
     data, out, _ = trained
     result = _run("train", "--data", data, "--out", out, "--epochs", "2", "--image-size", "32", "--batch-size", "8",

@@ -97,3 +97,33 @@ def test_intervals_resample_the_groups_they_are_given(tmp_path):
     assert width(grouped) > 1.4 * width(one_by_one)
     text = write_report(tmp_path, grouped, CLASSES, []).read_text()
     assert "40 near-duplicate groups" in text
+
+
+def _test_predictions(pred, labels, paths=None, groups=None):
+    from braintumor.evaluate import TestPredictions
+
+    probs = np.full((len(pred), 4), 0.1)
+    probs[np.arange(len(pred)), pred] = 0.7
+    paths = paths or [f"img{k}.png" for k in range(len(pred))]
+    groups = np.arange(len(pred)) if groups is None else groups
+    return TestPredictions(probs, np.asarray(labels), paths, groups, None, {}, [])
+
+
+def test_paired_comparison_counts_the_images_only_one_model_gets_right(tmp_path):
+    from braintumor.errors import DataError
+    from braintumor.evaluate import paired_comparison
+
+    labels = np.arange(40) % 4
+    this = np.where(np.arange(40) < 36, labels, (labels + 1) % 4)  # 36 right
+    other = np.where((np.arange(40) < 30) | (np.arange(40) >= 38), labels, (labels + 2) % 4)  # 32 right
+    result = paired_comparison(_test_predictions(this, labels), _test_predictions(other, labels), "b.safetensors")
+    assert result["model"] == "b.safetensors" and result["correct"] == 32 and result["accuracy"] == pytest.approx(0.8)
+    assert result["difference"] == pytest.approx(0.1)
+    assert result["only_this_right"] == 6 and result["only_other_right"] == 2  # images 30-35 and 38-39
+    assert result["difference_ci"][0] <= 0.1 <= result["difference_ci"][1]
+    m = classification_metrics(labels, _test_predictions(this, labels).probs, CLASSES, groups=np.arange(40))
+    m["against"] = result
+    text = write_report(tmp_path, m, CLASSES, []).read_text()
+    assert "## Against `b.safetensors`" in text and "+10.00 points" in text and "Right only here: 6" in text
+    with pytest.raises(DataError, match="other test images"):
+        paired_comparison(_test_predictions(this, labels), _test_predictions(other[:39], labels[:39]), "c")

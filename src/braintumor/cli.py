@@ -52,8 +52,13 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
-    metrics = evaluate(args.model, args.data, args.protocol, args.seed, args.out, progress=not args.quiet)
+    metrics = evaluate(args.model, args.data, args.protocol, args.seed, args.out, progress=not args.quiet, against=args.against)
     _print_metrics(metrics, args.json)
+    if metrics.get("against") and not args.json:
+        a = metrics["against"]
+        low, high = a["difference_ci"]
+        print(f"against {a['model']}: {100 * a['accuracy']:.2f}% ({a['correct']}/{metrics['n']}); difference "
+              f"{100 * a['difference']:+.2f} points (95% CI {100 * low:+.2f} to {100 * high:+.2f})")
     return 0
 
 
@@ -291,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=["original", "official", "dedup"], help="default: the model's training protocol")
     p.add_argument("--seed", type=int, help="split seed (default: the model's)")
     p.add_argument("--out", help="report folder (default: the checkpoint's folder)")
+    p.add_argument("--against", metavar="MODEL2",
+                   help="also score this checkpoint on the same test images and report the accuracy difference "
+                        "with a paired 95%% interval (is MODEL really better than MODEL2?)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -165,6 +165,8 @@ def write_report(
         lines += [f"The 95% confidence intervals come from a percentile bootstrap of the test set's {unit} (2,000 "
                   "resamples): they cover the chance of testing on this sample of images, not the variation between "
                   "training runs or splits.", ""]
+    if metrics.get("against"):
+        lines += _against_lines(metrics["against"], metrics)
     lines += [
         "| class | precision | recall | F1 | ROC-AUC (one vs rest) | support |",
         "|---|---:|---:|---:|---:|---:|",
@@ -225,6 +227,52 @@ class TestPredictions:
     """Unreadable files of the dataset, skipped: ``(path, reason)``."""
 
 
+def _against_lines(against: dict, metrics: dict) -> list[str]:
+    low, high = against["difference_ci"]
+    unit = f"{metrics['ci_groups']} near-duplicate groups" if metrics.get("ci_groups") is not None else "images"
+    verdict = ("The interval holds 0: this test set cannot tell the two models apart." if low <= 0 <= high else
+               f"The interval excludes 0: this model is {'more' if low > 0 else 'less'} accurate on images like these.")
+    return [
+        f"## Against `{against['model']}`", "",
+        f"On the same {metrics['n']} test images the other model scores {_pct(against['accuracy'])} "
+        f"({against['correct']}/{metrics['n']}). This model minus the other: **{100 * against['difference']:+.2f} "
+        f"points** (95% CI {100 * low:+.2f} to {100 * high:+.2f}, paired bootstrap of the test set's {unit}). Right "
+        f"only here: {against['only_this_right']} images; only there: {against['only_other_right']}. McNemar's exact "
+        f"p = {against['mcnemar_p']:.3g} (it counts every image as independent, copies too). {verdict}", "",
+    ]
+
+
+def paired_comparison(test: TestPredictions, other: TestPredictions, name: str) -> dict:
+    """How `test`'s model compares with `other`'s on the same test images: a paired comparison.
+
+    Returns a JSON-ready dict: model (`name`), the other model's accuracy and correct count,
+    difference (this accuracy minus the other's) with difference_ci (95% paired bootstrap of
+    the near-duplicate groups), only_this_right, only_other_right and mcnemar_p (see
+    `braintumor.stats.paired_difference`). Raises `DataError` if the test images differ.
+    """
+    from .errors import DataError
+    from .stats import paired_difference
+
+    if test.paths != other.paths:
+        raise DataError(
+            f"{name} was scored on other test images than the model it is compared with "
+            f"({len(other.paths)} against {len(test.paths)}; protocol, seed, test fraction or fold differ)",
+            "compare checkpoints trained on the same data with the same --protocol, --seed and test fraction",
+        )
+    pred, other_pred = test.probs.argmax(1), other.probs.argmax(1)
+    d = paired_difference(test.labels, other_pred, pred, groups=test.groups)
+    return {
+        "model": str(name),
+        "accuracy": float((other_pred == test.labels).mean()),
+        "correct": int((other_pred == test.labels).sum()),
+        "difference": d["difference"],
+        "difference_ci": d["difference_ci"],
+        "only_this_right": d["only_b_right"],
+        "only_other_right": d["only_a_right"],
+        "mcnemar_p": d["mcnemar_p"],
+    }
+
+
 def predict_test_split(
     checkpoint: str | Path,
     data: str | Path | None = None,
@@ -283,20 +331,33 @@ def evaluate(
     seed: int | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    against: str | Path | None = None,
 ) -> dict:
     """Evaluate a checkpoint on the test part of a protocol's split and write a report.
 
     Defaults for `data`, `protocol` and `seed` come from the checkpoint's training config, so
     ``evaluate(run/model.safetensors)`` re-creates exactly the test split the run held out.
+    With `against`, a second checkpoint is scored on the same test images and the report adds
+    the paired comparison of the two (`paired_comparison`), under ``against`` in the metrics.
     Returns the metrics dict; the report goes to `out` (default: the checkpoint's folder).
     """
+    if against is not None:
+        from .checkpoint import read_info
+
+        read_info(against)  # a missing or foreign file fails before any scoring
     test = predict_test_split(checkpoint, data, protocol, seed, progress)
-    return report_predictions(test, Path(out) if out else Path(checkpoint).parent)
+    comparison = None
+    if against is not None:
+        ctx = test.context
+        other = predict_test_split(against, ctx["data"], ctx["protocol"], ctx["split seed"], progress)
+        comparison = paired_comparison(test, other, str(against))
+    return report_predictions(test, Path(out) if out else Path(checkpoint).parent, against=comparison)
 
 
-def report_predictions(test: TestPredictions, out: Path) -> dict:
+def report_predictions(test: TestPredictions, out: Path, against: dict | None = None) -> dict:
     """Metrics of `predict_test_split`'s output, with the report written to `out` (plus the
-    training curves when `out` holds the run's ``metrics.jsonl``). Returns the metrics dict."""
+    training curves when `out` holds the run's ``metrics.jsonl``), and `against`, a
+    `paired_comparison`, when given. Returns the metrics dict."""
     from .calibration import expected_calibration_error, with_temperature
 
     info, context = test.info, test.context
@@ -304,6 +365,8 @@ def report_predictions(test: TestPredictions, out: Path) -> dict:
     metrics["temperature"] = info.temperature
     uncalibrated = with_temperature(test.probs, 1 / info.temperature)
     metrics["ece_uncalibrated"] = expected_calibration_error(uncalibrated, test.labels)
+    if against is not None:
+        metrics["against"] = against
     history = None
     if (out / "metrics.jsonl").is_file():
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
