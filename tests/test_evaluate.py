@@ -99,14 +99,16 @@ def test_intervals_resample_the_groups_they_are_given(tmp_path):
     assert "40 near-duplicate groups" in text
 
 
-def _test_predictions(pred, labels, paths=None, groups=None):
+def _test_predictions(pred, labels, paths=None, groups=None, classes=CLASSES):
+    from types import SimpleNamespace
+
     from braintumor.evaluate import TestPredictions
 
     probs = np.full((len(pred), 4), 0.1)
     probs[np.arange(len(pred)), pred] = 0.7
     paths = paths or [f"img{k}.png" for k in range(len(pred))]
     groups = np.arange(len(pred)) if groups is None else groups
-    return TestPredictions(probs, np.asarray(labels), paths, groups, None, {}, [])
+    return TestPredictions(probs, np.asarray(labels), paths, groups, SimpleNamespace(classes=classes), {}, [])
 
 
 def test_paired_comparison_counts_the_images_only_one_model_gets_right(tmp_path):
@@ -127,3 +129,5 @@ def test_paired_comparison_counts_the_images_only_one_model_gets_right(tmp_path)
     assert "## Against `b.safetensors`" in text and "+10.00 points" in text and "Right only here: 6" in text
     with pytest.raises(DataError, match="other test images"):
         paired_comparison(_test_predictions(this, labels), _test_predictions(other[:39], labels[:39]), "c")
+    with pytest.raises(DataError, match="other classes"):
+        paired_comparison(_test_predictions(this, labels), _test_predictions(other, labels, classes=CLASSES[::-1]), "d")

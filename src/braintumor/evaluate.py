@@ -253,7 +253,13 @@ def paired_comparison(test: TestPredictions, other: TestPredictions, name: str) 
     from .errors import DataError
     from .stats import paired_difference
 
-    if test.paths != other.paths:
+    if other.info.classes != test.info.classes:
+        raise DataError(
+            f"{name} predicts other classes ({', '.join(other.info.classes)}) than the model it is compared with "
+            f"({', '.join(test.info.classes)})",
+            "compare checkpoints trained with the same classes",
+        )
+    if test.paths != other.paths or not np.array_equal(test.labels, other.labels):
         raise DataError(
             f"{name} was scored on other test images than the model it is compared with "
             f"({len(other.paths)} against {len(test.paths)}; protocol, seed, test fraction or fold differ)",
