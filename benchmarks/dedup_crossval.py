@@ -6,7 +6,8 @@ that never saw it nor any near-duplicate of it. This runs ``braintumor train --p
 --folds K`` (default recipe) and then pools the K test folds' predictions (each fold's model with
 its own temperature and test-time view, as ``evaluate`` scores it) into one set of 3,264:
 
-- pooled accuracy and macro-F1 with 95% bootstrap intervals, one-vs-rest ROC-AUC;
+- pooled accuracy and macro-F1 with 95% bootstrap intervals (near-duplicate groups resampled
+  together, copies in different folds included), one-vs-rest ROC-AUC;
 - pooled ECE after temperature scaling, its 95% bootstrap interval, and the ECE that a perfectly
   calibrated model with the same confidences would measure on this many images (the
   estimator's upward bias); the same per fold;
@@ -14,8 +15,9 @@ its own temperature and test-time view, as ``evaluate`` scores it) into one set 
 
 With ``--reuse`` an existing cross-validation folder is scored without training again.
 
-Usage: python benchmarks/dedup_crossval.py [--folds 5] [--seed 0] [--runs runs/cv] [--reuse] [-- TRAIN OPTIONS]
-Writes benchmarks/results/dedup_crossval.json.
+Usage: python benchmarks/dedup_crossval.py [--folds 5] [--seed 0] [--runs runs/cv] [--reuse] [--output NAME]
+       [-- TRAIN OPTIONS]
+Writes benchmarks/results/dedup_crossval.json (or NAME).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="runs/cv", help="where the cross-validation folder goes")
     parser.add_argument("--reuse", action="store_true", help="score an existing cross-validation folder, no training")
+    parser.add_argument("--output", default="dedup_crossval.json", help="results file name in benchmarks/results/")
     parser.add_argument("extra", nargs="*", help="extra `braintumor train` options after --")
     args = parser.parse_args()
 
@@ -91,7 +94,7 @@ def main() -> None:
         "per_fold": folds,
         "targets": {"dedup_accuracy_ge_97": pooled["accuracy"] >= 0.97, "ece_le_0.03": pooled["ece"] <= 0.03},
     }
-    path = write("dedup_crossval.json", result)
+    path = write(args.output, result)
     print(f"pooled over {pooled['n']} images: accuracy {pooled['accuracy']:.4f} {pooled['accuracy_ci']}, "
           f"macro-F1 {pooled['macro_f1']:.4f}, ECE {pooled['ece']:.4f} {pooled['ece_ci']} "
           f"(a calibrated model: {pooled['ece_if_calibrated']['mean']:.4f})")
