@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -78,3 +79,20 @@ def run_validation_set(run: Path, dataset, loaded: dict, data: str):
     """
     model, info, images, found, split = run_and_split(run, dataset, loaded, data)
     return model, info, images[split.val], found.labels[split.val]
+
+
+def data_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--data``, defaulting as the package does (`braintumor.data.default_data_dir`)."""
+    from braintumor.data import default_data_dir
+
+    parser.add_argument("--data", default=str(default_data_dir()),
+                        help="dataset folder (default: $BRAINTUMOR_DATA, else ../shared/data/sartaj)")
+
+
+def runs_parser(doc: str, output: str) -> argparse.ArgumentParser:
+    """The command line of a script that scores finished runs: ``RUN_DIR ... [--data DIR] [--output NAME]``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories written by `braintumor train`")
+    data_option(parser)
+    parser.add_argument("--output", default=output, help="results file name in benchmarks/results/")
+    return parser

@@ -19,8 +19,6 @@ Writes benchmarks/results/error_sources.json (or NAME) and the contact sheet bes
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -29,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, run_and_split, write  # noqa: E402
+from _common import machine, run_and_split, runs_parser, write  # noqa: E402
 
 from braintumor.classes import CLASSES  # noqa: E402
 from braintumor.data import scan  # noqa: E402
@@ -80,10 +78,7 @@ def plot_errors(errors: list[dict], thumbs: list[np.ndarray], path: Path, per_ro
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run directories of `braintumor train`")
-    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
-    parser.add_argument("--output", default="error_sources.json")
+    parser = runs_parser(__doc__, "error_sources.json")
     args = parser.parse_args()
 
     dataset = scan(args.data)

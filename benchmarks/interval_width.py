@@ -17,15 +17,13 @@ Writes benchmarks/results/interval_width.json (or NAME).
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write  # noqa: E402
+from _common import machine, runs_parser, write  # noqa: E402
 from dedup_accuracy import mean_accuracy_intervals  # noqa: E402
 
 from braintumor.calibration import ece_interval  # noqa: E402
@@ -65,10 +63,7 @@ def measure(run: Path, data: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run directories written by `braintumor train`")
-    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
-    parser.add_argument("--output", default="interval_width.json")
+    parser = runs_parser(__doc__, "interval_width.json")
     args = parser.parse_args()
     runs = [measure(Path(run), args.data) for run in args.runs]
     for r in runs:
@@ -79,7 +74,8 @@ def main() -> None:
     ratios = [r["width_ratio"] for r in runs if r["width_ratio"]]
     summary = {"mean_width_ratio": float(np.mean(ratios)) if ratios else None}
     for unit in ("images", "groups"):  # the mean over the runs, as benchmarks/dedup_accuracy.py gives it
-        as_recorded = [{**r, "accuracy_ci": r[f"resampling_{unit}"]["accuracy_ci"], "ci_groups": unit == "groups"} for r in runs]
+        as_recorded = [{**r, "accuracy_ci": r[f"resampling_{unit}"]["accuracy_ci"],
+                        "ci_groups": r["groups"] if unit == "groups" else None} for r in runs]
         summary[f"mean_accuracy_resampling_{unit}"] = mean_accuracy_intervals(as_recorded)
     path = write(args.output, {"machine": machine(), "command": " ".join(sys.argv), "runs": runs, "summary": summary})
     print(f"wrote {path}")

@@ -16,14 +16,13 @@ Writes benchmarks/results/recipe_difference.json (or NAME).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, run_and_split, write  # noqa: E402
+from _common import data_option, machine, run_and_split, write  # noqa: E402
 
 from braintumor.data import scan  # noqa: E402
 from braintumor.duplicates import duplicate_groups  # noqa: E402
@@ -44,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", nargs="+", required=True, help="run directories of the baseline recipe")
     parser.add_argument("--candidate", nargs="+", required=True, help="run directories of the candidate, same seeds")
-    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
+    data_option(parser)
     parser.add_argument("--output", default="recipe_difference.json")
     args = parser.parse_args()
 

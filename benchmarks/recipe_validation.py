@@ -18,16 +18,14 @@ Writes benchmarks/results/recipe_validation.json (or NAME).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, run_validation_set, write  # noqa: E402
+from _common import machine, run_validation_set, runs_parser, write  # noqa: E402
 
 from braintumor.calibration import as_logits, expected_calibration_error, fit_temperature, with_temperature  # noqa: E402
 from braintumor.data import scan  # noqa: E402
@@ -47,10 +45,7 @@ def cross_fitted_ece(probs: np.ndarray, labels: np.ndarray, repeats: int = 20, s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run directories of `braintumor train`")
-    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
-    parser.add_argument("--output", default="recipe_validation.json")
+    parser = runs_parser(__doc__, "recipe_validation.json")
     args = parser.parse_args()
 
     dataset = scan(args.data)
