@@ -31,7 +31,7 @@ import numpy as np
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import machine, write  # noqa: E402
+from _common import data_option, machine, write  # noqa: E402
 
 
 def cold_audit(data: str, threshold: int) -> dict:
@@ -101,7 +101,7 @@ def planted_recall(data: str, threshold: int, sample: int, seed: int = 0) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
+    data_option(parser)
     parser.add_argument("--threshold", type=int, default=8)
     parser.add_argument("--sample", type=int, default=200, help="real images used for the planted-copy recall (0: skip)")
     parser.add_argument("--output", default="audit_speed.json")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from scipy import stats
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from _common import RESULTS, machine, write  # noqa: E402
+from _common import RESULTS, data_option, machine, write  # noqa: E402
 from train_accuracy import run_one  # noqa: E402
 
 
@@ -80,7 +79,7 @@ def original_figures(path: Path) -> dict | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
+    data_option(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--runs", default="runs/bench", help="where the run directories go")
     parser.add_argument("--output", default="dedup_accuracy.json")

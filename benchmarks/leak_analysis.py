@@ -16,7 +16,6 @@ Writes benchmarks/results/leak_analysis.json.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from _common import machine, write  # noqa: E402
+from _common import data_option, machine, write  # noqa: E402
 
 
 def _test_predictions(run: Path, data: str, protocol: str, seed: int, temperature_one: bool = False):
@@ -84,7 +83,7 @@ def dedup_calibration(run: Path, data: str, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
+    data_option(parser)
     parser.add_argument("--runs", default="runs/bench", help="folder holding original-seedS and dedup-seedS runs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--output", default="leak_analysis.json")

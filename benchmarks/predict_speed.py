@@ -15,7 +15,6 @@ Writes benchmarks/results/predict_speed[_torch][_no_tta].json.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, write  # noqa: E402
 
+from braintumor.data import default_data_dir  # noqa: E402
 from braintumor.imageio import is_image_file  # noqa: E402
 from braintumor.predict import Predictor  # noqa: E402
 
@@ -31,7 +31,8 @@ from braintumor.predict import Predictor  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint; default: the shipped model")
-    parser.add_argument("--images", default=os.path.join(os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"), "Testing"))
+    parser.add_argument("--images", default=str(default_data_dir() / "Testing"),
+                        help="folder of slices (default: the Testing folder of $BRAINTUMOR_DATA, else ../shared/data/sartaj)")
     parser.add_argument("--n", type=int, default=320, help="images for the batched measurement")
     parser.add_argument("--single", type=int, default=100, help="single-image calls to time")
     parser.add_argument("--batch-size", type=int, default=32)

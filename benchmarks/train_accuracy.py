@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write  # noqa: E402
+from _common import data_option, machine, write  # noqa: E402
 
 
 def run_one(data: str, protocol: str, seed: int, out: Path, extra: list[str]) -> dict:
@@ -58,7 +58,7 @@ def run_one(data: str, protocol: str, seed: int, out: Path, extra: list[str]) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
+    data_option(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--protocols", nargs="+", default=["original", "official"])
     parser.add_argument("--runs", default="runs/bench", help="where the run directories go")

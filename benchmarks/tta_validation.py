@@ -6,14 +6,12 @@ logits of each image averaged with one `MirrorView` (the mirror, rotated and/or 
 run's fitted temperature. It reports, per view and pooled over the runs, accuracy and the mean
 negative log-likelihood. Without test-time augmentation is listed as ``none``.
 
-Usage: python benchmarks/tta_validation.py RUN_DIR [RUN_DIR ...] [--data DIR]
-Writes benchmarks/results/tta_validation.json.
+Usage: python benchmarks/tta_validation.py RUN_DIR [RUN_DIR ...] [--data DIR] [--output NAME]
+Writes benchmarks/results/tta_validation.json (or NAME).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, run_validation_set, write  # noqa: E402
+from _common import machine, run_validation_set, runs_parser, write  # noqa: E402
 
 from braintumor.augment import MirrorView, to_float  # noqa: E402
 from braintumor.data import scan  # noqa: E402
@@ -49,10 +47,7 @@ def scores(logits: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run directories of `braintumor train`")
-    parser.add_argument("--data", default=os.environ.get("BRAINTUMOR_DATA", "../shared/data/sartaj"))
-    args = parser.parse_args()
+    args = runs_parser(__doc__, "tta_validation.json").parse_args()
 
     dataset = scan(args.data)
     loaded = {}
@@ -78,7 +73,7 @@ def main() -> None:
                for name, (c, s) in pooled.items()}
     for name, s in summary.items():
         print(f"{name:>22}: {s['correct']}/{s['n']} = {100 * s['accuracy']:.2f}%, NLL {s['nll']:.4f}")
-    path = write("tta_validation.json", {"machine": machine(), "views": {k: v.to_dict() for k, v in VIEWS.items()},
+    path = write(args.output, {"machine": machine(), "views": {k: v.to_dict() for k, v in VIEWS.items()},
                                          "pooled": summary, "runs": rows})
     print(f"wrote {path}")
 
