@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -63,6 +64,17 @@ def test_evaluate_against_a_second_checkpoint_pairs_the_same_test_images(trained
     assert "## Against" in (tmp_path / "report.md").read_text()
     missing = _run("evaluate", model, "--against", tmp_path / "missing.safetensors", "--out", tmp_path)
     assert missing.returncode != 0 and "Traceback" not in missing.stderr and "missing.safetensors" in missing.stderr
+
+
+def test_test_predictions_skip_hashing_only_when_asked(trained):
+    # `evaluate --against` scores the second model without hashing its (identical) test images again
+    from braintumor.evaluate import predict_test_split
+
+    _, out, metrics = trained
+    hashed = predict_test_split(out / "model.safetensors", progress=False)
+    plain = predict_test_split(out / "model.safetensors", progress=False, groups=False)
+    assert plain.groups is None and len(hashed.groups) == len(hashed.paths) == metrics["n"]
+    assert plain.paths == hashed.paths and np.array_equal(plain.probs, hashed.probs)
 
 
 def test_resume_continues_after_last_epoch(trained, tmp_path):

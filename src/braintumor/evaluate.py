@@ -217,8 +217,9 @@ class TestPredictions:
     """True class index of each test image."""
     paths: list[Path]
     """The test images."""
-    groups: np.ndarray
-    """Near-duplicate group of each test image, among the test images (for the intervals)."""
+    groups: np.ndarray | None
+    """Near-duplicate group of each test image, among the test images (for the intervals);
+    None when `predict_test_split` was asked not to hash them."""
     info: ModelInfo
     """The checkpoint's model info."""
     context: dict
@@ -285,13 +286,14 @@ def predict_test_split(
     protocol: str | None = None,
     seed: int | None = None,
     progress: bool = True,
+    groups: bool = True,
 ) -> TestPredictions:
     """A checkpoint's calibrated probabilities on the test part of a protocol's split.
 
     Defaults for `data`, `protocol` and `seed` come from the checkpoint's training config (its
     cross-validation fold included), so the test split the run held out is re-created exactly.
-    The test images are also hashed into near-duplicate groups (a few seconds), so that the
-    report's intervals resample copies together.
+    With `groups`, the test images are also hashed into near-duplicate groups (a few seconds),
+    so that the report's intervals resample copies together.
     """
     from .checkpoint import load_checkpoint
     from .data import load_images, scan
@@ -326,8 +328,8 @@ def predict_test_split(
         "data fingerprint": info.data_fingerprint[:16] if info.data_fingerprint else "",
     }
     paths = [dataset.paths[i] for i in split.test]
-    groups = file_groups(paths, progress=progress)
-    return TestPredictions(probs, dataset.labels[split.test], paths, groups, info, context, dataset.skipped)
+    found = file_groups(paths, progress=progress) if groups else None
+    return TestPredictions(probs, dataset.labels[split.test], paths, found, info, context, dataset.skipped)
 
 
 def evaluate(
@@ -355,7 +357,8 @@ def evaluate(
     comparison = None
     if against is not None:
         ctx = test.context
-        other = predict_test_split(against, ctx["data"], ctx["protocol"], ctx["split seed"], progress)
+        # The same images, so the same groups: the first model's serve the comparison.
+        other = predict_test_split(against, ctx["data"], ctx["protocol"], ctx["split seed"], progress, groups=False)
         comparison = paired_comparison(test, other, str(against))
     return report_predictions(test, Path(out) if out else Path(checkpoint).parent, against=comparison)
 
