@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import data_option, machine, write  # noqa: E402
+from _common import RESULTS, data_option, machine, write  # noqa: E402
 
 from braintumor.crossval import score_folds  # noqa: E402
 
@@ -57,6 +57,10 @@ def main() -> None:
         start = time.time()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = round(time.time() - start, 1)
+    else:  # scoring an existing folder again: keep the training time its earlier results recorded
+        previous = RESULTS / args.output
+        if previous.is_file() and json.loads(previous.read_text()).get("cv_dir") == str(out):
+            wall = json.loads(previous.read_text()).get("cv_wall_s")
     crossval = json.loads((out / "crossval.json").read_text())
 
     per_fold, pooled = score_folds(crossval["runs"], args.data, progress=False)  # with the current evaluation code

@@ -7,7 +7,9 @@ resamples single images reports an interval that is too narrow. `braintumor eval
 near-duplicate groups instead (``braintumor.stats``). This script measures the difference on
 finished runs: for each run directory it scores the run's test split (as ``evaluate`` does) and
 computes the 95% intervals of accuracy, macro-F1 and ECE both ways, with the test set's group
-count, the largest group, and how many errors fall in groups of more than one image.
+count, the largest group, and how many errors fall in groups of more than one image; and the
+ECE that a perfectly calibrated model would measure on the split both ways (copies drawn one by
+one, or right or wrong together), against the run's measured ECE.
 
 It reads test figures, so use it on runs whose recipe is already chosen, never to choose one.
 
@@ -26,16 +28,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, runs_parser, write  # noqa: E402
 from dedup_accuracy import mean_accuracy_intervals  # noqa: E402
 
-from braintumor.calibration import ece_interval  # noqa: E402
+from braintumor.calibration import ece_if_calibrated, ece_interval, expected_calibration_error  # noqa: E402
 from braintumor.evaluate import predict_test_split  # noqa: E402
 from braintumor.stats import bootstrap_ci  # noqa: E402
 
 
 def widths(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None, n_classes: int) -> dict:
-    """The 95% intervals of accuracy, macro-F1 and ECE, resampling `groups` (None: images)."""
+    """The 95% intervals of accuracy, macro-F1 and ECE, resampling `groups` (None: images), and
+    the ECE a perfectly calibrated model would measure with copies right or wrong together
+    (`groups`) or one by one (None)."""
     ci = bootstrap_ci(labels, probs.argmax(1), n_classes, groups=groups)
     return {"accuracy_ci": ci["accuracy"], "macro_f1_ci": ci["macro_f1"], "ece_ci": ece_interval(probs, labels, groups=groups),
-            "accuracy_ci_width": ci["accuracy"][1] - ci["accuracy"][0]}
+            "accuracy_ci_width": ci["accuracy"][1] - ci["accuracy"][0],
+            "ece_if_calibrated": ece_if_calibrated(probs, groups=groups)}
 
 
 def measure(run: Path, data: str) -> dict:
@@ -51,6 +56,7 @@ def measure(run: Path, data: str) -> dict:
         "seed": test.context["split seed"],
         "n": int(len(test.labels)),
         "correct": int((~wrong).sum()),
+        "ece": expected_calibration_error(test.probs, test.labels),
         "groups": int(len(size)),
         "largest_group": int(size.max()),
         "images_in_groups_of_2_or_more": int(in_copies.sum()),
@@ -70,13 +76,17 @@ def main() -> None:
         img, grp = r["resampling_images"]["accuracy_ci"], r["resampling_groups"]["accuracy_ci"]
         print(f"{r['protocol']} seed {r['seed']}: {r['correct']}/{r['n']} in {r['groups']} groups; accuracy 95% CI "
               f"images {100 * img[0]:.1f}-{100 * img[1]:.1f}%, groups {100 * grp[0]:.1f}-{100 * grp[1]:.1f}% "
-              f"({r['width_ratio']:.2f}x as wide)")
+              f"({r['width_ratio']:.2f}x as wide); ECE {r['ece']:.4f}, a calibrated model "
+              f"{r['resampling_images']['ece_if_calibrated']['mean']:.4f} by images, "
+              f"{r['resampling_groups']['ece_if_calibrated']['mean']:.4f} by groups")
     ratios = [r["width_ratio"] for r in runs if r["width_ratio"]]
-    summary = {"mean_width_ratio": float(np.mean(ratios)) if ratios else None}
+    summary = {"mean_width_ratio": float(np.mean(ratios)) if ratios else None, "mean_ece": float(np.mean([r["ece"] for r in runs]))}
     for unit in ("images", "groups"):  # the mean over the runs, as benchmarks/dedup_accuracy.py gives it
         as_recorded = [{**r, "accuracy_ci": r[f"resampling_{unit}"]["accuracy_ci"],
                         "ci_groups": r["groups"] if unit == "groups" else None} for r in runs]
         summary[f"mean_accuracy_resampling_{unit}"] = mean_accuracy_intervals(as_recorded)
+        summary[f"mean_ece_if_calibrated_{unit}"] = float(np.mean([r[f"resampling_{unit}"]["ece_if_calibrated"]["mean"]
+                                                                   for r in runs]))
     path = write(args.output, {"machine": machine(), "command": " ".join(sys.argv), "runs": runs, "summary": summary})
     print(f"wrote {path}")
 

@@ -79,6 +79,21 @@ def test_ece_if_calibrated_matches_the_single_bin_formula():
     assert ece_if_calibrated(np.tile([1.0, 0.0], (10, 1))) == {"mean": 0.0, "p95": 0.0}
 
 
+def test_ece_if_calibrated_draws_copies_together():
+    rng = np.random.default_rng(2)
+    probs = softmax(rng.normal(0, 2, (50, 4)), axis=1)
+    copies = np.repeat(np.arange(50), 4)  # every image four times, same confidence
+    distinct = ece_if_calibrated(probs)
+    # copies drawn together: a calibrated model measures on 200 images what it does on the 50
+    assert ece_if_calibrated(probs[copies], groups=copies) == pytest.approx(distinct)
+    # drawn one by one, the 200 images look like four times the evidence: about half the bias
+    assert ece_if_calibrated(probs[copies])["mean"] < 0.7 * distinct["mean"]
+    # singleton groups numbered in order are the plain simulation, draw for draw
+    assert ece_if_calibrated(probs, groups=np.arange(50)) == distinct
+    with pytest.raises(ValueError, match="one group per image"):
+        ece_if_calibrated(probs, groups=np.arange(49))
+
+
 def _miscalibrated(scale: float, n: int = 4000, seed: int = 0):
     """Labels drawn from softmax(z); the 'model' reports logits scale * z."""
     rng = np.random.default_rng(seed)

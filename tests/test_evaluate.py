@@ -93,10 +93,12 @@ def test_intervals_resample_the_groups_they_are_given(tmp_path):
     assert grouped["accuracy"] == one_by_one["accuracy"] == 0.75
     for key in ("accuracy_ci", "macro_f1_ci", "ece_ci"):
         assert grouped[key] == pytest.approx(distinct[key])
+    assert grouped["ece_if_calibrated"] == pytest.approx(distinct["ece_if_calibrated"])
+    assert grouped["ece_if_calibrated"]["mean"] > 1.4 * one_by_one["ece_if_calibrated"]["mean"]
     width = lambda m: m["accuracy_ci"][1] - m["accuracy_ci"][0]  # noqa: E731
     assert width(grouped) > 1.4 * width(one_by_one)
     text = write_report(tmp_path, grouped, CLASSES, []).read_text()
-    assert "40 near-duplicate groups" in text
+    assert "40 near-duplicate groups" in text and "right or wrong together" in text
 
 
 def _test_predictions(pred, labels, paths=None, groups=None, classes=CLASSES):

@@ -106,7 +106,7 @@ def ece_interval(
     return [float(v) for v in np.percentile(ece, tails)]
 
 
-def ece_if_calibrated(probs, bins: int = DEFAULT_BINS, resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+def ece_if_calibrated(probs, bins: int = DEFAULT_BINS, resamples: int = 1000, seed: int = 0, groups=None) -> dict[str, float]:
     """The ECE that a perfectly calibrated model with these confidences would measure.
 
     ECE is biased upward on small test sets: even a model whose every confidence is exact scores
@@ -114,6 +114,11 @@ def ece_if_calibrated(probs, bins: int = DEFAULT_BINS, resamples: int = 1000, se
     each prediction is right with probability equal to its confidence, `resamples` times
     (seeded). Returns ``{"mean": ..., "p95": ...}``, the mean and 95th percentile of the
     simulated ECE. A measured ECE near ``mean`` is what sampling alone produces.
+
+    With `groups` (the near-duplicate group of each image), the images of a group share one
+    random draw, so copies with the same confidence are right or wrong together, as a model's
+    copies are: a test set of ``G`` groups then measures like ``G`` images, not ``N``. Groups
+    that are all singletons numbered ``0..N-1`` in image order give exactly the result without.
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or len(probs) == 0:
@@ -122,11 +127,19 @@ def ece_if_calibrated(probs, bins: int = DEFAULT_BINS, resamples: int = 1000, se
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     confidence, _, index = _binned(probs, np.zeros(len(probs), dtype=int), bins)
     n = len(probs)
+    if groups is None:
+        item_group = np.arange(n)
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise ValueError(f"groups must give one group per image: expected {n}, got shape {groups.shape}")
+        _, item_group = np.unique(groups, return_inverse=True)
+    g = int(item_group.max()) + 1
     onehot = _one_hot(index, bins)
     rng = np.random.default_rng(seed)
     ece = np.empty(resamples)
     for start in range(0, resamples, 250):  # chunks keep the B x N draws small
-        draws = rng.random((min(250, resamples - start), n)) < confidence
+        draws = rng.random((min(250, resamples - start), g))[:, item_group] < confidence
         ece[start : start + len(draws)] = np.abs((draws - confidence) @ onehot).sum(axis=1) / n
     return {"mean": float(ece.mean()), "p95": float(np.percentile(ece, 95))}
 

@@ -155,7 +155,7 @@ def write_crossval(result: dict, out: Path) -> Path:
             f"{100 * low:.2f}–{100 * high:.2f}%), macro-F1 {pooled['macro_f1']:.4f}, macro ROC-AUC "
             f"{_fmt(pooled['macro_roc_auc'])}. ECE {pooled['ece']:.4f} (95% CI {pooled['ece_ci'][0]:.4f}–"
             f"{pooled['ece_ci'][1]:.4f}); a perfectly calibrated model with these confidences would measure "
-            f"{floor['mean']:.4f} on average on this many images.",
+            f"{floor['mean']:.4f} on average on these images, copies right or wrong together.",
             "",
             "![pooled confusion matrix](pooled_confusion_matrix.png) ![pooled reliability diagram](pooled_reliability.png)",
         ]

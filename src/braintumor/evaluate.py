@@ -25,12 +25,13 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
     class), accuracy_ci and macro_f1_ci (95% percentile bootstrap, 2,000 resamples, seed 0),
     macro_roc_auc (mean over the classes that have one), ece with ece_ci (95% bootstrap, 1,000
     resamples) and ece_if_calibrated (mean and 95th percentile of the ECE that a perfectly
-    calibrated model with the same confidences would measure on this many images), and
+    calibrated model with the same confidences would measure on these images), and
     calibration_bins (15 bins).
 
     `groups`, the near-duplicate group of each image, makes the bootstrap resample groups
-    (copies together; see `braintumor.stats`); the dict then also holds ``ci_groups``, their
-    number. Without it single images are resampled, and ``ci_groups`` is None.
+    (copies together; see `braintumor.stats`) and the simulated calibrated model get copies
+    right or wrong together; the dict then also holds ``ci_groups``, their number. Without it
+    images count one by one, and ``ci_groups`` is None.
     """
     from .calibration import ece_if_calibrated, ece_interval, expected_calibration_error, reliability_bins
     from .stats import bootstrap_ci, one_vs_rest_auc
@@ -60,7 +61,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
         "macro_roc_auc": float(np.mean(known_auc)) if known_auc else None,
         "ece": expected_calibration_error(probs, labels),
         "ece_ci": ece_interval(probs, labels, groups=groups),
-        "ece_if_calibrated": ece_if_calibrated(probs),
+        "ece_if_calibrated": ece_if_calibrated(probs, groups=groups),
         "per_class": {
             c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i]),
                 "roc_auc": auc[i]}
@@ -190,7 +191,10 @@ def write_report(
             floor = metrics["ece_if_calibrated"]
             lines[-1] += (f" ECE is biased upward on small test sets: a perfectly calibrated model with these "
                           f"confidences would measure {floor['mean']:.4f} on average on {metrics['n']} images "
-                          f"(95% of the time below {floor['p95']:.4f}).")
+                          f"(95% of the time below {floor['p95']:.4f})")
+            if metrics.get("ci_groups") is not None:
+                lines[-1] += f", getting the copies in each of the {metrics['ci_groups']} near-duplicate groups right or wrong together"
+            lines[-1] += "."
         lines += ["", "![reliability diagram](reliability.png)", ""]
     if history:
         plot_curves(history, out / "curves.png")
