@@ -74,7 +74,7 @@ def main() -> None:
     for name, s in summary.items():
         print(f"{name:>22}: {s['correct']}/{s['n']} = {100 * s['accuracy']:.2f}%, NLL {s['nll']:.4f}")
     path = write(args.output, {"machine": machine(), "views": {k: v.to_dict() for k, v in VIEWS.items()},
-                                         "pooled": summary, "runs": rows})
+                               "pooled": summary, "runs": rows})
     print(f"wrote {path}")
 
 
