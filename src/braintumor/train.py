@@ -66,6 +66,10 @@ class TrainConfig:
     drop_path_rate: float = 0.0  # stochastic depth while training
     mixup_alpha: float = 0.0  # 0: off; else mix each batch with a shuffled copy, weight ~ Beta(a, a)
     erase_prob: float = 0.0  # random erasing: share of training images with one rectangle overwritten by noise
+    # Source balancing: each epoch draws its images (with replacement) with weight n ** -a, where n
+    # is the number of training images from the same top-level folder (Training/, Testing/, ...).
+    # 0: off (every image once per epoch); 1: every source equally often.
+    balance_sources: float = 0.0
     warmup_epochs: float = 1.0
     patience: int = 8
     val_fraction: float = 0.1
@@ -96,6 +100,7 @@ class TrainConfig:
             ("drop_path_rate", 0 <= self.drop_path_rate < 1, "in [0, 1)"),
             ("mixup_alpha", 0 <= self.mixup_alpha <= 10, "in [0, 10]"),
             ("erase_prob", 0 <= self.erase_prob <= 1, "in [0, 1]"),
+            ("balance_sources", 0 <= self.balance_sources <= 1, "in [0, 1]"),
             ("tta_angle", -180 <= self.tta_angle <= 180, "within ±180 degrees"),
             ("folds", self.folds == 0 or self.folds >= 2, "0 (no cross-validation) or at least 2"),
             ("fold", 0 <= self.fold < max(self.folds, 1), "in 0..folds-1"),
@@ -115,6 +120,15 @@ def low_res_epochs(config: TrainConfig) -> int:
     if low_res_size(config) >= config.image_size:
         return 0
     return min(round(config.epochs * config.low_res_fraction), config.epochs - 1)
+
+
+def _source_weights(sources: list[str], power: float) -> torch.Tensor | None:
+    """Sampling weight ``n ** -power`` of each training image, `n` the images of its source; None
+    (every image once per epoch) when `power` is 0 or there is one source."""
+    if not power or len(set(sources)) < 2:
+        return None
+    _, index, counts = np.unique(np.asarray(sources), return_inverse=True, return_counts=True)
+    return torch.from_numpy(counts[index].astype(np.float64) ** -power)
 
 
 def log(message: str) -> None:
@@ -260,6 +274,8 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         log(f"resuming {out} after epoch {start_epoch}")
     metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
 
+    source_weights = _source_weights([dataset.splits[i] for i in split.train], config.balance_sources)
+
     # ---- loop -------------------------------------------------------------------------------
     started = time.time()
     step = start_epoch * steps_per_epoch
@@ -267,7 +283,10 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         model.train()
         for module in frozen:
             module.eval()  # frozen layers keep their ImageNet batch-norm statistics
-        order = split.train[torch.randperm(len(split.train), generator=generator).numpy()]
+        if source_weights is None:
+            order = split.train[torch.randperm(len(split.train), generator=generator).numpy()]
+        else:
+            order = split.train[torch.multinomial(source_weights, len(split.train), True, generator=generator).numpy()]
         # Progressive resizing: early epochs see smaller images (cheaper steps), the last ones
         # the served size, so the kept weights and batch-norm statistics match what is served.
         size = low_res_size(config) if epoch < low_res_epochs(config) else config.image_size
