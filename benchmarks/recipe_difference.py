@@ -7,6 +7,8 @@ of all seeds. It reports the difference in validation accuracy (candidate minus 
 95% paired bootstrap interval that resamples near-duplicate groups (copies together; groups of
 different seeds are kept apart), the images only one recipe gets right, and McNemar's exact
 p-value (which counts images as independent). Validation only: the test split is never scored.
+Each pair also records how many epochs each run trained: under the time limit a run on a slower
+or busier machine trains fewer, which is a difference the recipe did not make.
 
 Usage: python benchmarks/recipe_difference.py --baseline RUN [RUN ...] --candidate RUN [RUN ...]
        [--data DIR] [--output NAME]
@@ -28,6 +30,13 @@ from braintumor.data import scan  # noqa: E402
 from braintumor.duplicates import duplicate_groups  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
 from braintumor.stats import paired_difference  # noqa: E402
+
+
+def epochs_run(run: Path) -> int:
+    """Epochs a run trained (lines of its ``metrics.jsonl``): under the time limit, fewer on a
+    slower or busier machine, which weighs on its accuracy whatever the recipe."""
+    path = run / "metrics.jsonl"
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
 
 
 def validation_predictions(run: Path, dataset, loaded: dict, data: str) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
@@ -61,7 +70,8 @@ def main() -> None:
         base_run, base_y, base_pred, _ = baseline[key]
         assert np.array_equal(base_y, y), "paired runs must share the validation set"
         pairs.append({"protocol": key[0], "seed": key[1], "baseline": str(base_run), "candidate": str(run), "val_n": int(len(y)),
-                      "baseline_right": int((base_pred == y).sum()), "candidate_right": int((pred == y).sum())})
+                      "baseline_right": int((base_pred == y).sum()), "candidate_right": int((pred == y).sum()),
+                      "baseline_epochs": epochs_run(base_run), "candidate_epochs": epochs_run(run)})
         labels.append(y)
         pred_a.append(base_pred)
         pred_b.append(pred)

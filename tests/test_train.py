@@ -16,7 +16,8 @@ def test_schedule_warms_up_then_decays():
 
 @pytest.mark.parametrize("field, value", [
     ("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("label_smoothing", 1.0), ("low_res_scale", 1.1), ("low_res_scale", 0.1),
-    ("low_res_fraction", 1.0), ("drop_path_rate", 1.0), ("mixup_alpha", -0.1), ("erase_prob", 1.5),
+    ("low_res_fraction", 1.0), ("drop_path_rate", 1.0), ("mixup_alpha", -0.1), ("erase_prob", 1.5), ("balance_sources", 1.5),
+    ("balance_sources", -0.1),
 ])
 def test_config_validation_names_the_option(field, value):
     with pytest.raises(BrainTumorError, match=field):
@@ -101,6 +102,43 @@ def test_an_optional_augmentation_reaches_every_training_batch_and_only_when_ask
             assert calls == []
     assert calls and set(calls) == {value}
     assert json.loads((out / "model.json").read_text())["train_config"][option] == value
+
+
+def test_source_weights_balance_the_top_level_folders():
+    import torch
+
+    from braintumor.train import _source_weights
+
+    sources = ["Training"] * 300 + ["Testing"] * 30
+    equal = _source_weights(sources, 1.0)
+    assert equal[:300].sum() == pytest.approx(equal[300:].sum())  # each source drawn equally often
+    half = _source_weights(sources, 0.5)
+    assert half[300] / half[0] == pytest.approx(10 ** 0.5)  # a Testing image sqrt(300 / 30) times as often
+    draws = torch.multinomial(half, 100_000, True, generator=torch.Generator().manual_seed(0))
+    share = float((draws >= 300).float().mean())
+    assert share == pytest.approx(30 * 10 ** 0.5 / (300 + 30 * 10 ** 0.5), abs=0.01)  # about 24%, not 9%
+    assert _source_weights(sources, 0.0) is None and _source_weights(["Training"] * 5, 1.0) is None
+
+
+def test_balanced_sources_reach_the_training_loop(tiny_tree, tmp_path, monkeypatch):
+    import braintumor.train as train_module
+
+    seen = []
+    real = train_module._source_weights
+
+    def spy(sources, power):
+        seen.append((list(sources), power))
+        return real(sources, power)
+
+    monkeypatch.setattr(train_module, "_source_weights", spy)
+    config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=1, image_size=32, batch_size=8, patience=5,
+                         progress=False, balance_sources=1.0)
+    out = train_module.train(config)
+    (sources, power), = seen
+    trained_on = json.loads((out / "split.json").read_text())["train"]
+    assert power == 1.0 and len(sources) == len(trained_on) and set(sources) == {"Training", "Testing"}
+    assert sources == [p.split("/")[-3] for p in trained_on]  # each image's own top-level folder
+    assert json.loads((out / "model.json").read_text())["train_config"]["balance_sources"] == 1.0
 
 
 def test_an_interrupt_python_swallowed_is_raised_again_at_the_next_batch():
