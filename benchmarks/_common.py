@@ -81,6 +81,13 @@ def run_validation_set(run: Path, dataset, loaded: dict, data: str):
     return model, info, images[split.val], found.labels[split.val]
 
 
+def epochs_run(run: Path) -> int:
+    """Epochs a training run trained (lines of its ``metrics.jsonl``; 0 without one). Under the
+    time limit a run on a slower or busier machine trains fewer, whatever its recipe."""
+    path = Path(run) / "metrics.jsonl"
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
+
+
 def data_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--data``, defaulting as the package does (`braintumor.data.default_data_dir`)."""
     from braintumor.data import default_data_dir

@@ -59,8 +59,9 @@ def main() -> None:
         wall = round(time.time() - start, 1)
     else:  # scoring an existing folder again: keep the training time its earlier results recorded
         previous = RESULTS / args.output
-        if previous.is_file() and json.loads(previous.read_text()).get("cv_dir") == str(out):
-            wall = json.loads(previous.read_text()).get("cv_wall_s")
+        recorded = json.loads(previous.read_text()) if previous.is_file() else {}
+        if recorded.get("cv_dir") == str(out):
+            wall = recorded.get("cv_wall_s")
     crossval = json.loads((out / "crossval.json").read_text())
 
     per_fold, pooled = score_folds(crossval["runs"], args.data, progress=False)  # with the current evaluation code

@@ -24,19 +24,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import data_option, machine, run_and_split, write  # noqa: E402
+from _common import data_option, epochs_run, machine, run_and_split, write  # noqa: E402
 
 from braintumor.data import scan  # noqa: E402
 from braintumor.duplicates import duplicate_groups  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
 from braintumor.stats import paired_difference  # noqa: E402
-
-
-def epochs_run(run: Path) -> int:
-    """Epochs a run trained (lines of its ``metrics.jsonl``): under the time limit, fewer on a
-    slower or busier machine, which weighs on its accuracy whatever the recipe."""
-    path = run / "metrics.jsonl"
-    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
 
 
 def validation_predictions(run: Path, dataset, loaded: dict, data: str) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, run_validation_set, runs_parser, write  # noqa: E402
+from _common import epochs_run, machine, run_validation_set, runs_parser, write  # noqa: E402
 
 from braintumor.calibration import as_logits, expected_calibration_error, fit_temperature, with_temperature  # noqa: E402
 from braintumor.data import scan  # noqa: E402
@@ -61,7 +61,7 @@ def main() -> None:
             "seed": config["seed"],
             "recipe": {k: config.get(k) for k in ("backbone", "image_size", "low_res_scale", "low_res_fraction", "freeze_blocks", "label_smoothing", "ema_decay", "drop_path_rate", "mixup_alpha", "erase_prob", "lr", "weight_decay", "epochs", "patience", "time_limit_min")},
             "best_epoch": info.metrics.get("best_epoch"),
-            "epochs_run": len((run / "metrics.jsonl").read_text().splitlines()),
+            "epochs_run": epochs_run(run),
             "val_n": int(len(labels)),
             "val_acc_tta": round(float((probs.argmax(1) == labels).mean()), 4),
             "val_ece_cross_fitted": round(cross_fitted_ece(probs, labels), 4),

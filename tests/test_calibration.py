@@ -90,7 +90,7 @@ def test_ece_if_calibrated_draws_copies_together():
     assert ece_if_calibrated(probs[copies])["mean"] < 0.7 * distinct["mean"]
     # singleton groups numbered in order are the plain simulation, draw for draw
     assert ece_if_calibrated(probs, groups=np.arange(50)) == distinct
-    with pytest.raises(ValueError, match="one group per image"):
+    with pytest.raises(ValueError, match="one group per item"):
         ece_if_calibrated(probs, groups=np.arange(49))
 
 

@@ -126,15 +126,10 @@ def ece_if_calibrated(probs, bins: int = DEFAULT_BINS, resamples: int = 1000, se
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     confidence, _, index = _binned(probs, np.zeros(len(probs), dtype=int), bins)
+    from .stats import group_index
+
     n = len(probs)
-    if groups is None:
-        item_group = np.arange(n)
-    else:
-        groups = np.asarray(groups)
-        if groups.shape != (n,):
-            raise ValueError(f"groups must give one group per image: expected {n}, got shape {groups.shape}")
-        _, item_group = np.unique(groups, return_inverse=True)
-    g = int(item_group.max()) + 1
+    item_group, g = group_index(n, groups)
     onehot = _one_hot(index, bins)
     rng = np.random.default_rng(seed)
     ece = np.empty(resamples)

@@ -49,12 +49,23 @@ def resample_weights(n: int, resamples: int, seed: int = 0, groups=None) -> np.n
     rng = np.random.default_rng(seed)
     if groups is None:
         return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    item_group, g = group_index(n, groups)
+    return rng.multinomial(g, np.full(g, 1.0 / g), size=resamples)[:, item_group]
+
+
+def group_index(n: int, groups=None) -> tuple[np.ndarray, int]:
+    """``(index, G)``: the group number ``0..G-1`` of each of `n` items, and the number of groups.
+
+    `groups` gives one label per item (any hashable values); None makes every item its own
+    group, numbered in item order.
+    """
+    if groups is None:
+        return np.arange(n), n
     groups = np.asarray(groups)
     if groups.shape != (n,):
         raise ValueError(f"groups must give one group per item: expected {n}, got shape {groups.shape}")
-    _, item_group = np.unique(groups, return_inverse=True)
-    g = int(item_group.max()) + 1
-    return rng.multinomial(g, np.full(g, 1.0 / g), size=resamples)[:, item_group]
+    _, index = np.unique(groups, return_inverse=True)
+    return index, int(index.max()) + 1
 
 
 def resampled_confusions(
