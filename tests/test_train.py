@@ -17,7 +17,7 @@ def test_schedule_warms_up_then_decays():
 @pytest.mark.parametrize("field, value", [
     ("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("label_smoothing", 1.0), ("low_res_scale", 1.1), ("low_res_scale", 0.1),
     ("low_res_fraction", 1.0), ("drop_path_rate", 1.0), ("mixup_alpha", -0.1), ("erase_prob", 1.5), ("balance_sources", 1.5),
-    ("balance_sources", -0.1),
+    ("balance_sources", -0.1), ("time_limit_min", -1.0),
 ])
 def test_config_validation_names_the_option(field, value):
     with pytest.raises(BrainTumorError, match=field):
@@ -57,6 +57,51 @@ def test_frozen_early_layers_keep_their_weights_and_ema_state_resumes(tiny_tree,
     assert not torch.equal(start["blocks.4.0.conv_pw.weight"], after["blocks.4.0.conv_pw.weight"])
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
+
+
+def test_the_next_epoch_must_fit_with_the_posthoc_fits():
+    from braintumor.train import POSTHOC_EPOCHS, next_epoch_fits
+
+    # 60-s epochs at the served size: after 10 min, the next ends at 11 min, the fits 30 s later.
+    budget_s = 600 + 60 + POSTHOC_EPOCHS * 60
+    assert next_epoch_fits(600, 60, 160, 160, 160, budget_s / 60)
+    assert not next_epoch_fits(600.1, 60, 160, 160, 160, budget_s / 60)
+    # From 128 to 160 px, an epoch is taken to cost (160/128)^2 = 1.5625 times as much, and so are the fits.
+    grown = 60 * 1.5625
+    assert next_epoch_fits(600, 60, 128, 160, 160, (600 + grown * (1 + POSTHOC_EPOCHS)) / 60)
+    assert not next_epoch_fits(600, 60, 128, 160, 160, (600 + grown * (1 + POSTHOC_EPOCHS) - 1) / 60)
+
+
+def test_the_time_limit_stops_the_run_before_an_epoch_that_would_not_fit(tiny_tree, tmp_path, monkeypatch):
+    import braintumor.train as train_module
+
+    asked = []
+
+    def too_late(elapsed_s, epoch_s, size, next_size, image_size, limit_min):
+        asked.append((elapsed_s, epoch_s, size, next_size, image_size, limit_min))
+        return len(asked) < 2  # the second epoch fits, the third would not
+
+    monkeypatch.setattr(train_module, "next_epoch_fits", too_late)
+    config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=4, image_size=48, low_res_scale=2 / 3,
+                         low_res_fraction=0.25, batch_size=8, patience=5, time_limit_min=3.0, progress=False)
+    out = train_module.train(config)
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    (elapsed, epoch_s, size, next_size, served, limit), second = asked
+    assert 0 < epoch_s <= elapsed and (size, next_size, served, limit) == (32, 48, 48, 3.0)
+    assert second[2:4] == (48, 48) and second[0] > elapsed
+    # The recorded time counts from the run's start, decoding included, so it covers the epochs.
+    assert json.loads((out / "model.json").read_text())["metrics"]["train_minutes"] * 60 >= second[0] - 0.6
+
+
+def test_no_time_limit_runs_every_epoch(tiny_tree, tmp_path, monkeypatch):
+    import braintumor.train as train_module
+
+    monkeypatch.setattr(train_module, "next_epoch_fits", lambda *a: pytest.fail("no limit was set"))
+    config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=2, image_size=32, batch_size=8,
+                         patience=5, time_limit_min=0, progress=False)
+    out = train_module.train(config)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_progressive_resizing_trains_small_then_at_the_served_size(tiny_tree, tmp_path, monkeypatch):
