@@ -88,6 +88,14 @@ def epochs_run(run: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
 
 
+def best_val_acc(run: Path, epochs: int) -> float:
+    """Best in-loop validation accuracy (no test-time view) over a run's first `epochs` epochs, from
+    its ``metrics.jsonl``: what the run would have kept had it stopped there. Comparing two runs
+    at the same `epochs` takes the time limit's share out of a recipe comparison."""
+    lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+    return max(json.loads(line)["val_acc"] for line in lines[:epochs] if line.strip())
+
+
 def data_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--data``, defaulting as the package does (`braintumor.data.default_data_dir`)."""
     from braintumor.data import default_data_dir

@@ -8,7 +8,9 @@ of all seeds. It reports the difference in validation accuracy (candidate minus 
 different seeds are kept apart), the images only one recipe gets right, and McNemar's exact
 p-value (which counts images as independent). Validation only: the test split is never scored.
 Each pair also records how many epochs each run trained: under the time limit a run on a slower
-or busier machine trains fewer, which is a difference the recipe did not make.
+or busier machine trains fewer, which is a difference the recipe did not make. So each pair also
+gives both runs' best in-loop validation accuracy (no test-time view) over the epochs both
+trained, from their ``metrics.jsonl``: a comparison at equal epochs, pooled as images right.
 
 Usage: python benchmarks/recipe_difference.py --baseline RUN [RUN ...] --candidate RUN [RUN ...]
        [--data DIR] [--output NAME]
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import data_option, epochs_run, machine, run_and_split, write  # noqa: E402
+from _common import best_val_acc, data_option, epochs_run, machine, run_and_split, write  # noqa: E402
 
 from braintumor.data import scan  # noqa: E402
 from braintumor.duplicates import duplicate_groups  # noqa: E402
@@ -65,6 +67,9 @@ def main() -> None:
         pairs.append({"protocol": key[0], "seed": key[1], "baseline": str(base_run), "candidate": str(run), "val_n": int(len(y)),
                       "baseline_right": int((base_pred == y).sum()), "candidate_right": int((pred == y).sum()),
                       "baseline_epochs": epochs_run(base_run), "candidate_epochs": epochs_run(run)})
+        equal = min(pairs[-1]["baseline_epochs"], pairs[-1]["candidate_epochs"])
+        pairs[-1].update(equal_epochs=equal, baseline_right_at_equal_epochs=round(best_val_acc(base_run, equal) * len(y)),
+                         candidate_right_at_equal_epochs=round(best_val_acc(run, equal) * len(y)))
         labels.append(y)
         pred_a.append(base_pred)
         pred_b.append(pred)
@@ -72,11 +77,15 @@ def main() -> None:
     pooled = paired_difference(np.concatenate(labels), np.concatenate(pred_a), np.concatenate(pred_b),
                                groups=np.concatenate(groups))
     pooled.update(val_n=sum(p["val_n"] for p in pairs), baseline_right=sum(p["baseline_right"] for p in pairs),
-                  candidate_right=sum(p["candidate_right"] for p in pairs))
+                  candidate_right=sum(p["candidate_right"] for p in pairs),
+                  baseline_right_at_equal_epochs=sum(p["baseline_right_at_equal_epochs"] for p in pairs),
+                  candidate_right_at_equal_epochs=sum(p["candidate_right_at_equal_epochs"] for p in pairs))
     low, high = pooled["difference_ci"]
     print(f"candidate - baseline: {pooled['candidate_right']} - {pooled['baseline_right']} of {pooled['val_n']} "
           f"({100 * pooled['difference']:+.2f} points, 95% CI {100 * low:+.2f} to {100 * high:+.2f}; "
           f"McNemar p = {pooled['mcnemar_p']:.3f})")
+    print(f"at equal epochs, best in-loop validation (no test-time view): {pooled['candidate_right_at_equal_epochs']} - "
+          f"{pooled['baseline_right_at_equal_epochs']} of {pooled['val_n']}")
     path = write(args.output, {"machine": machine(), "command": " ".join(sys.argv), "pairs": pairs, "pooled": pooled})
     print(f"wrote {path}")
 
