@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="no test-time augmentation (averaging each image with its rotated mirror)")
     p.add_argument("--tta-angle", type=float, help="test-time view: the mirror rotated by this many degrees (default: 8; 0: plain mirror)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    p.add_argument("--time-limit-min", type=float, help="wall-clock budget of the run in minutes, decoding included: an epoch starts only if it and the fits after training are projected to end within it (default: 14; 0: no limit)")
+    p.add_argument("--time-limit-min", type=float, help="wall-clock budget of the run in minutes, decoding included: an epoch starts only if it and the fits after training are projected to end within it; a --resume gets a new budget (default: 14; 0: no limit)")
     p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the test metrics as JSON")
     p.set_defaults(func=_cmd_train)
