@@ -150,7 +150,10 @@ def test_interrupted_training_leaves_a_checkpoint_that_resumes(tmp_path, sig):
             "--batch-size", "8", "-q", "--patience", "1000"]
     # (A patience longer than the run: on this tiny dataset early stopping could otherwise end the
     # run, about a second in, before a slow, loaded machine gets the signal to it.)
-    proc = subprocess.Popen([*args, "--epochs", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: a child inherits an ignored SIGINT (a shell's background job without
+    # job control ignores it, as does a nohup'd CI script), and training rightly leaves that alone.
+    proc = subprocess.Popen([*args, "--epochs", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 1):
         assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
