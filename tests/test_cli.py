@@ -150,8 +150,8 @@ def test_interrupted_training_leaves_a_checkpoint_that_resumes(tmp_path, sig):
             "--batch-size", "8", "-q", "--patience", "1000"]
     # (A patience longer than the run: on this tiny dataset early stopping could otherwise end the
     # run, about a second in, before a slow, loaded machine gets the signal to it.)
-    # Ctrl-C as in a terminal: a child inherits an ignored SIGINT (a shell's background job without
-    # job control ignores it, as does a nohup'd CI script), and training rightly leaves that alone.
+    # Ctrl-C as in a terminal. A child inherits an ignored SIGINT (a shell script's `cmd &` runs with
+    # SIGINT ignored), and training rightly leaves an ignored SIGINT alone.
     proc = subprocess.Popen([*args, "--epochs", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
