@@ -81,19 +81,23 @@ def run_validation_set(run: Path, dataset, loaded: dict, data: str):
     return model, info, images[split.val], found.labels[split.val]
 
 
-def epochs_run(run: Path) -> int:
-    """Epochs a training run trained (lines of its ``metrics.jsonl``; 0 without one). Under the
-    time limit a run on a slower or busier machine trains fewer, whatever its recipe."""
+def history(run: Path) -> list[dict]:
+    """A training run's per-epoch records (its ``metrics.jsonl``; empty without one)."""
     path = Path(run) / "metrics.jsonl"
-    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def epochs_run(run: Path) -> int:
+    """Epochs a training run trained. Under the time limit a run on a slower or busier machine
+    trains fewer, whatever its recipe."""
+    return len(history(run))
 
 
 def best_val_acc(run: Path, epochs: int) -> float:
-    """Best in-loop validation accuracy (no test-time view) over a run's first `epochs` epochs, from
-    its ``metrics.jsonl``: what the run would have kept had it stopped there. Comparing two runs
-    at the same `epochs` takes the time limit's share out of a recipe comparison."""
-    lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
-    return max(json.loads(line)["val_acc"] for line in lines[:epochs] if line.strip())
+    """Best in-loop validation accuracy (no test-time view) over a run's first `epochs` epochs:
+    what the run would have kept had it stopped there. Comparing two runs at the same `epochs`
+    takes the time limit's share out of a recipe comparison."""
+    return max(record["val_acc"] for record in history(run)[:epochs])
 
 
 def data_option(parser: argparse.ArgumentParser) -> None:

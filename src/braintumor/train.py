@@ -125,6 +125,12 @@ def low_res_epochs(config: TrainConfig) -> int:
     return min(round(config.epochs * config.low_res_fraction), config.epochs - 1)
 
 
+def epoch_size(config: TrainConfig, epoch: int) -> int:
+    """Image side that epoch `epoch` (from 0) trains at: `low_res_size` for the first
+    `low_res_epochs`, the served `image_size` after."""
+    return low_res_size(config) if epoch < low_res_epochs(config) else config.image_size
+
+
 # What the post-hoc fits (temperature, out-of-distribution statistics) cost, in epochs at the
 # served size: 32 s against 68 s per epoch, and 35 s against 61 s, on a 2-core Intel Xeon; both
 # scale with the training set and the machine alike. (Evaluating the test split and writing the
@@ -325,7 +331,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
             order = split.train[torch.multinomial(source_weights, len(split.train), True, generator=generator).numpy()]
         # Progressive resizing: early epochs see smaller images (cheaper steps), the last ones
         # the served size, so the kept weights and batch-norm statistics match what is served.
-        size = low_res_size(config) if epoch < low_res_epochs(config) else config.image_size
+        size = epoch_size(config, epoch)
         seen = correct = 0
         loss_sum = 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
@@ -410,9 +416,9 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
             log(f"early stopping: validation has not improved for {config.patience} epochs")
             break
         if config.time_limit_min and epoch + 1 < config.epochs:
-            next_size = low_res_size(config) if epoch + 1 < low_res_epochs(config) else config.image_size
             now = time.time()
-            if not next_epoch_fits(now - started, now - epoch_started, size, next_size, config.image_size, config.time_limit_min):
+            if not next_epoch_fits(now - started, now - epoch_started, size, epoch_size(config, epoch + 1), config.image_size,
+                                   config.time_limit_min):
                 log(
                     f"stopping after {epoch + 1} epochs: another would not end within the "
                     f"{config.time_limit_min:g}-min limit ({(now - started) / 60:.1f} min so far)"
