@@ -1,6 +1,9 @@
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from braintumor.errors import BrainTumorError
 from braintumor.train import TrainConfig, _lr_at
@@ -206,3 +209,63 @@ def test_an_interrupt_python_swallowed_is_raised_again_at_the_next_batch():
         assert signal.signal(signal.SIGINT, signal.default_int_handler) is signal.default_int_handler  # restored
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_one_per_group_draws_every_group_once_and_members_evenly():
+    from braintumor.train import one_per_group
+
+    groups = np.array([7, 7, 7, 7, 3, 5, 5, 9])  # a group of 4, two singletons, a pair
+    generator = torch.Generator().manual_seed(0)
+    counts = np.zeros(len(groups))
+    for _ in range(4000):
+        chosen = one_per_group(groups, generator)
+        assert sorted(groups[chosen]) == [3, 5, 7, 9]  # every group exactly once
+        counts[chosen] += 1
+    assert counts[4] == counts[7] == 4000  # singletons every epoch
+    assert counts[:4] / 4000 == pytest.approx([0.25] * 4, abs=0.03)  # members of a group alike
+    assert counts[5:7] / 4000 == pytest.approx([0.5, 0.5], abs=0.03)
+    first = [tuple(groups[one_per_group(groups, torch.Generator().manual_seed(s))]) for s in range(20)]
+    assert len(set(first)) > 1  # the order is shuffled too
+    again = one_per_group(groups, torch.Generator().manual_seed(3))
+    assert list(again) == list(one_per_group(groups, torch.Generator().manual_seed(3)))  # seeded
+
+
+def test_group_sampling_trains_one_copy_of_each_group_per_epoch(tiny_tree, tmp_path, monkeypatch):
+    import shutil
+
+    import braintumor.train as train_module
+
+    # Three exact copies of one glioma image: one group, however the split falls.
+    source = tiny_tree / "Training" / "glioma_tumor" / "img (0).jpg"
+    for i in range(3):
+        shutil.copy(source, source.with_name(f"copy ({i}).jpg"))
+    epochs = []
+    real = train_module.one_per_group
+
+    def spy(groups, generator):
+        chosen = real(groups, generator)
+        epochs.append((np.asarray(groups), chosen))
+        return chosen
+
+    monkeypatch.setattr(train_module, "one_per_group", spy)
+    config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), protocol="original", epochs=2, image_size=32,
+                         batch_size=8, patience=5, progress=False, sample_groups=True)
+    out = train_module.train(config)
+    trained_on = json.loads((out / "split.json").read_text())["train"]
+    assert len(epochs) == 2
+    for groups, chosen in epochs:
+        assert len(groups) == len(trained_on)
+        names = {"img (0).jpg", "copy (0).jpg", "copy (1).jpg", "copy (2).jpg"}
+        copies = [i for i, p in enumerate(trained_on)
+                  if Path(p).name in names and Path(p).parent.name == "glioma_tumor" and Path(p).parent.parent.name == "Training"]
+        assert len(copies) >= 2
+        assert len(set(groups[copies])) == 1  # the copies in the training part share a group
+        # (the generated slices are alike enough that a few other pairs are near duplicates too)
+        assert len(chosen) == len(np.unique(groups)) <= len(trained_on) - len(copies) + 1
+        assert len(set(chosen) & set(copies)) == 1  # one copy trains each epoch
+    assert json.loads((out / "model.json").read_text())["train_config"]["sample_groups"] is True
+
+
+def test_group_sampling_and_source_balancing_are_exclusive():
+    with pytest.raises(BrainTumorError, match="sample_groups and balance_sources"):
+        TrainConfig(sample_groups=True, balance_sources=0.5)

@@ -70,6 +70,9 @@ class TrainConfig:
     # is the number of training images from the same top-level folder (Training/, Testing/, ...).
     # 0: off (every image once per epoch); 1: every source equally often.
     balance_sources: float = 0.0
+    # Group sampling: each epoch shows one randomly drawn image of every near-duplicate group of
+    # the training part (`braintumor.duplicates`), so copies count once and epochs are shorter.
+    sample_groups: bool = False
     warmup_epochs: float = 1.0
     patience: int = 8
     val_fraction: float = 0.1
@@ -111,6 +114,9 @@ class TrainConfig:
         for name, ok, want in checks:
             if not ok:
                 raise BrainTumorError(f"{name} must be {want}, got {getattr(self, name)!r}")
+        if self.sample_groups and self.balance_sources:
+            raise BrainTumorError("sample_groups and balance_sources both choose each epoch's images",
+                                  "use one of --sample-groups and --balance-sources")
 
 
 def low_res_size(config: TrainConfig) -> int:
@@ -170,6 +176,24 @@ def _source_weights(sources: list[str], power: float) -> torch.Tensor | None:
         return None
     _, index, counts = np.unique(np.asarray(sources), return_inverse=True, return_counts=True)
     return torch.from_numpy(counts[index].astype(np.float64) ** -power)
+
+
+def _train_groups(dataset, train: np.ndarray, progress: bool) -> np.ndarray:
+    """Near-duplicate group id of each training image (hashes every image once, then cached)."""
+    from .duplicates import duplicate_groups
+
+    return duplicate_groups(dataset, progress=progress)[train]
+
+
+def one_per_group(groups: np.ndarray, generator: torch.Generator) -> np.ndarray:
+    """Positions into `groups` of one uniformly drawn member of every group, in random order."""
+    groups = np.asarray(groups)
+    key = torch.rand(len(groups), generator=generator, dtype=torch.float64).numpy()
+    by_group = np.lexsort((key, groups))  # within each group, the member with the smallest key first
+    first = np.ones(len(groups), dtype=bool)
+    first[1:] = groups[by_group][1:] != groups[by_group][:-1]
+    chosen = by_group[first]
+    return chosen[torch.randperm(len(chosen), generator=generator).numpy()]
 
 
 def log(message: str) -> None:
@@ -281,8 +305,10 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
     )
-    steps_per_epoch = math.ceil(len(split.train) / config.batch_size)
-    if steps_per_epoch > 1 and len(split.train) % config.batch_size == 1:
+    train_groups = _train_groups(dataset, split.train, config.progress) if config.sample_groups else None
+    per_epoch = len(np.unique(train_groups)) if train_groups is not None else len(split.train)
+    steps_per_epoch = math.ceil(per_epoch / config.batch_size)
+    if steps_per_epoch > 1 and per_epoch % config.batch_size == 1:
         steps_per_epoch -= 1  # a lone last image joins the batch before it (batch norm needs two)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
@@ -325,7 +351,9 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         model.train()
         for module in frozen:
             module.eval()  # frozen layers keep their ImageNet batch-norm statistics
-        if source_weights is None:
+        if train_groups is not None:
+            order = split.train[one_per_group(train_groups, generator)]
+        elif source_weights is None:
             order = split.train[torch.randperm(len(split.train), generator=generator).numpy()]
         else:
             order = split.train[torch.multinomial(source_weights, len(split.train), True, generator=generator).numpy()]
