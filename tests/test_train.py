@@ -73,6 +73,9 @@ def test_the_next_epoch_must_fit_with_the_posthoc_fits():
     grown = 60 * 1.5625
     assert next_epoch_fits(600, 60, 128, 160, 160, (600 + grown * (1 + POSTHOC_EPOCHS)) / 60)
     assert not next_epoch_fits(600, 60, 128, 160, 160, (600 + grown * (1 + POSTHOC_EPOCHS) - 1) / 60)
+    # Epochs of a third of the training images (group sampling): the fits cost three times as many epochs.
+    assert next_epoch_fits(600, 60, 160, 160, 160, (600 + 60 + 3 * POSTHOC_EPOCHS * 60) / 60, 3 * POSTHOC_EPOCHS)
+    assert not next_epoch_fits(600, 60, 160, 160, 160, (600 + 60 + 3 * POSTHOC_EPOCHS * 60 - 1) / 60, 3 * POSTHOC_EPOCHS)
 
 
 def test_the_time_limit_stops_the_run_before_an_epoch_that_would_not_fit(tiny_tree, tmp_path, monkeypatch):
@@ -80,8 +83,9 @@ def test_the_time_limit_stops_the_run_before_an_epoch_that_would_not_fit(tiny_tr
 
     asked = []
 
-    def too_late(elapsed_s, epoch_s, size, next_size, image_size, limit_min):
+    def too_late(elapsed_s, epoch_s, size, next_size, image_size, limit_min, posthoc_epochs):
         asked.append((elapsed_s, epoch_s, size, next_size, image_size, limit_min))
+        assert posthoc_epochs == train_module.POSTHOC_EPOCHS  # every training image each epoch
         return len(asked) < 2  # the second epoch fits, the third would not
 
     monkeypatch.setattr(train_module, "next_epoch_fits", too_late)
@@ -248,6 +252,8 @@ def test_group_sampling_trains_one_copy_of_each_group_per_epoch(tiny_tree, tmp_p
         return chosen
 
     monkeypatch.setattr(train_module, "one_per_group", spy)
+    budgets = []
+    monkeypatch.setattr(train_module, "next_epoch_fits", lambda *args: budgets.append(args[-1]) or True)
     config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), protocol="original", epochs=2, image_size=32,
                          batch_size=8, patience=5, progress=False, sample_groups=True)
     out = train_module.train(config)
@@ -263,6 +269,8 @@ def test_group_sampling_trains_one_copy_of_each_group_per_epoch(tiny_tree, tmp_p
         # (the generated slices are alike enough that a few other pairs are near duplicates too)
         assert len(chosen) == len(np.unique(groups)) <= len(trained_on) - len(copies) + 1
         assert len(set(chosen) & set(copies)) == 1  # one copy trains each epoch
+    # the fits after training go over every training image, not one per group: they cost more epochs
+    assert budgets == [pytest.approx(train_module.POSTHOC_EPOCHS * len(trained_on) / len(np.unique(epochs[0][0])))]
     assert json.loads((out / "model.json").read_text())["train_config"]["sample_groups"] is True
 
 

@@ -144,7 +144,8 @@ def epoch_size(config: TrainConfig, epoch: int) -> int:
 POSTHOC_EPOCHS = 0.5
 
 
-def next_epoch_fits(elapsed_s: float, epoch_s: float, size: int, next_size: int, image_size: int, limit_min: float) -> bool:
+def next_epoch_fits(elapsed_s: float, epoch_s: float, size: int, next_size: int, image_size: int, limit_min: float,
+                    posthoc_epochs: float = POSTHOC_EPOCHS) -> bool:
     """Whether the next epoch, and the post-hoc fits after it, are projected to end within
     `limit_min` minutes of the run's start.
 
@@ -160,12 +161,16 @@ def next_epoch_fits(elapsed_s: float, epoch_s: float, size: int, next_size: int,
         The served image side, at which the post-hoc fits run.
     limit_min : float
         The run's budget in minutes.
+    posthoc_epochs : float
+        What the post-hoc fits cost, in epochs like the last one at the served size. The fits go
+        over every training image, so when an epoch shows fewer (`TrainConfig.sample_groups`)
+        this is `POSTHOC_EPOCHS` times the training images per epoch shown.
 
     The cost of an epoch is taken to grow with the image side squared, which overestimates the
     step from 128 to 160 px slightly (measured 1.45x, not 1.56x): a run errs on the short side.
     """
     next_s = epoch_s * (next_size / size) ** 2
-    posthoc_s = POSTHOC_EPOCHS * epoch_s * (image_size / size) ** 2
+    posthoc_s = posthoc_epochs * epoch_s * (image_size / size) ** 2
     return elapsed_s + next_s + posthoc_s <= 60 * limit_min
 
 
@@ -446,7 +451,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         if config.time_limit_min and epoch + 1 < config.epochs:
             now = time.time()
             if not next_epoch_fits(now - started, now - epoch_started, size, epoch_size(config, epoch + 1), config.image_size,
-                                   config.time_limit_min):
+                                   config.time_limit_min, POSTHOC_EPOCHS * len(split.train) / per_epoch):
                 log(
                     f"stopping after {epoch + 1} epochs: another would not end within the "
                     f"{config.time_limit_min:g}-min limit ({(now - started) / 60:.1f} min so far)"
