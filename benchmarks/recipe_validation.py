@@ -59,7 +59,7 @@ def main() -> None:
             "run": str(run),
             "protocol": config["protocol"],
             "seed": config["seed"],
-            "recipe": {k: config.get(k) for k in ("backbone", "image_size", "low_res_scale", "low_res_fraction", "freeze_blocks", "label_smoothing", "ema_decay", "drop_path_rate", "mixup_alpha", "erase_prob", "lr", "weight_decay", "epochs", "patience", "time_limit_min")},
+            "recipe": {k: config.get(k) for k in ("backbone", "image_size", "low_res_scale", "low_res_fraction", "freeze_blocks", "label_smoothing", "ema_decay", "drop_path_rate", "mixup_alpha", "erase_prob", "contrast_prob", "balance_sources", "lr", "weight_decay", "epochs", "patience", "time_limit_min")},
             "best_epoch": info.metrics.get("best_epoch"),
             "epochs_run": epochs_run(run),
             "val_n": int(len(labels)),

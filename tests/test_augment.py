@@ -94,3 +94,27 @@ def test_erase_fills_one_rectangle_with_noise_in_the_chosen_share_of_images():
     assert erase(x, 1.0, torch.Generator()).lt(2).flatten(1).any(1).all()
     with pytest.raises(ValueError, match="prob"):
         erase(x, 1.5, torch.Generator())
+
+
+def test_remap_contrast_keeps_order_or_inverts_the_head_and_leaves_the_background_dark():
+    from braintumor.augment import remap_contrast
+
+    ramp = torch.linspace(0, 1, 50)
+    x = ramp.view(1, 1, 1, 50).expand(600, 3, 4, 50).contiguous()  # a dark band, then brighter "tissue"
+    out = remap_contrast(x, 0.5, torch.Generator().manual_seed(0))
+    changed = ~torch.isclose(out, x, atol=1e-6).flatten(1).all(1)
+    assert 240 < changed.sum() < 360  # about half the images, at p = 0.5
+    assert torch.allclose(out[:, 0], out[:, 1], atol=1e-6) and torch.allclose(out[:, 1], out[:, 2], atol=1e-6)  # one curve
+    assert out.min() >= 0 and out.max() <= 1
+    row = out[:, 0, 0]  # N x 50
+    rising = (row.diff(dim=1) >= -1e-6).all(1)
+    head = ramp > 0.04
+    falling = (row[:, head].diff(dim=1) <= 1e-6).all(1) & (row[:, ~head] == 0).all(1)
+    assert (rising | falling).all()  # a monotone curve, or its inversion inside the head only
+    inverted = changed & falling & ~rising
+    assert 0.3 < inverted.sum() / changed.sum() < 0.7  # about half of the remapped ones
+    assert not torch.equal(row[changed][0], row[changed][1])  # each image its own curve
+    assert torch.equal(out, remap_contrast(x, 0.5, torch.Generator().manual_seed(0)))  # seeded
+    assert torch.equal(remap_contrast(x, 0.0, torch.Generator()), x)
+    with pytest.raises(ValueError, match="prob"):
+        remap_contrast(x, -0.1, torch.Generator())

@@ -4,7 +4,8 @@ Each image gets its own random rotation, scale, shift and horizontal flip (one a
 through `grid_sample`), then brightness, contrast and gamma jitter. Vertical flips are left out:
 an upside-down head is not a slice a scanner produces. `erase` (optional, ``--erase-prob``)
 overwrites a random rectangle of some images with noise; `mixup` (optional, ``--mixup-alpha``)
-blends a batch with a shuffled copy of itself. `MirrorView` is the fixed view that test-time
+blends a batch with a shuffled copy of itself; `remap_contrast` (optional, ``--contrast-prob``)
+changes tissue contrast so that an MRI sequence's look stops telling classes apart. `MirrorView` is the fixed view that test-time
 augmentation averages with each image.
 """
 
@@ -97,6 +98,60 @@ def erase(
     in_cols = (cols >= left.view(n, 1)) & (cols < (left + box_w).view(n, 1))
     mask = (in_rows.view(n, 1, h, 1) & in_cols.view(n, 1, 1, w)) & chosen.view(n, 1, 1, 1)
     return torch.where(mask, noise, x).contiguous(memory_format=torch.channels_last)
+
+
+def remap_contrast(
+    x: torch.Tensor,
+    prob: float,
+    generator: torch.Generator,
+    knots: int = 4,
+    invert: float = 0.5,
+    background: float = 0.04,
+) -> torch.Tensor:
+    """Tissue-contrast remapping: with probability `prob` per image, pass its intensities through a
+    random monotone curve, and for half of those (`invert`) also invert the head, not the background.
+
+    The curve is piecewise linear from (0, 0) to (1, 1) through `knots` inner points whose heights
+    are sorted uniform draws, so dark, middle and bright tissue get stretched or squeezed by
+    different amounts. Inverting pixels brighter than `background` turns dark cerebrospinal fluid
+    bright, roughly what a T2-weighted slice shows where a T1-weighted one is dark. The aim is a
+    network that cannot tell classes apart by an MRI sequence's or a source's look, since in
+    Sartaj's Training folder those go with the class. All draws go through `generator`.
+    `x` is ``N x C x H x W`` in [0, 1]; the channels share one curve.
+    """
+    if not 0 <= prob <= 1:
+        raise ValueError(f"contrast remapping prob must be in [0, 1], got {prob}")
+    n = x.shape[0]
+    chosen = torch.rand(n, generator=generator) < prob
+    flip = torch.rand(n, generator=generator) < invert
+    inner = torch.rand(n, knots, generator=generator).sort(dim=1).values
+    picked = torch.nonzero(chosen).flatten()
+    if picked.numel() == 0:
+        return x
+    m, flip = picked.numel(), flip[picked]
+    xs = x[picked]
+    heights = torch.cat([torch.zeros(m, 1), inner[picked], torch.ones(m, 1)], dim=1).to(x.dtype)
+    segments = knots + 1
+    pos = xs.reshape(m, -1).clamp(0, 1) * segments
+    seg = pos.floor().clamp_(max=segments - 1)
+    frac = pos.sub_(seg)
+    seg = seg.long()
+    low = heights.gather(1, seg)
+    mapped = (heights.gather(1, seg + 1).sub_(low).mul_(frac).add_(low)).view_as(xs)
+    if flip.any():
+        f = torch.nonzero(flip).flatten()
+        head = xs[f].amax(dim=1, keepdim=True) > background
+        inverted = (1 - mapped[f]).clamp_(min=1e-3)
+        # A gamma that gives the inverted head the mean brightness of the original one: brain
+        # tissue stays mid-gray and only what was dark (fluid) turns bright, not a washed-out head.
+        share = head.flatten(1).float().mean(1).clamp(min=1e-3)
+        before = (xs[f] * head).flatten(1).mean(1) / share
+        after = (inverted * head).flatten(1).mean(1) / share
+        gamma = (before.clamp(0.02, 0.98).log() / after.clamp(0.02, 0.98).log()).clamp(0.5, 4.0)
+        mapped[f] = torch.where(head, inverted.pow_(gamma.view(-1, 1, 1, 1).to(x.dtype)), 0.0)
+    out = x.clone()
+    out[picked] = mapped
+    return out.contiguous(memory_format=torch.channels_last)
 
 
 def mixup(x: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
-from .augment import MirrorView, augment, erase, mixup, to_float
+from .augment import MirrorView, augment, erase, mixup, remap_contrast, to_float
 from .calibration import as_logits, fit_temperature
 from .checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from .classes import CLASSES
@@ -66,6 +66,7 @@ class TrainConfig:
     drop_path_rate: float = 0.0  # stochastic depth while training
     mixup_alpha: float = 0.0  # 0: off; else mix each batch with a shuffled copy, weight ~ Beta(a, a)
     erase_prob: float = 0.0  # random erasing: share of training images with one rectangle overwritten by noise
+    contrast_prob: float = 0.0  # share of training images whose tissue contrast is remapped (half inverted)
     # Source balancing: each epoch draws its images (with replacement) with weight n ** -a, where n
     # is the number of training images from the same top-level folder (Training/, Testing/, ...).
     # 0: off (every image once per epoch); 1: every source equally often.
@@ -105,6 +106,7 @@ class TrainConfig:
             ("drop_path_rate", 0 <= self.drop_path_rate < 1, "in [0, 1)"),
             ("mixup_alpha", 0 <= self.mixup_alpha <= 10, "in [0, 10]"),
             ("erase_prob", 0 <= self.erase_prob <= 1, "in [0, 1]"),
+            ("contrast_prob", 0 <= self.contrast_prob <= 1, "in [0, 1]"),
             ("balance_sources", 0 <= self.balance_sources <= 1, "in [0, 1]"),
             ("tta_angle", -180 <= self.tta_angle <= 180, "within ±180 degrees"),
             ("folds", self.folds == 0 or self.folds >= 2, "0 (no cross-validation) or at least 2"),
@@ -374,6 +376,8 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
             x = augment(to_float(images_t[idx], size), generator)
             if config.erase_prob:
                 x = erase(x, config.erase_prob, generator)
+            if config.contrast_prob:
+                x = remap_contrast(x, config.contrast_prob, generator)
             y = labels_t[idx]
             if config.mixup_alpha:
                 x, perm, lam = mixup(x, config.mixup_alpha, generator)
