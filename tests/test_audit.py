@@ -39,6 +39,10 @@ def test_audit_counts_the_planted_duplicates(planted_tree, tmp_path):
     assert (tmp_path / "contact_sheet.png").read_bytes()[:4] == b"\x89PNG"
     report = (tmp_path / "audit.md").read_text()
     assert "Label conflicts: 1 groups" in report and "relabelled.png" in report and "contact_sheet.png" in report
+    # every planted image is a 96-px PNG: their files do not give the class away
+    shortcut = result["shortcut"]
+    assert shortcut["images"] == result["readable"] and shortcut["accuracy"] < 0.6
+    assert "Does the file alone give the class away?" in report and f"{shortcut['accuracy']:.1%}" in report
     assert json.loads((tmp_path / "audit.json").read_text())["levels"] == levels
 
 

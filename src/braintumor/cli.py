@@ -212,6 +212,10 @@ def _cmd_audit(args) -> int:
         across = sum(n for k, n in level["per_split"].items() if "+" in k)
         print(f"  {name:<16} {level['groups']:>5} groups, {level['files']:>5} images, {across:>4} groups across splits, "
               f"{level['label_conflicts']} label conflicts")
+    shortcut = result["shortcut"]
+    if "accuracy" in shortcut:
+        print(f"  image size and compression alone predict the class of {shortcut['accuracy']:.1%} of the images "
+              f"(largest class: {shortcut['majority']:.1%})")
     print(f"report: {result['report']}")
     return 0
 
@@ -358,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_data_fetch)
 
-    p = command("audit", "find exact and near-duplicate images and label conflicts in a dataset; write a report")
+    p = command("audit", "find exact and near-duplicate images, label conflicts, and whether image size and compression alone reveal the class; write a report")
     p.add_argument("data", metavar="DATA", help="dataset folder (<class>/<image> or Training|Testing/<class>/<image>)")
     p.add_argument("--threshold", type=int, default=None, help="near-duplicate Hamming threshold in bits, 0..24 (default: 8)")
     p.add_argument("--out", default="audit", help="report folder for audit.md, audit.json, contact_sheet.png (default: audit)")
