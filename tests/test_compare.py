@@ -46,6 +46,14 @@ def test_compare_trains_each_protocol_and_counts_leaks(leaky_tree, tmp_path):
         assert lo <= r["accuracy"] <= hi
     report = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| [dedup](dedup/report.md) |" in report and "8 of 16" in report
+    official = rows["official"]["testing_folder"]
+    assert official == {"n": 16, "correct": round(rows["official"]["accuracy"] * 16), "accuracy": rows["official"]["accuracy"]}
+    split = json.loads((tmp_path / "cmp" / "original" / "split.json").read_text())
+    tested_from_testing = sum("/Testing/" in f"/{p}" for p in split["test"])
+    part = rows["original"]["testing_folder"]
+    assert (part is None) == (tested_from_testing in (0, rows["original"]["n"]))
+    if part is not None:
+        assert part["n"] == tested_from_testing and f"({part['correct']}/{part['n']})" in report
     # temperature scaling was fitted on validation, stored in the checkpoint and used in evaluation
     info = json.loads((tmp_path / "cmp" / "dedup" / "model.json").read_text())
     metrics = json.loads((tmp_path / "cmp" / "dedup" / "test_metrics.json").read_text())

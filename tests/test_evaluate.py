@@ -133,3 +133,40 @@ def test_paired_comparison_counts_the_images_only_one_model_gets_right(tmp_path)
         paired_comparison(_test_predictions(this, labels), _test_predictions(other[:39], labels[:39]), "c")
     with pytest.raises(DataError, match="other classes"):
         paired_comparison(_test_predictions(this, labels), _test_predictions(other, labels, classes=CLASSES[::-1]), "d")
+
+
+def test_accuracy_by_source_folder_is_counted_per_folder_and_reported(tmp_path):
+    from braintumor.evaluate import metrics_by_source
+
+    labels = np.arange(40) % 4
+    sources = ["Testing"] * 10 + ["Training"] * 30
+    pred = labels.copy()
+    pred[[0, 1, 4]] = (labels[[0, 1, 4]] + 1) % 4  # three Testing errors: two glioma, one meningioma
+    pred[20] = (labels[20] + 1) % 4  # one Training error, a glioma
+    probs = _test_predictions(pred, labels).probs
+    by = metrics_by_source(labels, probs, sources, CLASSES, groups=np.arange(40))
+    assert list(by) == ["Training", "Testing"]  # Training first, whatever the order of the images
+    assert by["Testing"]["n"] == 10 and by["Testing"]["correct"] == 7 and by["Testing"]["accuracy"] == pytest.approx(0.7)
+    assert by["Training"]["correct"] == 29
+    assert by["Testing"]["recall"]["glioma"] == pytest.approx(1 / 3)  # images 0, 4, 8: two wrong
+    assert by["Testing"]["recall"]["meningioma"] == pytest.approx(2 / 3)  # images 1, 5, 9
+    lo, hi = by["Testing"]["accuracy_ci"]
+    assert lo < 0.7 < hi and hi - lo > by["Training"]["accuracy_ci"][1] - by["Training"]["accuracy_ci"][0]
+    assert metrics_by_source(labels, probs, ["Training"] * 40, CLASSES) == {}  # one folder: nothing to split
+    m = classification_metrics(labels, probs, CLASSES)
+    m["by_source"] = by
+    text = write_report(tmp_path, m, CLASSES, []).read_text()
+    assert "## By source folder" in text and "| Testing | 10 | 7 | 70.00%" in text
+
+
+def test_report_predictions_splits_the_test_set_by_folder(tmp_path):
+    from braintumor.evaluate import report_predictions
+
+    labels = np.arange(20) % 4
+    test = _test_predictions(labels, labels)
+    test.info.temperature = 1.0
+    test.context.update({"protocol": "dedup", "split seed": 0})
+    test.sources = ["Training"] * 12 + ["Testing"] * 8
+    metrics = report_predictions(test, tmp_path)
+    assert metrics["by_source"]["Testing"]["n"] == 8 and metrics["by_source"]["Training"]["accuracy"] == 1.0
+    assert "## By source folder" in (tmp_path / "report.md").read_text()

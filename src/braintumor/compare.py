@@ -72,11 +72,20 @@ def compare(config, protocols: tuple[str, ...] = DEFAULT_PROTOCOLS) -> dict:
                 "macro_roc_auc": m["macro_roc_auc"],
                 "ece": m["ece"],
                 "leaked_test_images": leaked_test_images(run / "split.json", group_of),
+                "testing_folder": _testing_folder(m, protocol),
             }
         )
     result = {"data": str(dataset.root), "seed": config.seed, "rows": rows}
     result["report"] = str(write_comparison(result, out))
     return result
+
+
+def _testing_folder(metrics: dict, protocol: str) -> dict | None:
+    """Images, right answers and accuracy on the test images from the Testing folder, or None."""
+    if protocol == "official":
+        return {"n": metrics["n"], "correct": metrics["correct"], "accuracy": metrics["accuracy"]}
+    part = metrics.get("by_source", {}).get("Testing")
+    return None if part is None else {k: part[k] for k in ("n", "correct", "accuracy")}
 
 
 def _pct(x: float) -> str:
@@ -93,20 +102,22 @@ def write_comparison(result: dict, out: Path) -> Path:
         "Same training configuration; only which images are trained, validated and tested on differs.",
         "",
         "| protocol | train / val / test | test accuracy (95% CI) | macro-F1 (95% CI) | macro ROC-AUC | ECE "
-        "| test images with a (near-)copy in train/val |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| test images with a (near-)copy in train/val | on the Testing folder's test images |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         if "skipped" in r:
-            lines.append(f"| {r['protocol']} | skipped: {r['skipped']} | | | | | |")
+            lines.append(f"| {r['protocol']} | skipped: {r['skipped']} | | | | | | |")
             continue
+        folder = r.get("testing_folder")
+        folder = "–" if folder is None else f"{_pct(folder['accuracy'])} ({folder['correct']}/{folder['n']})"
         lo, hi = r["accuracy_ci"]
         flo, fhi = r["macro_f1_ci"]
         auc = "–" if r["macro_roc_auc"] is None else f"{r['macro_roc_auc']:.4f}"
         lines.append(
             f"| [{r['protocol']}]({r['protocol']}/report.md) | {r['split_sizes']} | **{_pct(r['accuracy'])}** "
             f"({_pct(lo)}–{_pct(hi)}) | {r['macro_f1']:.4f} ({flo:.4f}–{fhi:.4f}) | {auc} | {r['ece']:.4f} | "
-            f"{r['leaked_test_images']} of {r['n']} |"
+            f"{r['leaked_test_images']} of {r['n']} | {folder} |"
         )
     lines += [
         "",
@@ -114,6 +125,8 @@ def write_comparison(result: dict, out: Path) -> Path:
         "training part, so part of its accuracy is memory.",
         "- `dedup`: the same, but every group of exact and near-duplicate images stays on one side of the split.",
         "- `official`: trained on Training/, tested on Testing/, a separate and harder test set.",
+        "- The last column scores only the test images from the Testing folder: under `original` and `dedup` a "
+        "minority of the test set, under `official` all of it.",
         "",
         "Confidence intervals: percentile bootstrap of each test set, near-duplicate copies within it resampled together. "
         "Near-duplicates: see `braintumor audit`.",

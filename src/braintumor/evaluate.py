@@ -72,6 +72,39 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
     }
 
 
+def metrics_by_source(labels, probs, sources, classes: list[str], groups=None) -> dict:
+    """Accuracy of each source folder's test images (``Training``, ``Testing``, ...).
+
+    Sartaj's official Testing folder holds images from other sources than its Training folder
+    (see `braintumor.shortcuts`), and protocols that pool both mix them in one test set. Split
+    by folder, a model's accuracy shows how well it does on each. Returns ``{folder: {n,
+    correct, accuracy, accuracy_ci, recall}}`` (the interval as in `classification_metrics`,
+    resampling `groups` together; recall per class present), or ``{}`` when all test images come
+    from one folder.
+    """
+    from .stats import bootstrap_ci
+
+    labels = np.asarray(labels, dtype=int)
+    pred = np.asarray(probs).argmax(1)
+    sources = np.asarray(sources, dtype=object)
+    names = sorted(set(sources), key=lambda s: (s != "Training", s != "Testing", s))
+    if len(names) < 2:
+        return {}
+    out = {}
+    for name in names:
+        at = sources == name
+        y, p = labels[at], pred[at]
+        ci = bootstrap_ci(y, p, len(classes), groups=None if groups is None else np.asarray(groups)[at])
+        out[name or "(no folder)"] = {
+            "n": int(at.sum()),
+            "correct": int((y == p).sum()),
+            "accuracy": float((y == p).mean()),
+            "accuracy_ci": ci["accuracy"],
+            "recall": {classes[c]: float((p[y == c] == c).mean()) for c in np.unique(y)},
+        }
+    return out
+
+
 def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "Confusion matrix") -> None:
     import matplotlib
 
@@ -168,6 +201,8 @@ def write_report(
                   "training runs or splits.", ""]
     if metrics.get("against"):
         lines += _against_lines(metrics["against"], metrics)
+    if metrics.get("by_source"):
+        lines += _source_lines(metrics["by_source"], classes)
     lines += [
         "| class | precision | recall | F1 | ROC-AUC (one vs rest) | support |",
         "|---|---:|---:|---:|---:|---:|",
@@ -230,6 +265,24 @@ class TestPredictions:
     """A description of the split, for reports."""
     skipped: list
     """Unreadable files of the dataset, skipped: ``(path, reason)``."""
+    sources: list[str] | None = None
+    """Top-level folder (``Training``, ``Testing`` or ``""``) of each test image."""
+
+
+def _source_lines(by_source: dict, classes: list[str]) -> list[str]:
+    lines = [
+        "## By source folder", "",
+        "The test images come from more than one top-level folder of the dataset. Where the folders were "
+        "collected from different sources, as Sartaj's Training and Testing folders were, a model can do much "
+        "better on one than on the other:", "",
+        "| folder | images | right | accuracy (95% CI) | " + " | ".join(f"{c} recall" for c in classes) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(classes),
+    ]
+    for name, m in by_source.items():
+        recall = [f"{m['recall'][c]:.3f}" if c in m["recall"] else "–" for c in classes]
+        lines.append(f"| {name} | {m['n']} | {m['correct']} | {_pct(m['accuracy'])}{_ci(m.get('accuracy_ci'), percent=True)} | "
+                     + " | ".join(recall) + " |")
+    return lines + [""]
 
 
 def _against_lines(against: dict, metrics: dict) -> list[str]:
@@ -333,7 +386,8 @@ def predict_test_split(
     }
     paths = [dataset.paths[i] for i in split.test]
     found = file_groups(paths, progress=progress) if groups else None
-    return TestPredictions(probs, dataset.labels[split.test], paths, found, info, context, dataset.skipped)
+    sources = [dataset.splits[i] for i in split.test]
+    return TestPredictions(probs, dataset.labels[split.test], paths, found, info, context, dataset.skipped, sources)
 
 
 def evaluate(
@@ -378,6 +432,8 @@ def report_predictions(test: TestPredictions, out: Path, against: dict | None = 
     metrics["temperature"] = info.temperature
     uncalibrated = with_temperature(test.probs, 1 / info.temperature)
     metrics["ece_uncalibrated"] = expected_calibration_error(uncalibrated, test.labels)
+    if test.sources is not None:
+        metrics["by_source"] = metrics_by_source(test.labels, test.probs, test.sources, info.classes, test.groups)
     if against is not None:
         metrics["against"] = against
     history = None
