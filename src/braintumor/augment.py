@@ -5,8 +5,8 @@ through `grid_sample`), then brightness, contrast and gamma jitter. Vertical fli
 an upside-down head is not a slice a scanner produces. `erase` (optional, ``--erase-prob``)
 overwrites a random rectangle of some images with noise; `mixup` (optional, ``--mixup-alpha``)
 blends a batch with a shuffled copy of itself; `remap_contrast` (optional, ``--contrast-prob``)
-changes tissue contrast so that an MRI sequence's look stops telling classes apart. `MirrorView` is the fixed view that test-time
-augmentation averages with each image.
+changes tissue contrast so that an MRI sequence's look stops telling classes apart. `MirrorView`
+is the fixed view that test-time augmentation averages with each image.
 """
 
 from __future__ import annotations
@@ -116,7 +116,9 @@ def remap_contrast(
     different amounts. Inverting pixels brighter than `background` turns dark cerebrospinal fluid
     bright, roughly what a T2-weighted slice shows where a T1-weighted one is dark. The aim is a
     network that cannot tell classes apart by an MRI sequence's or a source's look, since in
-    Sartaj's Training folder those go with the class. All draws go through `generator`.
+    Sartaj's Training folder those go with the class. On Sartaj's `dedup` validation sets it
+    traded Training-folder accuracy for Testing-folder accuracy, with no net gain
+    (docs/recipes.md), so it is off by default. All draws go through `generator`.
     `x` is ``N x C x H x W`` in [0, 1]; the channels share one curve.
     """
     if not 0 <= prob <= 1:
