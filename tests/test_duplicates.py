@@ -101,6 +101,8 @@ def test_hash_files_reports_unreadable_and_tells_exact_levels_apart(tmp_path):
     assert h.file_digest[0] == h.file_digest[2] != h.file_digest[1]
     assert h.pixel_digest[0] == h.pixel_digest[1] == h.pixel_digest[2]
     assert "not an image" in h.errors[3]
+    assert h.sizes[0].tolist() == [64, 64, a.stat().st_size] and h.sizes[1, 2] == b.stat().st_size
+    assert h.sizes[3].tolist() == [0, 0, 0]
 
 
 def test_dataset_groups_are_cached_and_find_the_planted_copies(tmp_path, monkeypatch):
@@ -115,7 +117,9 @@ def test_dataset_groups_are_cached_and_find_the_planted_copies(tmp_path, monkeyp
     assert len(set(others)) == len(others)  # every other image is alone
     # the second call reads the cache: decoding is not needed any more
     monkeypatch.setattr("braintumor.duplicates.read_image", lambda p: (_ for _ in ()).throw(AssertionError("decoded")))
-    assert np.array_equal(hash_dataset(ds, progress=False).perceptual, hash_dataset(ds, progress=False).perceptual)
+    first, again = hash_dataset(ds, progress=False), hash_dataset(ds, progress=False)
+    assert np.array_equal(first.perceptual, again.perceptual) and np.array_equal(first.sizes, again.sizes)
+    assert (again.sizes[:, 2] == [p.stat().st_size for p in ds.paths]).all()
 
 
 def test_file_groups_group_planted_copies_among_the_given_files_only(tmp_path):

@@ -99,6 +99,9 @@ def test_dedup_test_part_is_about_ten_percent_and_stratified(tmp_path, monkeypat
     assert abs(len(split.test) - 104) <= 4
     assert np.abs(np.bincount(labels[split.test]) - np.array([30, 30, 16, 28])).max() <= 2
     _assert_groups_kept_whole(split, groups, len(labels))
+    # the split carries its groups, so that training need not group again; other protocols don't
+    assert split.groups is groups
+    assert make_split(_fake_dataset(tmp_path, labels), "original", seed=3).groups is None
 
 
 def test_dedup_keeps_planted_copies_together(tmp_path):

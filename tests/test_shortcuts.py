@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from braintumor.duplicates import hash_files
 from braintumor.shortcuts import FEATURES, file_features, shortcut_check
 
 from planted import distinct_slice
@@ -12,7 +13,7 @@ def test_file_features_read_width_height_and_bytes_per_pixel(tmp_path):
     Image.fromarray(distinct_slice(rng, 64)).resize((80, 60)).save(tmp_path / "a b (1).png")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     paths = [tmp_path / "a b (1).png", tmp_path / "broken.jpg"]
-    features = file_features(paths)
+    features = file_features(hash_files(paths, progress=False))
     assert features.shape == (2, len(FEATURES))
     assert features[0, 0] == 80 and features[0, 1] == 60
     assert features[0, 2] == pytest.approx(paths[0].stat().st_size / (80 * 60))
@@ -30,7 +31,7 @@ def test_a_class_that_comes_with_its_own_image_size_is_found(tmp_path):
             paths.append(path)
             labels.append(label)
     classes = ("glioma", "meningioma", "no_tumor", "pituitary")
-    result = shortcut_check(file_features(paths), labels, classes=classes)
+    result = shortcut_check(file_features(hash_files(paths, progress=False)), labels, classes=classes)
     assert result["accuracy"] >= 0.95 and result["majority"] == 0.25
     assert set(result["recall"]) == set(classes) and min(result["recall"].values()) >= 0.85
     assert "width" in result["rules"] or "height" in result["rules"]
@@ -44,7 +45,7 @@ def test_files_alike_in_every_class_score_near_chance(tmp_path):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(distinct_slice(rng, 96)).save(paths[-1])
     labels = np.arange(40) % 4
-    result = shortcut_check(file_features(paths), labels)
+    result = shortcut_check(file_features(hash_files(paths, progress=False)), labels)
     assert result["accuracy"] < 0.5  # 0.25 is chance; a real shortcut scores near 1
 
 

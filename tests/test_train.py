@@ -274,6 +274,20 @@ def test_group_sampling_trains_one_copy_of_each_group_per_epoch(tiny_tree, tmp_p
     assert json.loads((out / "model.json").read_text())["train_config"]["sample_groups"] is True
 
 
+def test_group_sampling_reuses_the_groups_a_dedup_split_carries(monkeypatch):
+    import braintumor.train as train_module
+    from braintumor.protocols import Split
+
+    def regroup(*args, **kwargs):
+        raise AssertionError("grouped again")
+
+    monkeypatch.setattr("braintumor.duplicates.duplicate_groups", regroup)
+    split = Split(train=np.array([0, 2, 3]), val=np.array([1]), test=np.array([4]), groups=np.array([5, 6, 5, 7, 8]))
+    assert train_module._train_groups(None, split, progress=False).tolist() == [5, 5, 7]
+    with pytest.raises(AssertionError, match="grouped again"):  # a split without groups is grouped here
+        train_module._train_groups(None, Split(split.train, split.val, split.test), progress=False)
+
+
 def test_group_sampling_and_source_balancing_are_exclusive():
     with pytest.raises(BrainTumorError, match="sample_groups and balance_sources"):
         TrainConfig(sample_groups=True, balance_sources=0.5)

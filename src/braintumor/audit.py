@@ -157,8 +157,7 @@ def audit(
     }
     levels = {name: summarise_groups(level_ids, dataset, keep) for name, level_ids in ids.items()}
     groups = _group_records(ids["near"], dataset, hashes.pixel_digest, keep)
-    features = file_features(dataset.paths)
-    features[~keep] = np.nan
+    features = file_features(hashes)
     shortcut = shortcut_check(features, dataset.labels, ids["near"], dataset.classes)
     result = {
         "root": str(dataset.root),

@@ -43,7 +43,7 @@ copies of one slice or its neighbouring slice in the same scan; past 10 bits unr
 start to match and groups chain into large clusters."""
 
 MAX_THRESHOLD = 24
-HASH_VERSION = 1  # bump when the hashing changes, so that cached hashes are recomputed
+HASH_VERSION = 2  # bump when the hashing changes, so that cached hashes are recomputed
 _BOX_MASS = 0.02  # share of brightness mass left outside the content box on each side
 
 
@@ -108,12 +108,16 @@ class ImageHashes:
         ``N x 2`` uint64: pHash and dHash of the content box (0 when unreadable).
     errors : numpy.ndarray of str
         Why a file could not be read, "" for readable files.
+    sizes : numpy.ndarray
+        ``N x 3`` int64: the decoded image's width and height and the file's size in bytes
+        (0 when unreadable), for `braintumor.shortcuts` without reading the files again.
     """
 
     file_digest: np.ndarray
     pixel_digest: np.ndarray
     perceptual: np.ndarray
     errors: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
 
     @property
     def readable(self) -> np.ndarray:
@@ -123,7 +127,7 @@ class ImageHashes:
         return len(self.file_digest)
 
 
-def _hash_one(path: Path) -> tuple[str, str, int, int] | str:
+def _hash_one(path: Path) -> tuple[str, str, int, int, int, int, int] | str:
     try:
         raw = path.read_bytes()
         rgb = read_image(path)
@@ -133,7 +137,8 @@ def _hash_one(path: Path) -> tuple[str, str, int, int] | str:
         return f"cannot open ({exc.strerror or exc})"
     pixels = hashlib.blake2b(f"{rgb.shape}".encode(), digest_size=16)
     pixels.update(rgb.tobytes())
-    return (hashlib.sha256(raw).hexdigest(), pixels.hexdigest(), *perceptual_hash(rgb))
+    height, width = rgb.shape[:2]
+    return (hashlib.sha256(raw).hexdigest(), pixels.hexdigest(), *perceptual_hash(rgb), width, height, len(raw))
 
 
 def hash_files(paths: list[Path], workers: int | None = None, progress: bool = True) -> ImageHashes:
@@ -142,6 +147,7 @@ def hash_files(paths: list[Path], workers: int | None = None, progress: bool = T
     file_digest = np.full(n, "", dtype="<U64")
     pixel_digest = np.full(n, "", dtype="<U32")
     perceptual = np.zeros((n, 2), dtype=np.uint64)
+    sizes = np.zeros((n, 3), dtype=np.int64)
     errors = np.full(n, "", dtype=object)
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
@@ -151,8 +157,9 @@ def hash_files(paths: list[Path], workers: int | None = None, progress: bool = T
                 errors[i] = result
             else:
                 file_digest[i], pixel_digest[i] = result[0], result[1]
-                perceptual[i] = result[2:]
-    return ImageHashes(file_digest, pixel_digest, perceptual, errors.astype(str))
+                perceptual[i] = result[2:4]
+                sizes[i] = result[4:]
+    return ImageHashes(file_digest, pixel_digest, perceptual, errors.astype(str), sizes)
 
 
 def hash_dataset(dataset: Dataset, cache: bool = True, progress: bool = True) -> ImageHashes:
@@ -162,7 +169,7 @@ def hash_dataset(dataset: Dataset, cache: bool = True, progress: bool = True) ->
     if cache and cache_file.is_file():
         try:
             with np.load(cache_file, allow_pickle=False) as npz:
-                return ImageHashes(npz["file_digest"], npz["pixel_digest"], npz["perceptual"], npz["errors"])
+                return ImageHashes(npz["file_digest"], npz["pixel_digest"], npz["perceptual"], npz["errors"], npz["sizes"])
         except (OSError, KeyError, ValueError):
             pass  # a damaged cache is rebuilt below
     hashes = hash_files(dataset.paths, progress=progress)
@@ -171,7 +178,7 @@ def hash_dataset(dataset: Dataset, cache: bool = True, progress: bool = True) ->
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache_file.with_suffix(".tmp.npz")
             np.savez(tmp, file_digest=hashes.file_digest, pixel_digest=hashes.pixel_digest,
-                     perceptual=hashes.perceptual, errors=hashes.errors)
+                     perceptual=hashes.perceptual, errors=hashes.errors, sizes=hashes.sizes)
             os.replace(tmp, cache_file)
         except OSError:
             pass  # caching is an optimisation only

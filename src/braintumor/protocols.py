@@ -31,11 +31,16 @@ PROTOCOLS = ("original", "official", "dedup")
 
 @dataclass(frozen=True)
 class Split:
-    """Index arrays into a `Dataset`."""
+    """Index arrays into a `Dataset`, and the near-duplicate groups when the split used them.
+
+    ``groups`` holds the group id of every image of the dataset (not only of the split's) under
+    ``dedup`` and is None otherwise, so that training can reuse it instead of grouping again.
+    """
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    groups: np.ndarray | None = None
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -152,8 +157,9 @@ def make_split(
     # A different stream for the validation carve than for the test split.
     if protocol == "dedup":
         if val_fraction == 0:
-            return Split(trainval, trainval[:0], test)
+            return Split(trainval, trainval[:0], test, groups)
         train, val = _group_fold(trainval, labels, groups, _n_splits(val_fraction), 0, seed + 10_000)
+        return Split(train, val, test, groups)
     else:
         train, val = _stratified(trainval, labels, val_fraction, seed + 10_000)
     return Split(train, val, test)

@@ -14,34 +14,23 @@ no-tumour images are smaller, from other sources.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-from PIL import Image
 
-from .imageio import read_image
+from .duplicates import ImageHashes
 
 FEATURES = ("width", "height", "bytes per pixel")
 DEFAULT_DEPTH = 3
 
 
-def file_features(paths: list[Path]) -> np.ndarray:
+def file_features(hashes: ImageHashes) -> np.ndarray:
     """``N x 3`` array of width, height and file bytes per pixel; NaN rows for unreadable files.
 
-    Width and height come from the file's header where Pillow can read it (no decoding), else
-    from decoding it (DICOM).
+    The figures come from `braintumor.duplicates.hash_files` (or the cached `hash_dataset`),
+    which records them as it decodes each file, so no file is read twice.
     """
-    out = np.full((len(paths), len(FEATURES)), np.nan)
-    for k, path in enumerate(paths):
-        try:
-            try:
-                with Image.open(path) as img:
-                    width, height = img.size
-            except Exception:
-                height, width = read_image(path).shape[:2]
-            out[k] = (width, height, Path(path).stat().st_size / (width * height))
-        except Exception:  # an unreadable file: the audit reports it; here it is left out
-            continue
+    width, height, nbytes = np.asarray(hashes.sizes, dtype=float).T
+    out = np.column_stack([width, height, nbytes / np.maximum(width * height, 1)])
+    out[~hashes.readable] = np.nan  # an unreadable file: the audit reports it; here it is left out
     return out
 
 

@@ -185,11 +185,13 @@ def _source_weights(sources: list[str], power: float) -> torch.Tensor | None:
     return torch.from_numpy(counts[index].astype(np.float64) ** -power)
 
 
-def _train_groups(dataset, train: np.ndarray, progress: bool) -> np.ndarray:
-    """Near-duplicate group id of each training image (hashes every image once, then cached)."""
+def _train_groups(dataset, split, progress: bool) -> np.ndarray:
+    """Near-duplicate group id of each training image: the split's own under ``dedup``, else
+    grouped here (hashes every image once, then cached)."""
     from .duplicates import duplicate_groups
 
-    return duplicate_groups(dataset, progress=progress)[train]
+    groups = split.groups if split.groups is not None else duplicate_groups(dataset, progress=progress)
+    return groups[split.train]
 
 
 def one_per_group(groups: np.ndarray, generator: torch.Generator) -> np.ndarray:
@@ -312,7 +314,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
     )
-    train_groups = _train_groups(dataset, split.train, config.progress) if config.sample_groups else None
+    train_groups = _train_groups(dataset, split, config.progress) if config.sample_groups else None
     per_epoch = len(np.unique(train_groups)) if train_groups is not None else len(split.train)
     steps_per_epoch = math.ceil(per_epoch / config.batch_size)
     if steps_per_epoch > 1 and per_epoch % config.batch_size == 1:
