@@ -38,6 +38,7 @@ def test_progressive_resizing_schedule():
 
 
 def test_frozen_early_layers_keep_their_weights_and_ema_state_resumes(tiny_tree, tmp_path):
+    # with layer-wise learning-rate decay on top, which must leave the frozen layers out
     import torch
 
     from braintumor.checkpoint import load_checkpoint
@@ -46,12 +47,17 @@ def test_frozen_early_layers_keep_their_weights_and_ema_state_resumes(tiny_tree,
 
     def run(epochs, resume=False):
         config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=epochs, image_size=32, batch_size=8,
-                             freeze_blocks=2, ema_decay=0.9, patience=5, progress=False, resume=resume)
+                             freeze_blocks=2, ema_decay=0.9, layer_decay=0.8, patience=5, progress=False, resume=resume)
         return train(config)
 
     out = run(1)
-    assert "ema" in torch.load(out / "last_state.pt", weights_only=True)
-    out = run(2, resume=True)
+    state = torch.load(out / "last_state.pt", weights_only=True)
+    assert "ema" in state
+    groups = state["optimizer"]["param_groups"]
+    scales = sorted({g["lr_scale"] for g in groups})
+    assert scales[-1] == 1.0 and scales[0] == pytest.approx(0.8 ** (len(scales) - 1))  # one step per block
+    assert len({round(g["lr"] / g["lr_scale"], 12) for g in groups}) == 1  # each group at its share of the rate
+    out = run(2, resume=True)  # the optimiser state, parameter groups included, loads back
     trained, _ = load_checkpoint(out / "model.safetensors")
     start = create_model().net.state_dict()
     after = trained.net.state_dict()
@@ -60,6 +66,21 @@ def test_frozen_early_layers_keep_their_weights_and_ema_state_resumes(tiny_tree,
     assert not torch.equal(start["blocks.4.0.conv_pw.weight"], after["blocks.4.0.conv_pw.weight"])
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
+
+
+def test_parameter_groups_decay_weights_only_and_scale_the_rate_by_depth():
+    from braintumor.models import create_model
+    from braintumor.train import _param_groups
+
+    model = create_model(pretrained=False)
+    names = {id(p): n for n, p in model.net.named_parameters()}
+    plain = _param_groups(model, 0.05, 1.0)
+    assert [g["weight_decay"] for g in plain] == [0.05, 0.0] and all(p.ndim > 1 for p in plain[0]["params"])
+    layered = _param_groups(model, 0.05, 0.5)
+    scale = {names[id(p)]: g["lr_scale"] for g in layered for p in g["params"]}
+    assert len(scale) == len(names)  # every parameter once
+    assert scale["classifier.weight"] == 1.0 > scale["blocks.6.0.conv_pw.weight"] > scale["blocks.0.0.conv_dw.weight"] > scale["conv_stem.weight"]
+    assert all(g["weight_decay"] == (0.0 if g["params"][0].ndim <= 1 else 0.05) for g in layered)
 
 
 def test_the_next_epoch_must_fit_with_the_posthoc_fits():

@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: 5e-4)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.05)")
     p.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default: 0; 0.1 costs calibration)")
+    p.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay: each backbone block learns at this times the rate of the next, the head at --lr (default: 1, off)")
     p.add_argument("--ema-decay", type=float, help="validate and keep an exponential moving average of the weights with this decay, e.g. 0.998 (default: 0, off)")
     p.add_argument("--drop-rate", type=float, help="dropout before the dense layer (default: 0.5)")
     p.add_argument("--drop-path-rate", type=float, help="stochastic depth: skip residual blocks at random while training, the deepest with this probability, e.g. 0.2 (default: 0, off)")

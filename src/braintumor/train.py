@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.optim import param_groups_layer_decay
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
@@ -60,6 +61,9 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.05
+    # Layer-wise learning-rate decay: each backbone block learns at `layer_decay` times the rate of
+    # the block after it (the head at `lr`). 1: every layer at `lr`.
+    layer_decay: float = 1.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0: no weight averaging; else validate and keep the exponential moving average
     drop_rate: float = 0.5
@@ -101,6 +105,7 @@ class TrainConfig:
             ("low_res_scale", 0.25 <= self.low_res_scale <= 1, "in [0.25, 1]"),
             ("low_res_fraction", 0 <= self.low_res_fraction < 1, "in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, "non-negative"),
+            ("layer_decay", 0 < self.layer_decay <= 1, "in (0, 1]"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
             ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
             ("drop_path_rate", 0 <= self.drop_path_rate < 1, "in [0, 1)"),
@@ -183,6 +188,17 @@ def _source_weights(sources: list[str], power: float) -> torch.Tensor | None:
         return None
     _, index, counts = np.unique(np.asarray(sources), return_inverse=True, return_counts=True)
     return torch.from_numpy(counts[index].astype(np.float64) ** -power)
+
+
+def _param_groups(model, weight_decay: float, layer_decay: float) -> list[dict]:
+    """The optimiser's parameter groups: weight decay on weights, not on biases and norms; with
+    `layer_decay` below 1, also a learning-rate scale ``lr_scale`` per backbone block from timm
+    (the head 1, each block before it `layer_decay` times the next)."""
+    if layer_decay < 1:
+        return param_groups_layer_decay(model.net, weight_decay=weight_decay, layer_decay=layer_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def _train_groups(dataset, split, progress: bool) -> np.ndarray:
@@ -308,12 +324,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     # The exponential moving average of the weights is what is validated and saved, if used.
     ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
     kept = ema.module if ema is not None else model
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim > 1]
-    no_decay = [p for p in trainable if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
-    )
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay, config.layer_decay), lr=config.lr)
     train_groups = _train_groups(dataset, split, config.progress) if config.sample_groups else None
     per_epoch = len(np.unique(train_groups)) if train_groups is not None else len(split.train)
     steps_per_epoch = math.ceil(per_epoch / config.batch_size)
@@ -384,7 +395,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
             if config.mixup_alpha:
                 x, perm, lam = mixup(x, config.mixup_alpha, generator)
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, total_steps, warmup_steps, config.lr)
+                group["lr"] = _lr_at(step, total_steps, warmup_steps, config.lr) * group.get("lr_scale", 1.0)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16), depthwise_in_float32(model):
                 logits = model(x)
             logits = logits.float()
