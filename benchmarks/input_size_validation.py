@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, run_and_split, runs_parser, write  # noqa: E402
-from tta_validation import logits_of, scores  # noqa: E402
+from tta_validation import add_score, logits_of, pooled_summary, scores  # noqa: E402
 
 from braintumor.data import load_images, scan  # noqa: E402
 
@@ -50,17 +50,11 @@ def main() -> None:
             logits = logits_of(model, images, None)
             if info.tta:
                 logits = (logits + logits_of(model, images, info.tta_view)) / 2
-            correct, nll = scores(logits, labels, info.temperature)
-            row["sizes"][size] = {"correct": correct, "accuracy": round(correct / len(labels), 4), "nll": round(nll / len(labels), 4)}
-            pooled[size][0] += correct
-            pooled[size][1] += nll
+            row["sizes"][size] = add_score(pooled, size, *scores(logits, labels, info.temperature), len(labels))
         total += len(labels)
         rows.append(row)
         print(run, {size: r["correct"] for size, r in row["sizes"].items()}, flush=True)
-    summary = {size: {"correct": c, "n": total, "accuracy": round(c / total, 4), "nll": round(s / total, 4)}
-               for size, (c, s) in pooled.items()}
-    for size, s in summary.items():
-        print(f"{size:>4} px: {s['correct']}/{s['n']} = {100 * s['accuracy']:.2f}%, NLL {s['nll']:.4f}")
+    summary = pooled_summary(pooled, total, label=lambda size: f"{size:>4} px")
     path = write(args.output, {"machine": machine(), "pooled": summary, "runs": rows})
     print(f"wrote {path}")
 

@@ -46,6 +46,23 @@ def scores(logits: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[
     return int((z.argmax(1) == labels).sum()), float(-z[np.arange(len(labels)), labels].sum())
 
 
+def add_score(pooled: dict, key, correct: int, nll: float, n: int) -> dict:
+    """Add one run's (correct, summed NLL) over `n` images to ``pooled[key]``; return the run's figures."""
+    pooled[key][0] += correct
+    pooled[key][1] += nll
+    return {"correct": correct, "accuracy": round(correct / n, 4), "nll": round(nll / n, 4)}
+
+
+def pooled_summary(pooled: dict, total: int, label) -> dict:
+    """``{key: [correct, summed NLL]}`` over `total` images → accuracy and mean NLL per key,
+    each printed as one line headed ``label(key)``."""
+    summary = {key: {"correct": c, "n": total, "accuracy": round(c / total, 4), "nll": round(s / total, 4)}
+               for key, (c, s) in pooled.items()}
+    for key, s in summary.items():
+        print(f"{label(key)}: {s['correct']}/{s['n']} = {100 * s['accuracy']:.2f}%, NLL {s['nll']:.4f}")
+    return summary
+
+
 def main() -> None:
     args = runs_parser(__doc__, "tta_validation.json").parse_args()
 
@@ -62,17 +79,11 @@ def main() -> None:
         row = {"run": str(run), "protocol": config["protocol"], "seed": config["seed"], "val_n": len(labels), "views": {}}
         for name in names:
             logits = plain if name == "none" else (plain + logits_of(model, val_images, VIEWS[name])) / 2
-            correct, nll = scores(logits, labels, info.temperature)
-            row["views"][name] = {"accuracy": round(correct / len(labels), 4), "nll": round(nll / len(labels), 4)}
-            pooled[name][0] += correct
-            pooled[name][1] += nll
+            row["views"][name] = add_score(pooled, name, *scores(logits, labels, info.temperature), len(labels))
         total += len(labels)
         rows.append(row)
         print(run, {k: v["accuracy"] for k, v in row["views"].items()}, flush=True)
-    summary = {name: {"correct": c, "n": total, "accuracy": round(c / total, 4), "nll": round(s / total, 4)}
-               for name, (c, s) in pooled.items()}
-    for name, s in summary.items():
-        print(f"{name:>22}: {s['correct']}/{s['n']} = {100 * s['accuracy']:.2f}%, NLL {s['nll']:.4f}")
+    summary = pooled_summary(pooled, total, label=lambda name: f"{name:>22}")
     path = write(args.output, {"machine": machine(), "views": {k: v.to_dict() for k, v in VIEWS.items()},
                                "pooled": summary, "runs": rows})
     print(f"wrote {path}")
