@@ -115,3 +115,20 @@ def runs_parser(doc: str, output: str) -> argparse.ArgumentParser:
     data_option(parser)
     parser.add_argument("--output", default=output, help="results file name in benchmarks/results/")
     return parser
+
+
+def add_score(pooled: dict, key, correct: int, nll: float, n: int) -> dict:
+    """Add one run's (correct, summed NLL) over `n` images to ``pooled[key]``; return the run's figures."""
+    pooled[key][0] += correct
+    pooled[key][1] += nll
+    return {"correct": correct, "accuracy": round(correct / n, 4), "nll": round(nll / n, 4)}
+
+
+def pooled_summary(pooled: dict, total: int, label) -> dict:
+    """``{key: [correct, summed NLL]}`` over `total` images → accuracy and mean NLL per key,
+    each printed as one line headed ``label(key)``."""
+    summary = {key: {"correct": c, "n": total, "accuracy": round(c / total, 4), "nll": round(s / total, 4)}
+               for key, (c, s) in pooled.items()}
+    for key, s in summary.items():
+        print(f"{label(key)}: {s['correct']}/{s['n']} = {100 * s['accuracy']:.2f}%, NLL {s['nll']:.4f}")
+    return summary

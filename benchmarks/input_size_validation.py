@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, run_and_split, runs_parser, write  # noqa: E402
-from tta_validation import add_score, logits_of, pooled_summary, scores  # noqa: E402
+from _common import add_score, machine, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
 
 from braintumor.data import load_images, scan  # noqa: E402
+from braintumor.predict import predict_images  # noqa: E402
 
 
 def main() -> None:
@@ -47,10 +47,10 @@ def main() -> None:
             if preprocess not in loaded:
                 loaded[preprocess] = load_images(dataset, preprocess, progress=False)
             images = loaded[preprocess][0][split.val]
-            logits = logits_of(model, images, None)
-            if info.tta:
-                logits = (logits + logits_of(model, images, info.tta_view)) / 2
-            row["sizes"][size] = add_score(pooled, size, *scores(logits, labels, info.temperature), len(labels))
+            probs = predict_images(model, images, tta=info.tta, tta_view=info.tta_view, temperature=info.temperature)
+            correct = int((probs.argmax(1) == labels).sum())
+            nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).sum())
+            row["sizes"][size] = add_score(pooled, size, correct, nll, len(labels))
         total += len(labels)
         rows.append(row)
         print(run, {size: r["correct"] for size, r in row["sizes"].items()}, flush=True)

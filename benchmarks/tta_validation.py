@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, run_validation_set, runs_parser, write  # noqa: E402
+from _common import add_score, machine, pooled_summary, run_validation_set, runs_parser, write  # noqa: E402
 
 from braintumor.augment import MirrorView, to_float  # noqa: E402
 from braintumor.data import scan  # noqa: E402
@@ -44,23 +44,6 @@ def scores(logits: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[
     """(correct predictions, summed negative log-likelihood) at `temperature`."""
     z = torch.log_softmax(torch.from_numpy(logits / temperature), dim=1).numpy()
     return int((z.argmax(1) == labels).sum()), float(-z[np.arange(len(labels)), labels].sum())
-
-
-def add_score(pooled: dict, key, correct: int, nll: float, n: int) -> dict:
-    """Add one run's (correct, summed NLL) over `n` images to ``pooled[key]``; return the run's figures."""
-    pooled[key][0] += correct
-    pooled[key][1] += nll
-    return {"correct": correct, "accuracy": round(correct / n, 4), "nll": round(nll / n, 4)}
-
-
-def pooled_summary(pooled: dict, total: int, label) -> dict:
-    """``{key: [correct, summed NLL]}`` over `total` images → accuracy and mean NLL per key,
-    each printed as one line headed ``label(key)``."""
-    summary = {key: {"correct": c, "n": total, "accuracy": round(c / total, 4), "nll": round(s / total, 4)}
-               for key, (c, s) in pooled.items()}
-    for key, s in summary.items():
-        print(f"{label(key)}: {s['correct']}/{s['n']} = {100 * s['accuracy']:.2f}%, NLL {s['nll']:.4f}")
-    return summary
 
 
 def main() -> None:
