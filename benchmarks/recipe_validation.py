@@ -32,6 +32,10 @@ from braintumor.data import scan  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
 
 
+# Training-config keys that say where and how a run ran, not what it trained: left out of "recipe".
+NOT_RECIPE = {"data", "out", "class_map", "protocol", "seed", "progress", "resume", "threads"}
+
+
 def cross_fitted_ece(probs: np.ndarray, labels: np.ndarray, repeats: int = 20, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     values = []
@@ -59,7 +63,7 @@ def main() -> None:
             "run": str(run),
             "protocol": config["protocol"],
             "seed": config["seed"],
-            "recipe": {k: config.get(k) for k in ("backbone", "image_size", "low_res_scale", "low_res_fraction", "freeze_blocks", "label_smoothing", "ema_decay", "drop_path_rate", "mixup_alpha", "erase_prob", "contrast_prob", "balance_sources", "lr", "weight_decay", "epochs", "patience", "time_limit_min")},
+            "recipe": {k: v for k, v in config.items() if k not in NOT_RECIPE},
             "best_epoch": info.metrics.get("best_epoch"),
             "epochs_run": epochs_run(run),
             "val_n": int(len(labels)),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.cli import main
+from braintumor.cli import _print_validation, main
 
 
 def _run(*args, cwd=None):
@@ -111,6 +111,7 @@ def test_predict_table_and_json(trained, tmp_path):
         (["predict", "x.jpg", "--model", "{tmp}/junk.safetensors"], "not a braintumor checkpoint"),
         (["evaluate", "{tmp}/junk.safetensors"], "not a braintumor checkpoint"),
         (["train", "--data", "{tmp}", "--epochs", "0"], "epochs must be at least 1"),
+        (["train", "--data", "{tmp}", "--folds", "3", "--no-test"], "--no-test does not combine with --folds"),
     ],
 )
 def test_expected_errors_are_one_clear_message(trained, tmp_path, capsys, args, message):
@@ -122,6 +123,23 @@ def test_expected_errors_are_one_clear_message(trained, tmp_path, capsys, args, 
     assert code != 0
     assert message in err and "Traceback" not in err
     assert err.startswith("error: ")
+
+
+def test_no_test_trains_without_looking_at_the_test_split(trained, tmp_path, capsys):
+    data, _, _ = trained
+    out = tmp_path / "run"
+    result = _run("train", "--data", data, "--out", out, "--epochs", "1", "--image-size", "32", "--batch-size", "8",
+                  "--seed", "3", "--no-test", "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["test"] == "not evaluated" and 0 <= shown["val_acc"] <= 1 and shown["best_epoch"] == 1
+    assert "accuracy" not in shown and shown["temperature"] > 0
+    assert not (out / "test_metrics.json").exists() and not (out / "report.md").exists()
+    _print_validation(out, as_json=False)  # what the same run prints without --json
+    text = capsys.readouterr().out
+    assert "validation accuracy" in text and "test accuracy" not in text and "braintumor evaluate" in text
+    later = _run("evaluate", out / "model.safetensors", "--data", data, "--json")  # the test split, looked at once
+    assert later.returncode == 0 and json.loads(later.stdout)["n"] > 0
 
 
 def test_data_info_json(trained, capsys):

@@ -312,3 +312,23 @@ def test_group_sampling_reuses_the_groups_a_dedup_split_carries(monkeypatch):
 def test_group_sampling_and_source_balancing_are_exclusive():
     with pytest.raises(BrainTumorError, match="sample_groups and balance_sources"):
         TrainConfig(sample_groups=True, balance_sources=0.5)
+
+
+def test_equalized_training_is_served_by_torch_and_onnx_predictors(tiny_tree, tmp_path):
+    from braintumor.export import export_onnx
+    from braintumor.imageio import read_image
+    from braintumor.predict import Predictor
+    from braintumor.preprocess import Preprocess
+
+    import braintumor.train as train_module
+
+    config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=1, image_size=32, batch_size=8,
+                         patience=5, progress=False, equalize=True)
+    out = train_module.train(config)
+    assert json.loads((out / "model.json").read_text())["preprocess"]["equalize"] is True
+    image = next(Path(tiny_tree).rglob("*.jpg"))
+    equalized = Preprocess(image_size=32, equalize=True)(read_image(image))
+    assert not np.array_equal(equalized, Preprocess(image_size=32)(read_image(image)))
+    for model in (out / "model.safetensors", export_onnx(out / "model.safetensors", tmp_path / "model.onnx")):
+        [(_, served)] = Predictor(model, runtime="onnx")._load(image, None)
+        np.testing.assert_array_equal(served, equalized)

@@ -29,15 +29,36 @@ def _cmd_train(args) -> int:
     kwargs["data"] = str(args.data or default_data_dir())
     kwargs["class_map"] = parse_class_map(args.class_map)
     kwargs["progress"] = not args.quiet
+    if not args.test and kwargs.get("folds"):
+        raise BrainTumorError("--no-test does not combine with --folds: cross-validation tests every fold",
+                              "drop --no-test, or --folds to train one model")
     if kwargs.get("folds"):
         from .crossval import cross_validate
 
         _print_crossval(cross_validate(TrainConfig(**kwargs)), args.json)
         return 0
     out = train(TrainConfig(**kwargs))
+    if not args.test:
+        _print_validation(out, args.json)
+        return 0
     metrics = evaluate(out / "model.safetensors", kwargs["data"], progress=not args.quiet)
     _print_metrics(metrics, args.json)
     return 0
+
+
+def _print_validation(out: Path, as_json: bool) -> None:
+    """What a run trained with --no-test shows: validation figures only, and how to test later."""
+    from .checkpoint import read_info
+
+    info, _ = read_info(out / "model.safetensors")
+    shown = {k: info.metrics[k] for k in ("val_acc", "val_loss", "best_epoch", "val_acc_final", "train_minutes") if k in info.metrics}
+    shown = {**shown, "temperature": info.temperature, "model": str(out / "model.safetensors"), "test": "not evaluated"}
+    if as_json:
+        print(json.dumps(shown, indent=2))
+        return
+    print(f"validation accuracy {100 * shown['val_acc']:.2f}% at epoch {shown['best_epoch']}"
+          + (f", {100 * shown['val_acc_final']:.2f}% with the test-time view" if "val_acc_final" in shown else ""))
+    print(f"test split not evaluated; once the recipe is chosen: braintumor evaluate {out / 'model.safetensors'}")
 
 
 def _print_metrics(metrics: dict, as_json: bool) -> None:
@@ -270,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--low-res-scale", type=float, help="progressive resizing: the first --low-res-fraction of the epochs train on images scaled by this (default: 0.8, i.e. 128 px for 160; 1: off)")
     p.add_argument("--low-res-fraction", type=float, help="share of the epochs, from the first, trained at --low-res-scale (default: 0.3; 0: off)")
     p.add_argument("--no-crop", dest="crop_foreground", action="store_false", default=None, help="do not crop images to the head's bounding box")
+    p.add_argument("--equalize", action="store_true", default=None, help="equalise each image's intensity histogram over the head's pixels, in training and wherever the model is used (default: off)")
     p.add_argument("--freeze-blocks", type=int, help="freeze the stem and this many early stages of the backbone (default: 0)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: 20)")
     p.add_argument("--batch-size", type=int, help="mini-batch size (default: 32)")
@@ -295,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--time-limit-min", type=float, help="wall-clock budget of the run in minutes, decoding included: an epoch starts only if it and the fits after training are projected to end within it; a --resume gets a new budget (default: 14; 0: no limit)")
     p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its last checkpoint")
-    p.add_argument("--json", action="store_true", help="print the test metrics as JSON")
+    p.add_argument("--no-test", dest="test", action="store_false", help="do not evaluate the test split after training: print validation figures only, for choosing a recipe without looking at the test images (evaluate it later with 'braintumor evaluate')")
+    p.add_argument("--json", action="store_true", help="print the test metrics (with --no-test: the validation figures) as JSON")
     p.set_defaults(func=_cmd_train)
 
     p = command("evaluate", "evaluate a checkpoint on a protocol's test split and write a report")

@@ -2,7 +2,8 @@
 
 A `Preprocess` is plain data stored in every checkpoint. It turns a decoded RGB array into a
 square ``size x size`` uint8 image: crop to the bright foreground (the head; MRI slices often
-carry wide black margins), pad to a square without distorting the aspect ratio, and resize.
+carry wide black margins), optionally equalise the head's intensity histogram, pad to a square
+without distorting the aspect ratio, and resize.
 Scaling to ``[0, 1]`` and normalising with ``mean``/``std`` happen inside the network
 (`braintumor.models.Classifier`), so an exported model carries them too.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class Preprocess:
         Crop to the bounding box of pixels brighter than ``foreground_threshold`` first.
     foreground_threshold : int
         Gray level (0..255) above which a pixel counts as foreground.
+    equalize : bool
+        Equalise the intensity histogram, computed over the foreground pixels only (Pillow's
+        ``ImageOps.equalize`` with a mask), so that scans from different scanners and sources
+        span the gray levels alike. Off by default (docs/recipes.md).
     mean, std : tuple of float
         Per-channel normalisation applied to inputs scaled to ``[0, 1]``.
     """
@@ -34,6 +39,7 @@ class Preprocess:
     image_size: int = 224
     crop_foreground: bool = True
     foreground_threshold: int = 20
+    equalize: bool = False
     mean: tuple[float, float, float] = field(default=(0.5, 0.5, 0.5))
     std: tuple[float, float, float] = field(default=(0.5, 0.5, 0.5))
 
@@ -55,9 +61,7 @@ class Preprocess:
     def foreground_box(self, rgb: np.ndarray) -> tuple[int, int, int, int]:
         """Return ``(top, bottom, left, right)`` of the foreground, or the whole image."""
         h, w = rgb.shape[:2]
-        # the channel maximum, written elementwise: 30x faster than rgb.max(axis=2) (4 ms at 512 px)
-        gray = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]) if rgb.ndim == 3 else rgb
-        mask = gray > self.foreground_threshold
+        mask = self._gray(rgb) > self.foreground_threshold
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         if rows.size == 0 or cols.size == 0:
             return 0, h, 0, w
@@ -67,6 +71,19 @@ class Preprocess:
             return 0, h, 0, w
         return int(top), int(bottom), int(left), int(right)
 
+    def equalized(self, rgb: np.ndarray) -> np.ndarray:
+        """Histogram-equalise each channel of `rgb` over its foreground pixels."""
+        mask = self._gray(rgb) > self.foreground_threshold
+        if not mask.any():
+            return rgb
+        mask_img = Image.fromarray(mask.astype(np.uint8) * 255)
+        return np.asarray(ImageOps.equalize(Image.fromarray(rgb), mask=mask_img))
+
+    @staticmethod
+    def _gray(rgb: np.ndarray) -> np.ndarray:
+        # the channel maximum, written elementwise: 30x faster than rgb.max(axis=2) (4 ms at 512 px)
+        return np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2]) if rgb.ndim == 3 else rgb
+
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """Turn an ``H x W x 3`` uint8 array into a ``size x size x 3`` uint8 array."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -74,6 +91,8 @@ class Preprocess:
         if self.crop_foreground:
             top, bottom, left, right = self.foreground_box(rgb)
             rgb = rgb[top:bottom, left:right]
+        if self.equalize:
+            rgb = self.equalized(rgb)
         h, w = rgb.shape[:2]
         side = max(h, w)
         if h != w:

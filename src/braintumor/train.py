@@ -56,6 +56,7 @@ class TrainConfig:
     low_res_scale: float = 0.8
     low_res_fraction: float = 0.3
     crop_foreground: bool = True
+    equalize: bool = False  # histogram-equalise the head's intensities (Preprocess.equalize)
     freeze_blocks: int = 0
     epochs: int = 20
     batch_size: int = 32
@@ -297,7 +298,8 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     generator = seed_everything(config.seed)
 
     # ---- data -------------------------------------------------------------------------------
-    preprocess = Preprocess(image_size=config.image_size, crop_foreground=config.crop_foreground)
+    preprocess = Preprocess(image_size=config.image_size, crop_foreground=config.crop_foreground,
+                            equalize=config.equalize)
     dataset = scan(config.data, config.class_map)
     images, dataset = load_images(dataset, preprocess, progress=config.progress)
     split = run_split(dataset, asdict(config), progress=config.progress)
