@@ -17,7 +17,10 @@ is not a recipe for the 15-minute, 100-images/s targets; it measures how much he
 compute of the same kind holds. The members were early-stopped on these same validation images,
 which flatters every figure here a little. The test split is never scored.
 
-Usage: python benchmarks/ensemble_validation.py RUN_DIR [RUN_DIR ...] [--data DIR] [--output NAME]
+With ``--no-tta`` every member scores the images alone, without its test-time view: then an
+ensemble of two costs what one model with its view does (two forward passes per image).
+
+Usage: python benchmarks/ensemble_validation.py RUN_DIR [RUN_DIR ...] [--no-tta] [--data DIR] [--output NAME]
 Writes benchmarks/results/ensemble_validation.json (or NAME).
 """
 
@@ -43,7 +46,9 @@ def nll_sum(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def main() -> None:
-    args = runs_parser(__doc__, "ensemble_validation.json").parse_args()
+    parser = runs_parser(__doc__, "ensemble_validation.json")
+    parser.add_argument("--no-tta", dest="tta", action="store_false", help="score every member without its test-time view")
+    args = parser.parse_args()
     dataset = scan(args.data)
     loaded = {}  # preprocessing -> (images, readable dataset)
     groups = defaultdict(list)  # (protocol, seed) -> [(run, probabilities)]
@@ -55,7 +60,7 @@ def main() -> None:
         if key in labels_of and not np.array_equal(labels_of[key], labels):
             raise SystemExit(f"{run}: other validation images than the earlier runs of {key}")
         labels_of[key], paths_of[key] = labels, [os.path.relpath(found.paths[i], args.data) for i in split.val]
-        probs = predict_images(model, images, tta=info.tta, tta_view=info.tta_view, temperature=info.temperature)
+        probs = predict_images(model, images, tta=info.tta and args.tta, tta_view=info.tta_view, temperature=info.temperature)
         groups[key].append((str(run), probs))
         print(f"{run}: {int((probs.argmax(1) == labels).sum())}/{len(labels)}", flush=True)
 
