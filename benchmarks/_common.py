@@ -117,6 +117,14 @@ def runs_parser(doc: str, output: str) -> argparse.ArgumentParser:
     return parser
 
 
+def nll_sum(probs, labels) -> float:
+    """Summed negative log-likelihood of `labels` under probabilities `probs`: the package's
+    `braintumor.calibration.nll` (a mean) times the number of images."""
+    from braintumor.calibration import as_logits, nll
+
+    return nll(as_logits(probs), labels) * len(labels)
+
+
 def add_score(pooled: dict, key, correct: int, nll: float, n: int) -> dict:
     """Add one run's (correct, summed NLL) over `n` images to ``pooled[key]``; return the run's figures."""
     pooled[key][0] += correct

@@ -35,14 +35,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import add_score, machine, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
+from _common import add_score, machine, nll_sum, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
 
 from braintumor.data import scan  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
-
-
-def nll_sum(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).sum())
 
 
 def main() -> None:

@@ -18,10 +18,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import add_score, machine, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
+from _common import add_score, machine, nll_sum, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
 
 from braintumor.data import load_images, scan  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
@@ -49,8 +47,7 @@ def main() -> None:
             images = loaded[preprocess][0][split.val]
             probs = predict_images(model, images, tta=info.tta, tta_view=info.tta_view, temperature=info.temperature)
             correct = int((probs.argmax(1) == labels).sum())
-            nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).sum())
-            row["sizes"][size] = add_score(pooled, size, correct, nll, len(labels))
+            row["sizes"][size] = add_score(pooled, size, correct, nll_sum(probs, labels), len(labels))
         total += len(labels)
         rows.append(row)
         print(run, {size: r["correct"] for size, r in row["sizes"].items()}, flush=True)
