@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import add_score, machine, pooled_summary, run_validation_set, runs_parser, write  # noqa: E402
 
 from braintumor.augment import MirrorView, to_float  # noqa: E402
+from braintumor.calibration import nll  # noqa: E402
 from braintumor.data import scan  # noqa: E402
 
 VIEWS = {
@@ -42,8 +43,7 @@ def logits_of(model, images: np.ndarray, view: MirrorView | None, batch_size: in
 
 def scores(logits: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[int, float]:
     """(correct predictions, summed negative log-likelihood) at `temperature`."""
-    z = torch.log_softmax(torch.from_numpy(logits / temperature), dim=1).numpy()
-    return int((z.argmax(1) == labels).sum()), float(-z[np.arange(len(labels)), labels].sum())
+    return int((logits.argmax(1) == labels).sum()), nll(logits, labels, temperature) * len(labels)
 
 
 def main() -> None:
