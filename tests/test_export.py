@@ -86,6 +86,27 @@ def test_export_command_and_bad_onnx_files(tiny_checkpoint, tmp_path, capsys):
         OnnxRuntime(tmp_path / "missing.onnx")
 
 
+@pytest.mark.parametrize("change", ["newer field", "newer format"])
+def test_an_onnx_file_from_an_incompatible_version_is_one_clear_error(onnx_file, tmp_path, change):
+    import json
+
+    import onnx
+
+    graph = onnx.load(str(onnx_file))
+    entry = next(e for e in graph.metadata_props if e.key == "braintumor")
+    meta = json.loads(entry.value)
+    if change == "newer field":
+        meta["preprocess"]["sharpen"] = True
+    else:
+        meta["format_version"] = 99
+    entry.value = json.dumps(meta)
+    onnx.save(graph, str(tmp_path / "newer.onnx"))
+    expected = "unknown checkpoint metadata.*sharpen" if change == "newer field" else "format version 99"
+    with pytest.raises(CheckpointError, match=expected) as caught:
+        OnnxRuntime(tmp_path / "newer.onnx")
+    assert "braintumor export" in caught.value.hint
+
+
 def test_the_exported_graph_is_cached_per_checkpoint_and_tta(tiny_checkpoint, monkeypatch):
     import braintumor.export as export
 

@@ -132,26 +132,45 @@ def read_info(path: str | Path) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
             f"{path} is a safetensors file but not a braintumor checkpoint (no braintumor metadata)",
             "pass the model .safetensors written by `braintumor train`",
         )
+    info = parse_info(raw, str(path), "retrain the model")
+    info.arrays = {k[len(ARRAY_PREFIX) :]: tensors.pop(k) for k in list(tensors) if k.startswith(ARRAY_PREFIX)}
+    return info, tensors
+
+
+def parse_info(raw: str, label: str, remedy: str) -> ModelInfo:
+    """`ModelInfo` from the JSON metadata of a checkpoint or an exported model, validated.
+
+    Parameters
+    ----------
+    raw : str
+        The metadata as written by `ModelInfo.to_dict` and ``json.dumps``.
+    label : str
+        What the metadata came from (a path), for the error messages.
+    remedy : str
+        What to do when the metadata is damaged or comes from an incompatible version.
+    """
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: its braintumor metadata is damaged", "retrain or re-export the model") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}", "retrain the model")
+        raise CheckpointError(f"{label}: its braintumor metadata is damaged", remedy) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        format_name = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{label}: unknown checkpoint format {format_name!r}", remedy)
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format version {version} (written by braintumor "
+            f"{label}: checkpoint format version {version} (written by braintumor "
             f"{meta.get('braintumor_version', '?')}); this braintumor {__version__} reads version {FORMAT_VERSION}",
-            "upgrade braintumor, or retrain the model with this version",
+            f"upgrade braintumor, or {remedy} with this version",
         )
-    arrays = {k[len(ARRAY_PREFIX) :]: tensors.pop(k) for k in list(tensors) if k.startswith(ARRAY_PREFIX)}
     try:
-        info = ModelInfo.from_dict(meta)
-        info.arrays = arrays
-        return info, tensors
+        return ModelInfo.from_dict(meta)
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: incomplete checkpoint metadata ({exc})", "retrain the model") from None
+        raise CheckpointError(
+            f"{label}: incomplete or unknown checkpoint metadata ({exc}; written by braintumor "
+            f"{meta.get('braintumor_version', '?')}, this is {__version__})",
+            remedy,
+        ) from None
 
 
 def load_checkpoint(path: str | Path) -> tuple[Classifier, ModelInfo]:

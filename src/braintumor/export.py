@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import ModelInfo, load_checkpoint
+from .checkpoint import ModelInfo, load_checkpoint, parse_info
 from .errors import BrainTumorError, CheckpointError
 from .inference import InferenceModel
 from .ood import OODStats
@@ -75,7 +75,8 @@ def cached_onnx_bytes(checkpoint: str | Path, model, info: ModelInfo, tta: bool 
 
     tta = info.tta if tta is None else bool(tta)
     key = hashlib.sha256(Path(checkpoint).read_bytes())
-    for source in ("inference.py", "ood.py", "export.py", "augment.py"):
+    # the code that builds the graph, and the code that writes and reads the metadata it carries
+    for source in ("inference.py", "ood.py", "export.py", "augment.py", "checkpoint.py", "preprocess.py"):
         key.update((Path(__file__).parent / source).read_bytes())
     key.update(f"{tta}|{__version__}|{torch.__version__}|{OPSET}".encode())
     path = cache_dir() / "onnx" / f"{key.hexdigest()[:32]}.onnx"
@@ -160,8 +161,7 @@ class OnnxRuntime:
         if raw is None:
             raise CheckpointError(f"{label} is an ONNX model but not one exported by braintumor",
                                   "write one with `braintumor export MODEL`")
-        meta = json.loads(raw)
-        self.info = ModelInfo.from_dict(meta)
+        self.info = parse_info(raw, label, "export the model again with `braintumor export MODEL`")
         self.classes = list(self.info.classes)
         self.tta = self.info.tta
         ood = self.info.extra.get("ood")
