@@ -60,13 +60,15 @@ def test_incompatible_version(tmp_path):
         read_info(tmp_path / "new.safetensors")
 
 
-@pytest.mark.parametrize("change", ["field", "damaged", "list"])
+@pytest.mark.parametrize("change", ["field", "damaged", "list", "view"])
 def test_metadata_from_a_newer_or_damaged_writer_is_one_clear_error(tmp_path, change):
     meta = _info().to_dict()
     meta["preprocess"]["sharpen"] = True  # a field this version does not know
-    raw = {"field": json.dumps(meta), "damaged": json.dumps(meta)[:-5], "list": "[1, 2]"}[change]
+    odd_view = json.dumps({**_info().to_dict(), "tta_view": "rotated"})  # a value of another shape
+    raw = {"field": json.dumps(meta), "damaged": json.dumps(meta)[:-5], "list": "[1, 2]", "view": odd_view}[change]
     save_file({"w": torch.zeros(2)}, str(tmp_path / "m.safetensors"), metadata={"braintumor": raw})
-    expected = {"field": "unknown checkpoint metadata.*sharpen", "damaged": "damaged", "list": "unknown checkpoint format"}
+    expected = {"field": "unknown checkpoint metadata.*sharpen", "damaged": "damaged", "list": "unknown checkpoint format",
+                "view": "unknown checkpoint metadata"}
     with pytest.raises(CheckpointError, match=expected[change]) as caught:
         read_info(tmp_path / "m.safetensors")
     assert caught.value.hint == "retrain the model"

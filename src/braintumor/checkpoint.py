@@ -165,7 +165,7 @@ def parse_info(raw: str, label: str, remedy: str) -> ModelInfo:
         )
     try:
         return ModelInfo.from_dict(meta)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(
             f"{label}: incomplete or unknown checkpoint metadata ({exc}; written by braintumor "
             f"{meta.get('braintumor_version', '?')}, this is {__version__})",
