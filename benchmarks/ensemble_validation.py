@@ -68,15 +68,16 @@ def main() -> None:
         n = len(labels)
         right = np.stack([p.argmax(1) == labels for _, p in members])
         mean_probs = np.mean([p for _, p in members], axis=0)
+        member_nll = [nll_sum(p, labels) for _, p in members]
         member_rows = [{"run": run, "correct": int(r.sum()), "accuracy": round(float(r.mean()), 4),
-                        "nll": round(nll_sum(p, labels) / n, 4)} for (run, p), r in zip(members, right)]
+                        "nll": round(loss / n, 4)} for (run, _), r, loss in zip(members, right, member_nll)]
         row = {
             "protocol": protocol,
             "seed": seed,
             "val_n": n,
             "members": member_rows,
             "mean_member": add_score(pooled, "mean member", float(right.sum(1).mean()),
-                                     float(np.mean([nll_sum(p, labels) for _, p in members])), n),
+                                     float(np.mean(member_nll)), n),
             "ensemble": add_score(pooled, "ensemble", int((mean_probs.argmax(1) == labels).sum()), nll_sum(mean_probs, labels), n),
             "mean_correct_by_ensemble_size": {
                 k: round(float(np.mean([(np.mean([members[i][1] for i in subset], axis=0).argmax(1) == labels).sum()

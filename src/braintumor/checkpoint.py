@@ -153,8 +153,8 @@ def parse_info(raw: str, label: str, remedy: str) -> ModelInfo:
         meta = json.loads(raw)
     except json.JSONDecodeError:
         raise CheckpointError(f"{label}: its braintumor metadata is damaged", remedy) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        format_name = meta.get("format") if isinstance(meta, dict) else None
+    format_name = meta.get("format") if isinstance(meta, dict) else None
+    if format_name != FORMAT:
         raise CheckpointError(f"{label}: unknown checkpoint format {format_name!r}", remedy)
     version = meta.get("format_version")
     if version != FORMAT_VERSION:

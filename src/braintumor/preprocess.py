@@ -60,8 +60,11 @@ class Preprocess:
 
     def foreground_box(self, rgb: np.ndarray) -> tuple[int, int, int, int]:
         """Return ``(top, bottom, left, right)`` of the foreground, or the whole image."""
-        h, w = rgb.shape[:2]
-        mask = self._gray(rgb) > self.foreground_threshold
+        return self._box(self._mask(rgb))
+
+    @staticmethod
+    def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+        h, w = mask.shape
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         if rows.size == 0 or cols.size == 0:
             return 0, h, 0, w
@@ -71,13 +74,16 @@ class Preprocess:
             return 0, h, 0, w
         return int(top), int(bottom), int(left), int(right)
 
-    def equalized(self, rgb: np.ndarray) -> np.ndarray:
-        """Histogram-equalise each channel of `rgb` over its foreground pixels."""
-        mask = self._gray(rgb) > self.foreground_threshold
+    def equalized(self, rgb: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Histogram-equalise each channel of `rgb` over its foreground pixels (`mask`, if given)."""
+        mask = self._mask(rgb) if mask is None else mask
         if not mask.any():
             return rgb
         mask_img = Image.fromarray(mask.astype(np.uint8) * 255)
         return np.asarray(ImageOps.equalize(Image.fromarray(rgb), mask=mask_img))
+
+    def _mask(self, rgb: np.ndarray) -> np.ndarray:
+        return self._gray(rgb) > self.foreground_threshold
 
     @staticmethod
     def _gray(rgb: np.ndarray) -> np.ndarray:
@@ -88,11 +94,12 @@ class Preprocess:
         """Turn an ``H x W x 3`` uint8 array into a ``size x size x 3`` uint8 array."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 array, got {rgb.dtype} {rgb.shape}")
+        mask = self._mask(rgb) if self.crop_foreground or self.equalize else None
         if self.crop_foreground:
-            top, bottom, left, right = self.foreground_box(rgb)
-            rgb = rgb[top:bottom, left:right]
+            top, bottom, left, right = self._box(mask)
+            rgb, mask = rgb[top:bottom, left:right], mask[top:bottom, left:right]
         if self.equalize:
-            rgb = self.equalized(rgb)
+            rgb = self.equalized(rgb, mask)
         h, w = rgb.shape[:2]
         side = max(h, w)
         if h != w:
