@@ -116,3 +116,51 @@ def test_the_exported_graph_is_cached_per_checkpoint_and_tta(tiny_checkpoint, mo
     assert export.cached_onnx_bytes(tiny_checkpoint, model, info, tta=True) == first
     with pytest.raises(pytest.fail.Exception):  # another tta setting is another graph
         export.cached_onnx_bytes(tiny_checkpoint, model, info, tta=False)
+
+
+@pytest.mark.parametrize("size", [64, 72])  # at 72 px a stride-2 convolution sees an odd input (9 x 9)
+def test_same_padding_becomes_constant_with_the_same_outputs(size):
+    import torch
+    from timm.layers.conv2d_same import Conv2dSame
+
+    from braintumor.export import static_same_padding
+    from braintumor.models import create_model
+    from braintumor.preprocess import Preprocess
+
+    torch.manual_seed(0)
+    model = create_model("tf_efficientnet_lite0", 4, Preprocess(image_size=size), pretrained=False).eval()
+    static = static_same_padding(model, size)
+    assert sum(isinstance(m, Conv2dSame) for m in model.modules()) == 5  # the original is left as it was
+    assert not any(isinstance(m, Conv2dSame) for m in static.modules())
+    x = torch.rand(3, 3, size, size)
+    with torch.no_grad():
+        assert torch.allclose(static(x), model(x), atol=1e-5)
+
+
+def test_onnxruntime_fuses_the_padding_of_an_exported_tf_efficientnet(tmp_path):
+    """The Lite0 graph, once onnxruntime has optimised it, has no Pad node left (the padding is
+    inside the convolutions), and gives PyTorch's probabilities."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from braintumor.checkpoint import ModelInfo
+    from braintumor.classes import CLASSES
+    from braintumor.models import create_model
+    from braintumor.preprocess import Preprocess
+
+    torch.manual_seed(0)
+    preprocess = Preprocess(image_size=64)
+    model = create_model("tf_efficientnet_lite0", 4, preprocess, pretrained=False).eval()
+    info = ModelInfo(classes=list(CLASSES), backbone="tf_efficientnet_lite0", preprocess=preprocess,
+                     tta=True, tta_view=MirrorView(angle=8.0))
+    data = onnx_bytes(model, info)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert "Conv" in ops and "Pad" not in ops
+    images = _images(4, seed=3)[:, :64, :64]
+    expected = predict_images(model, images, tta=True, tta_view=info.tta_view)
+    assert np.abs(OnnxRuntime(data, threads=1).run(images)[0] - expected).max() < 1e-4

@@ -9,6 +9,7 @@ key ``braintumor``, so an ``.onnx`` file alone is enough to predict.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from .checkpoint import ModelInfo, load_checkpoint, parse_info
 from .errors import BrainTumorError, CheckpointError
@@ -26,6 +28,48 @@ from .ood import OODStats
 
 OPSET = 17
 METADATA_KEY = "braintumor"
+
+
+def static_same_padding(model: nn.Module, image_size: int) -> nn.Module:
+    """A copy of `model` whose TensorFlow-style "same" convolutions pad by constants.
+
+    timm's ``Conv2dSame`` (the stride-2 convolutions of the ``tf_`` EfficientNets) computes its
+    padding from each input's size, so the traced graph computes it too, and onnxruntime cannot
+    fuse that padding into the convolution: on a 2-core CPU the Pad nodes and the layout
+    changes around them took about 30% of Lite0's time at 160 px. The graph's input size is
+    fixed (`image_size`), so each convolution's padding is found once, from a forward pass at
+    that size, and becomes a constant ``ZeroPad2d`` before a plain convolution with the same
+    weights: the same outputs, the constant Pad nodes are fused away, and a pass takes 2.6 ms
+    per image instead of 4.3 (batches of 8, 2 threads).
+    """
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.padding import pad_same_arg
+
+    model = copy.deepcopy(model)
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def record(name: str):
+        def hook(_, args) -> None:
+            sizes[name] = tuple(args[0].shape[-2:])
+        return hook
+
+    hooks = [module.register_forward_pre_hook(record(name)) for name, module in model.named_modules()
+             if isinstance(module, Conv2dSame)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, size in sizes.items():
+        conv = model.get_submodule(name)
+        plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation,
+                          conv.groups, conv.bias is not None)
+        plain.load_state_dict(conv.state_dict())
+        padding = pad_same_arg(size, conv.kernel_size, conv.stride, conv.dilation)
+        parent, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent), attribute, nn.Sequential(nn.ZeroPad2d(padding), plain))
+    return model
 
 
 def onnx_bytes(model, info: ModelInfo, tta: bool | None = None) -> bytes:
@@ -40,10 +84,10 @@ def onnx_bytes(model, info: ModelInfo, tta: bool | None = None) -> bytes:
     import onnx
 
     tta = info.tta if tta is None else bool(tta)
-    module = InferenceModel(
-        model, info.temperature, tta, OODStats.load_from(info), info.tta_view, info.preprocess.image_size
-    ).eval()
     size = info.preprocess.image_size
+    module = InferenceModel(
+        static_same_padding(model, size), info.temperature, tta, OODStats.load_from(info), info.tta_view, size
+    ).eval()
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -59,6 +103,11 @@ def onnx_bytes(model, info: ModelInfo, tta: bool | None = None) -> bytes:
             opset_version=OPSET,
         )
     graph = onnx.load_from_string(buffer.getvalue())
+    for node in graph.graph.node:
+        # The exporter names the absent constant_value of a Pad as an empty input; onnxruntime
+        # then does not fuse the Pad into the next Conv. Dropping it changes nothing else.
+        while node.op_type == "Pad" and node.input and not node.input[-1]:
+            node.input.pop()
     meta = info.to_dict()
     meta["tta"] = tta
     entry = graph.metadata_props.add()
