@@ -332,3 +332,52 @@ def test_equalized_training_is_served_by_torch_and_onnx_predictors(tiny_tree, tm
     for model in (out / "model.safetensors", export_onnx(out / "model.safetensors", tmp_path / "model.onnx")):
         [(_, served)] = Predictor(model, runtime="onnx")._load(image, None)
         np.testing.assert_array_equal(served, equalized)
+
+
+def test_the_linear_probe_sets_the_head_to_a_fitted_logistic_regression():
+    from types import SimpleNamespace
+
+    from synthetic import tumor_slice
+
+    from braintumor.augment import to_float
+    from braintumor.models import create_model
+    from braintumor.preprocess import Preprocess
+    from braintumor.train import fit_linear_head, pooled_features
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    labels = np.arange(80) % 4
+    images = np.stack([tumor_slice(int(label), rng, 64) for label in labels])
+    split = SimpleNamespace(train=np.arange(60), val=np.arange(60, 80))
+    model = create_model("test_efficientnet", 4, Preprocess(image_size=64), pretrained=False)
+    backbone = {k: v.clone() for k, v in model.net.state_dict().items() if "classifier" not in k}
+    features = pooled_features(model, images[split.train], 64, bf16=False)
+
+    def train_loss() -> float:
+        with torch.no_grad():
+            logits = model.net.get_classifier()(torch.from_numpy(features))
+        return float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels[split.train])))
+
+    before = train_loss()
+    accuracy = fit_linear_head(model, images, labels, split, size=64, bf16=False)
+    assert train_loss() < before  # the random head replaced by one fitted to these features
+    assert all(torch.equal(v, backbone[k]) for k, v in model.net.state_dict().items() if k in backbone)
+    model.eval()
+    with torch.no_grad():
+        predicted = model(to_float(torch.from_numpy(images[split.val]))).argmax(1).numpy()
+    assert accuracy == pytest.approx(float((predicted == labels[split.val]).mean()))
+
+
+def test_training_with_the_linear_probe_fits_it_once_and_not_again_on_resume(tiny_tree, tmp_path, monkeypatch):
+    import braintumor.train as train_module
+
+    calls = []
+    real = train_module.fit_linear_head
+    monkeypatch.setattr(train_module, "fit_linear_head", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    config = dict(data=str(tiny_tree), out=str(tmp_path / "run"), epochs=2, image_size=32, batch_size=8, patience=5,
+                  progress=False, probe_head=True)
+    train_module.train(TrainConfig(**config, low_res_scale=0.75))
+    assert calls == [24]  # fitted at the first epoch's size (progressive resizing: 24 px)
+    out = train_module.train(TrainConfig(**{**config, "epochs": 3}, low_res_scale=0.75, resume=True))
+    assert calls == [24]
+    assert json.loads((out / "model.json").read_text())["train_config"]["probe_head"] is True

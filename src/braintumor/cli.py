@@ -307,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast-prob", type=float, help="contrast remapping: share of training images whose intensities pass through a random monotone curve, half of them with the head inverted (T1-like to T2-like), e.g. 0.5 (default: 0, off)")
     p.add_argument("--balance-sources", type=float, metavar="A", help="draw each epoch's images with weight n^-A, n the training images of the same top-level folder (Training/, Testing/): 1 shows every source equally often (default: 0, off)")
     p.add_argument("--sample-groups", action="store_true", default=None, help="each epoch, train on one randomly drawn image of every near-duplicate group instead of every image (copies count once; shorter epochs)")
+    p.add_argument("--probe-head", action="store_true", default=None, help="linear probing first (LP-FT): fit the head by logistic regression on the frozen ImageNet features before fine-tuning (default: off)")
     p.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement (default: 8)")
     p.add_argument("--val-fraction", type=float, help="share of the training part used for validation (default: 0.1)")
     p.add_argument("--test-fraction", type=float, help="share held out for testing under 'original' (default: 0.1)")
