@@ -279,13 +279,13 @@ def fit_linear_head(model, images: np.ndarray, labels: np.ndarray, split, size: 
     bar.close()
     train_y, val_y = labels[split.train], labels[split.val]
     classes = np.arange(model.net.get_classifier().out_features)
+    if len(np.unique(train_y)) != len(classes):
+        raise BrainTumorError("the linear probe needs training images of every class", "check the dataset's class folders")
     fits = []
     for c in (0.003, 0.01, 0.03, 0.1, 1.0):  # dedup seeds 0-2 of Sartaj at 128 px: 0.03, 0.03, 0.01
         probe = LogisticRegression(C=c, max_iter=2000).fit(train_x, train_y)
         fits.append((log_loss(val_y, probe.predict_proba(val_x), labels=classes), c, probe))
     loss, c, probe = min(fits, key=lambda fit: fit[0])
-    if len(probe.classes_) != len(classes):
-        raise BrainTumorError("the linear probe needs training images of every class", "check the dataset's class folders")
     head = model.net.get_classifier()
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(probe.coef_))
