@@ -45,6 +45,8 @@ def static_same_padding(model: nn.Module, image_size: int) -> nn.Module:
     from timm.layers.conv2d_same import Conv2dSame
     from timm.layers.padding import pad_same_arg
 
+    if not any(isinstance(module, Conv2dSame) for module in model.modules()):
+        return model  # nothing to change: no copy, no forward pass
     model = copy.deepcopy(model)
     sizes: dict[str, tuple[int, int]] = {}
 
