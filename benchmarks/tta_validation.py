@@ -4,7 +4,8 @@ For each run directory (written by ``braintumor train``) this re-creates the run
 stored config, as ``evaluate`` does, and scores the best checkpoint's validation images with the
 logits of each image averaged with one `MirrorView` (the mirror, rotated and/or zoomed), at the
 run's fitted temperature. It reports, per view and pooled over the runs, accuracy and the mean
-negative log-likelihood. Without test-time augmentation is listed as ``none``.
+negative log-likelihood. Without test-time augmentation is listed as ``none``. The entries of
+`COMBINATIONS` average the image with several views (more forward passes per image).
 
 Usage: python benchmarks/tta_validation.py RUN_DIR [RUN_DIR ...] [--data DIR] [--output NAME]
 Writes benchmarks/results/tta_validation.json (or NAME).
@@ -30,6 +31,11 @@ VIEWS = {
     **{f"mirror rotated {a:+g}°": MirrorView(angle=a) for a in (-12.0, -8.0, -4.0, 4.0, 8.0, 12.0)},
     **{f"mirror zoomed {z:g}": MirrorView(zoom=z) for z in (0.9, 1.1, 1.2)},
 }
+COMBINATIONS = {
+    "3 views: mirrors rotated -8°, +8°": ("mirror rotated -8°", "mirror rotated +8°"),
+    "5 views: mirrors rotated -8°, +8°, zoomed 0.9, 1.1": (
+        "mirror rotated -8°", "mirror rotated +8°", "mirror zoomed 0.9", "mirror zoomed 1.1"),
+}
 
 
 @torch.inference_mode()
@@ -51,7 +57,7 @@ def main() -> None:
 
     dataset = scan(args.data)
     loaded = {}
-    names = ["none", *VIEWS]
+    names = ["none", *VIEWS, *COMBINATIONS]
     pooled = {name: [0, 0.0] for name in names}
     rows, total = [], 0
     for run in map(Path, args.runs):
@@ -59,15 +65,18 @@ def main() -> None:
         model.eval()
         config = info.train_config
         plain = logits_of(model, val_images, None)
+        view_logits = {name: logits_of(model, val_images, view) for name, view in VIEWS.items()}
         row = {"run": str(run), "protocol": config["protocol"], "seed": config["seed"], "val_n": len(labels), "views": {}}
         for name in names:
-            logits = plain if name == "none" else (plain + logits_of(model, val_images, VIEWS[name])) / 2
+            averaged = COMBINATIONS.get(name, (name,) if name in VIEWS else ())
+            logits = (plain + sum(view_logits[v] for v in averaged)) / (1 + len(averaged))
             row["views"][name] = add_score(pooled, name, *scores(logits, labels, info.temperature), len(labels))
         total += len(labels)
         rows.append(row)
         print(run, {k: v["accuracy"] for k, v in row["views"].items()}, flush=True)
     summary = pooled_summary(pooled, total, label=lambda name: f"{name:>22}")
     path = write(args.output, {"machine": machine(), "views": {k: v.to_dict() for k, v in VIEWS.items()},
+                               "combinations": {k: list(v) for k, v in COMBINATIONS.items()},
                                "pooled": summary, "runs": rows})
     print(f"wrote {path}")
 
