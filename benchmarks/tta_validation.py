@@ -4,7 +4,8 @@ For each run directory (written by ``braintumor train``) this re-creates the run
 stored config, as ``evaluate`` does, and scores the best checkpoint's validation images with the
 logits of each image averaged with one `MirrorView` (the mirror, rotated and/or zoomed), at the
 run's fitted temperature. It reports, per view and pooled over the runs, accuracy and the mean
-negative log-likelihood. Without test-time augmentation is listed as ``none``. The entries of
+negative log-likelihood, and per run the cross-fitted ECE of `recipe_validation` (its mean
+over the runs in ``pooled``). Without test-time augmentation is listed as ``none``. The entries of
 `COMBINATIONS` average the image with several views (more forward passes per image).
 
 Usage: python benchmarks/tta_validation.py RUN_DIR [RUN_DIR ...] [--data DIR] [--output NAME]
@@ -21,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import add_score, machine, pooled_summary, run_validation_set, runs_parser, write  # noqa: E402
+from recipe_validation import cross_fitted_ece  # noqa: E402
 
 from braintumor.augment import MirrorView, to_float  # noqa: E402
 from braintumor.calibration import nll  # noqa: E402
@@ -47,6 +49,10 @@ def logits_of(model, images: np.ndarray, view: MirrorView | None, batch_size: in
     return np.concatenate(out)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+
+
 def scores(logits: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[int, float]:
     """(correct predictions, summed negative log-likelihood) at `temperature`."""
     return int((logits.argmax(1) == labels).sum()), nll(logits, labels, temperature) * len(labels)
@@ -71,10 +77,13 @@ def main() -> None:
             averaged = COMBINATIONS.get(name, (name,) if name in VIEWS else ())
             logits = (plain + sum(view_logits[v] for v in averaged)) / (1 + len(averaged))
             row["views"][name] = add_score(pooled, name, *scores(logits, labels, info.temperature), len(labels))
+            row["views"][name]["cross_fitted_ece"] = round(cross_fitted_ece(softmax(logits), labels), 4)
         total += len(labels)
         rows.append(row)
         print(run, {k: v["accuracy"] for k, v in row["views"].items()}, flush=True)
     summary = pooled_summary(pooled, total, label=lambda name: f"{name:>22}")
+    for name in names:  # the mean over the runs: each run's temperature is its own
+        summary[name]["cross_fitted_ece_mean"] = round(float(np.mean([r["views"][name]["cross_fitted_ece"] for r in rows])), 4)
     path = write(args.output, {"machine": machine(), "views": {k: v.to_dict() for k, v in VIEWS.items()},
                                "combinations": {k: list(v) for k, v in COMBINATIONS.items()},
                                "pooled": summary, "runs": rows})
