@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .errors import BrainTumorError, DataError
 
@@ -49,7 +50,7 @@ def _calibration_rows(labels: np.ndarray, rows: np.ndarray, n: int, seed: int = 
     return np.sort(np.concatenate(picked))
 
 
-def quantize_graph(float_graph: bytes, calibration_images: np.ndarray, batch_size: int = 8) -> bytes:
+def quantize_graph(float_graph: bytes, calibration_images: np.ndarray, batch_size: int = 8, progress: bool = False) -> bytes:
     """Statically quantize an exported graph (see the module docstring, step 2).
 
     Parameters
@@ -71,15 +72,19 @@ def quantize_graph(float_graph: bytes, calibration_images: np.ndarray, batch_siz
     if len(calibration_images) == 0:
         raise BrainTumorError("calibration_images is empty: the int8 ranges need at least one image")
 
+    starts = range(0, len(calibration_images), batch_size)
+    bar = tqdm(total=len(starts), desc="calibrating int8 ranges", unit="batch", disable=not progress, leave=False)
+
     class Batches(CalibrationDataReader):
         def __init__(self):
             self.batches = iter(
-                {"images": np.ascontiguousarray(calibration_images[i : i + batch_size], dtype=np.uint8)}
-                for i in range(0, len(calibration_images), batch_size)
+                {"images": np.ascontiguousarray(calibration_images[i : i + batch_size], dtype=np.uint8)} for i in starts
             )
 
         def get_next(self):
-            return next(self.batches, None)
+            batch = next(self.batches, None)
+            bar.update(batch is not None)
+            return batch
 
     with tempfile.TemporaryDirectory() as tmp:
         source, prepared, quantized = (Path(tmp) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
@@ -91,6 +96,7 @@ def quantize_graph(float_graph: bytes, calibration_images: np.ndarray, batch_siz
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
         )
         graph = onnx.load(str(quantized))
+    bar.close()
     del graph.metadata_props[:]
     graph.metadata_props.extend(onnx.load_from_string(float_graph).metadata_props)
     return graph.SerializeToString()
@@ -125,12 +131,17 @@ def _scores(probs: np.ndarray, labels: np.ndarray) -> dict:
             "ece": round(float(expected_calibration_error(probs, labels)), 4)}
 
 
-def fidelity(float_graph: bytes, int8_graph: bytes, images: np.ndarray, labels: np.ndarray, accept: float | None) -> dict:
+def fidelity(float_graph: bytes, int8_graph: bytes, images: np.ndarray, labels: np.ndarray, accept: float | None,
+             progress: bool = False) -> dict:
     """Both graphs on labelled images (the validation set): the figures stored under ``extra["int8"]``,
     and, when `accept` is given, the int8 graph's out-of-distribution threshold at that quantile."""
     from .export import OnnxRuntime
 
-    (p32, s32), (p8, s8) = (OnnxRuntime(g).run(images) for g in (float_graph, int8_graph))
+    runtimes = [OnnxRuntime(g) for g in (float_graph, int8_graph)]
+    chunks = range(0, len(images), 32)
+    outputs = [[runtime.run(images[i : i + 32]) for i in chunks] for runtime in
+               tqdm(runtimes, desc="checking float32 and int8 on validation", unit="graph", disable=not progress, leave=False)]
+    (p32, s32), (p8, s8) = ((np.concatenate([p for p, _ in out]), np.concatenate([s for _, s in out])) for out in outputs)
     report = {
         "images": int(len(labels)),
         "float32": _scores(p32, labels),
@@ -195,12 +206,14 @@ def quantize_checkpoint(
     if info.data_fingerprint and found.fingerprint() != info.data_fingerprint:
         raise DataError(f"{found.root} is not the dataset {checkpoint} was trained on (its fingerprint differs)",
                         "pass --data with the dataset it was trained on")
-    split = run_split(found, config)
+    split = run_split(found, config, progress=progress)
     float_graph = onnx_bytes(model, info, tta)
-    int8_graph = quantize_graph(float_graph, images[_calibration_rows(found.labels, split.train, calibration)])
+    int8_graph = quantize_graph(float_graph, images[_calibration_rows(found.labels, split.train, calibration)],
+                                progress=progress)
 
     ood = info.extra.get("ood")
-    report = fidelity(float_graph, int8_graph, images[split.val], found.labels[split.val], ood["accept"] if ood else None)
+    report = fidelity(float_graph, int8_graph, images[split.val], found.labels[split.val], ood["accept"] if ood else None,
+                      progress)
     report["calibration_images"] = int(min(calibration, len(split.train)))
     report["quantized_ops"] = list(QUANTIZED_OPS)
     meta = _metadata(int8_graph)
