@@ -1,7 +1,7 @@
 """The int8 graph (`braintumor export --int8`, `braintumor.quantize`) against the float graph.
 
 For each checkpoint (run directories written by ``braintumor train``, or ``--model`` files) it
-writes the int8 graph beside the script's results in a temporary folder and reports:
+writes the int8 graph to a temporary folder and reports:
 
 - on the checkpoint's validation images (never the test split): accuracy, NLL and ECE of both
   graphs, the share of images given the same class, the largest probability difference;

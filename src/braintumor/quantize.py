@@ -208,16 +208,16 @@ def quantize_checkpoint(
                         "pass --data with the dataset it was trained on")
     split = run_split(found, config, progress=progress)
     float_graph = onnx_bytes(model, info, tta)
-    int8_graph = quantize_graph(float_graph, images[_calibration_rows(found.labels, split.train, calibration)],
-                                progress=progress)
+    rows = _calibration_rows(found.labels, split.train, calibration)
+    int8_graph = quantize_graph(float_graph, images[rows], progress=progress)
 
     ood = info.extra.get("ood")
     report = fidelity(float_graph, int8_graph, images[split.val], found.labels[split.val], ood["accept"] if ood else None,
                       progress)
-    report["calibration_images"] = int(min(calibration, len(split.train)))
+    report["calibration_images"] = int(len(rows))
     report["quantized_ops"] = list(QUANTIZED_OPS)
     meta = _metadata(int8_graph)
-    if ood:
+    if ood and "ood_threshold" in report:
         meta["extra"]["ood"] = {**meta["extra"]["ood"], "threshold": report["ood_threshold"],
                                 "float32_threshold": ood["threshold"]}
     meta["extra"]["int8"] = report
