@@ -104,6 +104,10 @@ def test_export_int8_command_and_its_errors(tiny_run, tmp_path, capsys):
     assert main(["export", model, "--int8", "--out", str(out), "-q"]) == 0
     assert "validation images" in capsys.readouterr().out
 
+    assert main(["export", model, "--out", str(tmp_path / "f.onnx"), "--json"]) == 0  # float, for comparison
+    assert json.loads(capsys.readouterr().out) == {"out": str(tmp_path / "f.onnx")}
+    assert out.stat().st_size < (tmp_path / "f.onnx").stat().st_size  # int8 weights: a smaller file
+
     # --data without --int8, a bad calibration count, other data than the model's: one message each
     assert main(["export", model, "--data", str(tree)]) != 0
     assert "only apply with --int8" in capsys.readouterr().err

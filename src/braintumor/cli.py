@@ -154,7 +154,8 @@ def _cmd_export(args) -> int:
     if not args.int8:
         if args.data or args.calibration is not None:
             raise BrainTumorError("--data and --calibration only apply with --int8", "add --int8, or leave them out")
-        print(f"wrote {export_onnx(args.model, args.out, tta=args.tta)}")
+        out = export_onnx(args.model, args.out, tta=args.tta)
+        print(json.dumps({"out": str(out)}) if args.json else f"wrote {out}")
         return 0
     kwargs = {} if args.calibration is None else {"calibration": args.calibration}
     out, report = quantize_checkpoint(args.model, args.out, args.data, args.tta, progress=not args.quiet, **kwargs)
@@ -384,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="with --int8: the dataset the model was trained on, if it moved since training")
     p.add_argument("--calibration", type=int,
                    help="with --int8: training images that set the int8 ranges (default: 200)")
-    p.add_argument("--json", action="store_true", help="with --int8: print the validation figures as JSON")
+    p.add_argument("--json", action="store_true", help="print the written file (with --int8: and the validation figures) as JSON")
     p.set_defaults(func=_cmd_export)
 
     p = command("fit-ood", "fit the 'not a brain MRI' detector of a checkpoint on its training/validation split")
