@@ -135,10 +135,7 @@ def cached_onnx_bytes(checkpoint: str | Path, model, info: ModelInfo, tta: bool 
         return path.read_bytes()
     data = onnx_bytes(model, info, tta)
     try:  # the cache is a convenience: a read-only home only costs the export next time
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_onnx(data, path)
     except OSError:
         pass
     return data
@@ -156,14 +153,25 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, tta: bool
     tta : bool, optional
         Bake test-time augmentation in (doubles the cost); the checkpoint's setting by default.
     """
-    checkpoint = Path(checkpoint)
-    out = Path(out) if out else checkpoint.with_suffix(".onnx")
-    if out.suffix != ".onnx":
-        raise BrainTumorError(f"out must end in .onnx, got {out}", "pass e.g. --out model.onnx")
+    out = onnx_path(checkpoint, out, ".onnx")
     model, info = load_checkpoint(checkpoint)
-    data = onnx_bytes(model, info, tta)
+    return write_onnx(onnx_bytes(model, info, tta), out)
+
+
+def onnx_path(checkpoint: str | Path, out: str | Path | None, ending: str) -> Path:
+    """`out`, checked to end in ``.onnx``; by default the checkpoint's path without its suffix
+    plus `ending` (``.onnx``, ``-int8.onnx``)."""
+    checkpoint = Path(checkpoint)
+    out = Path(out) if out else checkpoint.with_name(checkpoint.stem + ending)
+    if out.suffix != ".onnx":
+        raise BrainTumorError(f"out must end in .onnx, got {out}", f"pass e.g. --out model{ending}")
+    return out
+
+
+def write_onnx(data: bytes, out: Path) -> Path:
+    """Write a graph to `out` through a temporary file, so that no reader sees half of it."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, out)
     return out

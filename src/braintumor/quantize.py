@@ -24,7 +24,6 @@ Quantizing needs the dataset the checkpoint was trained on, since the ranges com
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -123,11 +122,10 @@ def _with_metadata(graph: bytes, meta: dict) -> bytes:
 
 
 def _scores(probs: np.ndarray, labels: np.ndarray) -> dict:
-    from .calibration import expected_calibration_error
+    from .calibration import as_logits, expected_calibration_error, nll
 
-    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
     return {"accuracy": round(float((probs.argmax(1) == labels).mean()), 4),
-            "nll": round(float(-np.log(picked).mean()), 4),
+            "nll": round(nll(as_logits(probs), labels), 4),
             "ece": round(float(expected_calibration_error(probs, labels)), 4)}
 
 
@@ -188,15 +186,13 @@ def quantize_checkpoint(
     """
     from .checkpoint import load_checkpoint
     from .data import load_images, scan
-    from .export import onnx_bytes
+    from .export import onnx_bytes, onnx_path, write_onnx
     from .protocols import run_split
 
     if calibration < 1:
         raise BrainTumorError(f"calibration must be at least 1 image, got {calibration}")
     checkpoint = Path(checkpoint)
-    out = Path(out) if out else checkpoint.with_name(checkpoint.stem + "-int8.onnx")
-    if out.suffix != ".onnx":
-        raise BrainTumorError(f"out must end in .onnx, got {out}", "pass e.g. --out model-int8.onnx")
+    out = onnx_path(checkpoint, out, "-int8.onnx")
     model, info = load_checkpoint(checkpoint)
     config = info.train_config
     if not config.get("data") and data is None:
@@ -221,8 +217,4 @@ def quantize_checkpoint(
         meta["extra"]["ood"] = {**meta["extra"]["ood"], "threshold": report["ood_threshold"],
                                 "float32_threshold": ood["threshold"]}
     meta["extra"]["int8"] = report
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(_with_metadata(int8_graph, meta))
-    os.replace(tmp, out)
-    return out, report
+    return write_onnx(_with_metadata(int8_graph, meta), out), report
