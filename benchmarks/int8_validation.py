@@ -6,8 +6,9 @@ writes the int8 graph to a temporary folder and reports:
 - on the checkpoint's validation images (never the test split): accuracy, NLL and ECE of both
   graphs, the share of images given the same class, the largest probability difference;
 - the out-of-distribution check: the float threshold and the int8 graph's own, the share of the
-  validation images each graph accepts at its threshold, and the share of `braintumor.oodset`
-  (photographs, noise, text, other kinds of scan: not brain MRI) each rejects;
+  validation images each graph accepts at its threshold, the share of `braintumor.oodset`
+  (photographs, noise, text, other kinds of scan: not brain MRI) each rejects, and each graph's
+  AUROC between the validation images and that set;
 - speed: onnxruntime's time per preprocessed image in batches of 8, the two graphs timed in
   alternating rounds in one process (median of ``--rounds``), for the first checkpoint only.
 
@@ -33,7 +34,9 @@ from _common import data_option, machine, write  # noqa: E402
 from braintumor.checkpoint import load_checkpoint  # noqa: E402
 from braintumor.data import load_images, scan  # noqa: E402
 from braintumor.export import OnnxRuntime, onnx_bytes  # noqa: E402
+from braintumor.ood import auroc  # noqa: E402
 from braintumor.oodset import ood_images  # noqa: E402
+from braintumor.protocols import run_split  # noqa: E402
 from braintumor.quantize import quantize_checkpoint  # noqa: E402
 
 
@@ -72,18 +75,26 @@ def main() -> None:
             model, info = load_checkpoint(checkpoint)
             graphs = {"float32": OnnxRuntime(onnx_bytes(model, info), args.threads), "int8": OnnxRuntime(out, args.threads)}
             ood = np.stack([info.preprocess(image) for _, image in outside])
-            rejected = {name: round(float((g.run(ood)[1] > g.threshold).mean()), 4) for name, g in graphs.items()
-                        if g.threshold is not None}
+            images, found = load_images(scan(Path(args.data)), info.preprocess, progress=False)
+            val = images[run_split(found, info.train_config).val]
+            rejected, accepted, ood_auroc = {}, {}, {}
+            for name, graph in graphs.items():
+                if graph.threshold is not None:
+                    outside_scores, val_scores = graph.run(ood)[1], graph.run(val)[1]
+                    rejected[name] = round(float((outside_scores > graph.threshold).mean()), 4)
+                    accepted[name] = round(float((val_scores <= graph.threshold).mean()), 4)
+                    ood_auroc[name] = round(auroc(val_scores, outside_scores), 4)
             n = report["images"]
             pooled["images"] += n
             for key in ("float32", "int8"):
                 pooled[key] += round(report[key]["accuracy"] * n)
             pooled["same"] += round(report["same_class"] * n)
             row = {"checkpoint": str(checkpoint), "protocol": info.train_config.get("protocol"),
-                   "seed": info.train_config.get("seed"), "validation": report, "ood_set_rejected": rejected,
-                   "ood_set_images": len(ood)}
+                   "seed": info.train_config.get("seed"), "validation": report, "ood_thresholds": {name: g.threshold for name, g in graphs.items()},
+                   "validation_accepted": accepted, "ood_set_rejected": rejected,
+                   "ood_auroc_validation_against_ood_set": ood_auroc, "ood_set_images": len(ood)}
             if number == 0 and args.rounds:
-                slices = load_images(scan(Path(args.data)), info.preprocess, progress=False)[0][:64]
+                slices = images[:64]
                 speed = {"checkpoint": str(checkpoint), "threads": args.threads, "batch_size": 8, "images": len(slices),
                          "tta": info.tta, **ms_per_image(graphs, slices, args.rounds)}
                 speed["speedup"] = round(speed["ms_per_image"]["float32"] / speed["ms_per_image"]["int8"], 2)
@@ -91,7 +102,7 @@ def main() -> None:
             rows.append(row)
             print(f"{checkpoint}: right of {n}: float32 {round(report['float32']['accuracy'] * n)}, "
                   f"int8 {round(report['int8']['accuracy'] * n)}; same class {report['same_class']:.4f}; "
-                  f"OOD set rejected {rejected}")
+                  f"OOD set rejected {rejected}, AUROC {ood_auroc}")
     payload = {"machine": machine(), "pooled_validation": pooled, "speed": speed, "checkpoints": rows}
     print(write(args.output, payload))
 
