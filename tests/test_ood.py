@@ -34,6 +34,15 @@ def test_scores_are_the_mahalanobis_distance_to_the_nearest_class():
     assert np.allclose(stats.scores(probe), expected, rtol=1e-4)
 
 
+def test_threshold_sits_between_the_quantile_and_the_next_score():
+    from braintumor.ood import threshold_at
+
+    scores = np.array([10.0, 3.0, 1.0, 3.0, 2.0, 3.0])  # three copies at the quantile
+    assert threshold_at(scores, 0.5) == pytest.approx(6.5)
+    assert (scores + 1e-5 <= threshold_at(scores, 0.5)).sum() == 5  # a rounding error does not reject them
+    assert 10.0 < threshold_at(scores, 1.0) < 10.1  # nothing above the quantile: just above it
+
+
 def test_threshold_accepts_the_requested_share_of_validation():
     rng = np.random.default_rng(1)
     features, labels = _gaussian_classes(rng)

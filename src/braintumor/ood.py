@@ -185,9 +185,24 @@ def fit_ood(
     whiten = eigenvectors / np.sqrt(eigenvalues)
     stats = OODStats(whiten.astype(np.float32), (means @ whiten).astype(np.float32), threshold=float("inf"), accept=accept)
     val_scores = stats.scores(val_features)
-    stats.threshold = float(np.quantile(val_scores, accept, method="higher"))
+    stats.threshold = threshold_at(val_scores, accept)
     stats.val_accepted = float((val_scores <= stats.threshold).mean())
     return stats
+
+
+def threshold_at(scores: np.ndarray, accept: float) -> float:
+    """The rejection threshold for in-distribution `scores`: their `accept` quantile, moved
+    halfway to the next larger score (up by a thousandth when there is none).
+
+    Every threshold in that gap accepts the same images, and its middle keeps an image that
+    scores exactly at the quantile accepted when another runtime (onnxruntime, int8) computes
+    its score a rounding error higher. Copies of one image score alike, so a group of them can
+    sit at the quantile together: one `dedup` validation set had four.
+    """
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    at = float(np.quantile(scores, accept, method="higher"))
+    above = scores[scores > at]
+    return (at + float(above[0])) / 2 if len(above) else at + 1e-3 * abs(at) + 1e-6
 
 
 def fit_model_ood(model, info, train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,

@@ -134,6 +134,7 @@ def fidelity(float_graph: bytes, int8_graph: bytes, images: np.ndarray, labels: 
     """Both graphs on labelled images (the validation set): the figures stored under ``extra["int8"]``,
     and, when `accept` is given, the int8 graph's out-of-distribution threshold at that quantile."""
     from .export import OnnxRuntime
+    from .ood import threshold_at
 
     runtimes = [OnnxRuntime(g) for g in (float_graph, int8_graph)]
     chunks = range(0, len(images), 32)
@@ -149,7 +150,7 @@ def fidelity(float_graph: bytes, int8_graph: bytes, images: np.ndarray, labels: 
         "mean_probability_difference": round(float(np.abs(p32 - p8).mean()), 5),
     }
     if accept is not None and np.isfinite(s8).all():
-        report["ood_threshold"] = float(np.quantile(s8, accept, method="higher"))
+        report["ood_threshold"] = threshold_at(s8, accept)
         report["ood_score_correlation"] = round(float(np.corrcoef(s32, s8)[0, 1]), 4)
     return report
 
