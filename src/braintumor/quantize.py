@@ -136,11 +136,9 @@ def fidelity(float_graph: bytes, int8_graph: bytes, images: np.ndarray, labels: 
     from .export import OnnxRuntime
     from .ood import threshold_at
 
-    runtimes = [OnnxRuntime(g) for g in (float_graph, int8_graph)]
-    chunks = range(0, len(images), 32)
-    outputs = [[runtime.run(images[i : i + 32]) for i in chunks] for runtime in
-               tqdm(runtimes, desc="checking float32 and int8 on validation", unit="graph", disable=not progress, leave=False)]
-    (p32, s32), (p8, s8) = ((np.concatenate([p for p, _ in out]), np.concatenate([s for _, s in out])) for out in outputs)
+    graphs = tqdm((float_graph, int8_graph), desc="checking float32 and int8 on validation", unit="graph",
+                  disable=not progress, leave=False)
+    (p32, s32), (p8, s8) = (OnnxRuntime(graph).run(images) for graph in graphs)
     report = {
         "images": int(len(labels)),
         "float32": _scores(p32, labels),
