@@ -41,16 +41,6 @@ def write(name: str, payload: dict) -> Path:
     return path
 
 
-def shipped_run_model() -> str:
-    """The float32 checkpoint of the run the shipped model was made from (its run folder holds
-    the split), as recorded by scripts/ship_model.py."""
-    from braintumor.checkpoint import read_info
-    from braintumor.predict import DEFAULT_MODEL
-
-    info, _ = read_info(DEFAULT_MODEL)
-    return str(Path(info.extra["shipped_from"]) / "model.safetensors")
-
-
 def run_and_split(run: Path, dataset, loaded: dict, data: str):
     """A training run's best checkpoint, the decoded images of its data and its split.
 

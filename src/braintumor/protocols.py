@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from .data import Dataset
+from .data import Dataset, load_images, scan
 from .errors import DataError
 
 PROTOCOLS = ("original", "official", "dedup")
@@ -189,6 +190,46 @@ def run_split(
     return make_split(
         dataset, protocol, seed, cfg.get("test_fraction", 0.1), cfg.get("val_fraction", 0.1), folds, fold, progress
     )
+
+
+def checkpoint_data(checkpoint, info, data=None, progress: bool = False) -> tuple[np.ndarray, Dataset, Split]:
+    """The decoded images of the dataset a checkpoint was trained on, and its run's split.
+
+    Parameters
+    ----------
+    checkpoint : path
+        The checkpoint, named in error messages.
+    info : ModelInfo
+        Its stored information: training config, preprocessing, data fingerprint.
+    data : path, optional
+        Where the dataset is now (default: the folder recorded in the training config).
+    progress : bool
+        Progress bars while decoding and grouping.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``N x S x S x 3`` uint8, preprocessed with ``info.preprocess`` (cached on disk).
+    dataset : Dataset
+        The readable images, in the order of `images`.
+    split : Split
+        The run's split, re-created from its config (`run_split`).
+
+    Raises
+    ------
+    DataError
+        When no dataset is recorded or given, or the dataset's fingerprint is not the one the
+        checkpoint was trained on.
+    """
+    config = info.train_config
+    if data is None and not config.get("data"):
+        raise DataError(f"{checkpoint} records no training data", "pass --data with the dataset it was trained on")
+    dataset = scan(Path(data) if data is not None else Path(config["data"]), config.get("class_map") or None)
+    images, found = load_images(dataset, info.preprocess, progress=progress)
+    if info.data_fingerprint and found.fingerprint() != info.data_fingerprint:
+        raise DataError(f"{found.root} is not the dataset {checkpoint} was trained on (its fingerprint differs)",
+                        "pass --data with the dataset it was trained on")
+    return images, found, run_split(found, config, progress=progress)
 
 
 def run_fold(train_config: dict, protocol: str) -> tuple[int, int]:

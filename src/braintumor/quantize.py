@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import BrainTumorError, DataError
+from .errors import BrainTumorError
 
 QUANTIZED_OPS = ("Conv", "Clip", "Relu", "Add")
 DEFAULT_CALIBRATION = 200
@@ -184,24 +184,15 @@ def quantize_checkpoint(
         The validation figures of the float and int8 graphs (also in the file's metadata).
     """
     from .checkpoint import load_checkpoint
-    from .data import load_images, scan
     from .export import onnx_bytes, onnx_path, write_onnx
-    from .protocols import run_split
+    from .protocols import checkpoint_data
 
     if calibration < 1:
         raise BrainTumorError(f"calibration must be at least 1 image, got {calibration}")
     checkpoint = Path(checkpoint)
     out = onnx_path(checkpoint, out, "-int8.onnx")
     model, info = load_checkpoint(checkpoint)
-    config = info.train_config
-    if not config.get("data") and data is None:
-        raise DataError(f"{checkpoint} records no training data", "pass --data with the dataset it was trained on")
-    dataset = scan(Path(data) if data else Path(config["data"]), config.get("class_map") or None)
-    images, found = load_images(dataset, info.preprocess, progress=progress)
-    if info.data_fingerprint and found.fingerprint() != info.data_fingerprint:
-        raise DataError(f"{found.root} is not the dataset {checkpoint} was trained on (its fingerprint differs)",
-                        "pass --data with the dataset it was trained on")
-    split = run_split(found, config, progress=progress)
+    images, found, split = checkpoint_data(checkpoint, info, data, progress)
     float_graph = onnx_bytes(model, info, tta)
     rows = _calibration_rows(found.labels, split.train, calibration)
     int8_graph = quantize_graph(float_graph, images[rows], progress=progress)
