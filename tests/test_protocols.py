@@ -104,6 +104,40 @@ def test_dedup_test_part_is_about_ten_percent_and_stratified(tmp_path, monkeypat
     assert make_split(_fake_dataset(tmp_path, labels), "original", seed=3).groups is None
 
 
+def test_train_fraction_trains_on_a_stratified_share_with_groups_whole(tmp_path, monkeypatch):
+    labels = np.repeat(np.arange(4), [300, 300, 160, 280])
+    groups = np.arange(len(labels)) // 2
+    monkeypatch.setattr("braintumor.duplicates.duplicate_groups", lambda ds, progress=False: groups)
+    ds = _fake_dataset(tmp_path, labels)
+    for protocol in ("dedup", "original"):
+        full = make_split(ds, protocol, seed=3)
+        for fraction in (0.25, 0.5, 0.75):
+            part = make_split(ds, protocol, seed=3, train_fraction=fraction)
+            # validation and test are the full split's; the training images a subset of its own
+            assert np.array_equal(part.val, full.val) and np.array_equal(part.test, full.test)
+            assert set(part.train) < set(full.train)
+            assert abs(len(part.train) - fraction * len(full.train)) <= 0.02 * len(full.train)
+            share = np.bincount(labels[part.train], minlength=4) / np.bincount(labels[full.train], minlength=4)
+            assert np.abs(share - fraction).max() < 0.05  # stratified
+            if protocol == "dedup":  # a group is in the share whole or not at all
+                kept = np.isin(groups[full.train], groups[part.train])
+                assert np.array_equal(kept, np.isin(full.train, part.train))
+        assert np.array_equal(make_split(ds, protocol, seed=3, train_fraction=1.0).train, full.train)
+    other = make_split(ds, "original", seed=4, train_fraction=0.5)
+    assert not np.array_equal(other.train, make_split(ds, "original", seed=3, train_fraction=0.5).train)
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(DataError, match="train_fraction"):
+            make_split(ds, "original", train_fraction=bad)
+    # a run's share is re-created from its config, and the option is checked when configured
+    config = {"protocol": "dedup", "seed": 3, "train_fraction": 0.5}
+    assert np.array_equal(run_split(ds, config).train, make_split(ds, "dedup", seed=3, train_fraction=0.5).train)
+    from braintumor.errors import BrainTumorError
+    from braintumor.train import TrainConfig
+
+    with pytest.raises(BrainTumorError, match="train_fraction must be in"):
+        TrainConfig(train_fraction=0)
+
+
 def test_dedup_keeps_planted_copies_together(tmp_path):
     from braintumor.duplicates import duplicate_groups
 

@@ -326,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement (default: 8)")
     p.add_argument("--val-fraction", type=float, help="share of the training part used for validation (default: 0.1)")
     p.add_argument("--test-fraction", type=float, help="share held out for testing under 'original' (default: 0.1)")
+    p.add_argument("--train-fraction", type=float, help="train on this stratified share of the training part only, duplicate groups kept whole; validation and test as for the full split (learning curves; default: 1)")
     p.add_argument("--folds", type=int, help="cross-validate: train and test on K group-aware folds, report mean ± std of every metric")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="train in float32 instead of bfloat16 autocast")
     p.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="no test-time augmentation (averaging each image with its rotated mirror)")

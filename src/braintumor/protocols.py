@@ -78,6 +78,22 @@ def _group_fold(index: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_spl
     return np.sort(index[rest]), np.sort(index[held])
 
 
+def _train_share(train: np.ndarray, labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A stratified share `fraction` of `train` that keeps every group whole (learning curves).
+
+    Without duplicate groups (every image its own group) the share is exact; with groups it is
+    the nearest whole number of group-aware folds: one of ``round(1 / fraction)`` folds up to a
+    half, all but one of ``round(1 / (1 - fraction))`` above.
+    """
+    if fraction >= 1:
+        return train
+    if len(np.unique(groups[train])) == len(train):
+        return _stratified(train, labels, 1 - fraction, seed)[0]
+    if fraction <= 0.5:
+        return _group_fold(train, labels, groups, _n_splits(fraction), 0, seed)[1]
+    return _group_fold(train, labels, groups, _n_splits(1 - fraction), 0, seed)[0]
+
+
 def check_folds(dataset: Dataset, groups: np.ndarray, folds: int, fold: int = 0) -> None:
     """Raise a `DataError` unless `fold` of `folds` is a valid cross-validation fold of `dataset`.
 
@@ -106,6 +122,7 @@ def make_split(
     folds: int = 0,
     fold: int = 0,
     progress: bool = False,
+    train_fraction: float = 1.0,
 ) -> Split:
     """Split `dataset` under `protocol`.
 
@@ -125,12 +142,18 @@ def make_split(
         `test_fraction` split (``original`` and ``dedup`` only).
     progress : bool
         Show a progress bar while ``dedup`` hashes images (the first time for a dataset).
+    train_fraction : float
+        Train on this stratified share of the training part only (near-duplicate groups kept
+        whole under ``dedup``; see `_train_share`), for learning curves. Validation and test
+        parts are those of the full split.
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"unknown protocol {protocol!r}", f"use one of: {', '.join(PROTOCOLS)}")
     for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
         if not 0.0 <= value < 1.0:
             raise DataError(f"{name} must be in [0, 1), got {value}")
+    if not 0.0 < train_fraction <= 1.0:
+        raise DataError(f"train_fraction must be in (0, 1], got {train_fraction}")
     labels = dataset.labels
     every = np.arange(len(dataset))
     groups = every
@@ -155,15 +178,15 @@ def make_split(
                 f"the official protocol needs Training/ and Testing/ folders under {dataset.root}",
                 "use --protocol original for a folder without split folders",
             )
-    # A different stream for the validation carve than for the test split.
+    # Different streams for the validation carve and the training share than for the test split.
     if protocol == "dedup":
         if val_fraction == 0:
-            return Split(trainval, trainval[:0], test, groups)
-        train, val = _group_fold(trainval, labels, groups, _n_splits(val_fraction), 0, seed + 10_000)
-        return Split(train, val, test, groups)
-    else:
-        train, val = _stratified(trainval, labels, val_fraction, seed + 10_000)
-    return Split(train, val, test)
+            train, val = trainval, trainval[:0]
+        else:
+            train, val = _group_fold(trainval, labels, groups, _n_splits(val_fraction), 0, seed + 10_000)
+        return Split(_train_share(train, labels, groups, train_fraction, seed + 20_000), val, test, groups)
+    train, val = _stratified(trainval, labels, val_fraction, seed + 10_000)
+    return Split(_train_share(train, labels, groups, train_fraction, seed + 20_000), val, test)
 
 
 def run_split(
@@ -188,7 +211,8 @@ def run_split(
     seed = cfg.get("seed", 0) if seed is None else seed
     folds, fold = run_fold(cfg, protocol)
     return make_split(
-        dataset, protocol, seed, cfg.get("test_fraction", 0.1), cfg.get("val_fraction", 0.1), folds, fold, progress
+        dataset, protocol, seed, cfg.get("test_fraction", 0.1), cfg.get("val_fraction", 0.1), folds, fold, progress,
+        cfg.get("train_fraction", 1.0),
     )
 
 

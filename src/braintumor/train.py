@@ -87,6 +87,7 @@ class TrainConfig:
     patience: int = 8
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    train_fraction: float = 1.0  # train on this share of the training part (learning curves)
     folds: int = 0  # cross-validation: test on fold `fold` of `folds` (see braintumor.crossval)
     fold: int = 0
     bf16: bool = True
@@ -119,6 +120,7 @@ class TrainConfig:
             ("contrast_prob", 0 <= self.contrast_prob <= 1, "in [0, 1]"),
             ("balance_sources", 0 <= self.balance_sources <= 1, "in [0, 1]"),
             ("tta_angle", -180 <= self.tta_angle <= 180, "within ±180 degrees"),
+            ("train_fraction", 0 < self.train_fraction <= 1, "in (0, 1]"),
             ("folds", self.folds == 0 or self.folds >= 2, "0 (no cross-validation) or at least 2"),
             ("fold", 0 <= self.fold < max(self.folds, 1), "in 0..folds-1"),
             ("time_limit_min", self.time_limit_min is None or self.time_limit_min >= 0, "non-negative (0: no limit)"),
