@@ -380,7 +380,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     split = run_split(dataset, asdict(config), progress=config.progress)
     for name, idx in (("train", split.train), ("validation", split.val)):
         if len(idx) == 0:
-            raise BrainTumorError(f"the {name} set is empty", "add images, or lower --val-fraction/--test-fraction")
+            raise BrainTumorError(f"the {name} set is empty", "add images, lower --val-fraction/--test-fraction or raise --train-fraction")
     images_t = torch.from_numpy(images)  # N x S x S x 3 uint8, decoded once for all epochs
     labels_t = torch.from_numpy(dataset.labels)
     (out / "split.json").write_text(
