@@ -83,7 +83,7 @@ def main() -> None:
             "val_nll_sum": nll_sum(probs, labels),
         })
         print(rows[-1], flush=True)
-    if len({(r["protocol"]) for r in rows}) > 1:
+    if len({r["protocol"] for r in rows}) > 1:
         raise SystemExit("the runs mix protocols: a learning curve compares one recipe on the same validation images")
     shares = {}
     for fraction in sorted({r["train_fraction"] for r in rows}):

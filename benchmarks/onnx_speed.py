@@ -32,11 +32,11 @@ from _common import data_option, machine, write  # noqa: E402
 
 from braintumor.checkpoint import read_info  # noqa: E402
 from braintumor.classes import canonical_class  # noqa: E402
-from braintumor.data import scan  # noqa: E402
+from braintumor.errors import BrainTumorError  # noqa: E402
 from braintumor.imageio import is_image_file  # noqa: E402
 from braintumor.ood import fit_checkpoint  # noqa: E402
 from braintumor.predict import DEFAULT_MODEL, Predictor  # noqa: E402
-from braintumor.protocols import run_split  # noqa: E402
+from braintumor.protocols import checkpoint_data  # noqa: E402
 
 
 def _files(model: Path, images: str | None, data: str) -> list[Path]:
@@ -47,11 +47,8 @@ def _files(model: Path, images: str | None, data: str) -> list[Path]:
     saved = model.parent / "split.json"
     if saved.is_file():
         return [Path(p) for p in json.loads(saved.read_text())["test"]]
-    info, _ = read_info(model)
-    found = scan(data)
-    if found.fingerprint() != info.data_fingerprint:
-        raise SystemExit(f"{model} was trained on other data than {data}: pass --data or --images")
-    return [found.paths[i] for i in run_split(found, info.train_config).test]
+    _, found, split = checkpoint_data(model, read_info(model)[0], data)  # checks the data's fingerprint
+    return [found.paths[i] for i in split.test]
 
 
 def _median_ms(call, files: list[Path]) -> tuple[float, float]:
@@ -117,7 +114,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model = Path(args.model)
-    files = _files(model, args.images, args.data)
+    try:
+        files = _files(model, args.images, args.data)
+    except BrainTumorError as error:
+        raise SystemExit(f"error: {error}") from None
     work = tempfile.TemporaryDirectory()
     if read_info(model)[0].extra.get("ood") is None:  # a run trained before the detector existed
         fitted = Path(work.name) / "model.safetensors"
