@@ -32,11 +32,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import data_option, machine, write  # noqa: E402
 
 from braintumor.checkpoint import load_checkpoint  # noqa: E402
-from braintumor.data import load_images, scan  # noqa: E402
 from braintumor.export import OnnxRuntime, onnx_bytes  # noqa: E402
 from braintumor.ood import auroc  # noqa: E402
 from braintumor.oodset import ood_images  # noqa: E402
-from braintumor.protocols import run_split  # noqa: E402
+from braintumor.protocols import checkpoint_data  # noqa: E402
 from braintumor.quantize import quantize_checkpoint  # noqa: E402
 
 
@@ -75,8 +74,8 @@ def main() -> None:
             model, info = load_checkpoint(checkpoint)
             graphs = {"float32": OnnxRuntime(onnx_bytes(model, info), args.threads), "int8": OnnxRuntime(out, args.threads)}
             ood = np.stack([info.preprocess(image) for _, image in outside])
-            images, found = load_images(scan(Path(args.data)), info.preprocess, progress=False)
-            val = images[run_split(found, info.train_config).val]
+            images, _, split = checkpoint_data(checkpoint, info, args.data)
+            val = images[split.val]
             rejected, accepted, ood_auroc = {}, {}, {}
             for name, graph in graphs.items():
                 if graph.threshold is not None:
