@@ -24,13 +24,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, run_and_split, runs_parser, write  # noqa: E402
 
 from braintumor.classes import CLASSES  # noqa: E402
 from braintumor.data import scan  # noqa: E402
+from braintumor.figures import plot_thumbnails  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
 
 
@@ -54,27 +54,6 @@ def tally(sources: list[str], labels: np.ndarray, predicted: np.ndarray) -> dict
             },
         }
     return out
-
-
-def plot_errors(errors: list[dict], thumbs: list[np.ndarray], path: Path, per_row: int = 8) -> None:
-    """The misclassified images, one thumbnail each, captioned source folder, label -> prediction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = max(1, -(-len(errors) // per_row))
-    fig, axes = plt.subplots(rows, per_row, figsize=(1.7 * per_row, 1.95 * rows), dpi=80, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, error, thumb in zip(axes.flat, errors, thumbs):
-        ax.imshow(thumb)
-        ax.set_title(f"{error['source']} · {Path(error['path']).name[:14]}\n{error['label']} → {error['predicted']} {error['p']:.2f}", fontsize=6)
-    fig.tight_layout()
-    fig.canvas.draw()
-    # MRI slices and black captions: an 8-bit grayscale PNG holds it all at a quarter of RGBA's size
-    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("L").save(path, optimize=True)
-    plt.close(fig)
 
 
 def main() -> None:
@@ -129,7 +108,8 @@ def main() -> None:
         "errors": errors,
     }
     path = write(args.output, payload)
-    plot_errors(errors, thumbs, path.with_suffix(".png"))
+    captions = [f"{e['source']} · {Path(e['path']).name[:14]}\n{e['label']} → {e['predicted']} {e['p']:.2f}" for e in errors]
+    plot_thumbnails(thumbs, captions, path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png')}")
     for source, v in pooled.items():
         print(f"{source}: {v['n']} images ({v['share_of_images']:.0%}), accuracy {v['accuracy']:.2%}, {v['share_of_errors']:.0%} of errors")

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
+from planted import distinct_slice, save_png
 from synthetic import _train_tiny_quadrant_model, make_tree
 
 
@@ -25,3 +28,15 @@ def tiny_tree(tmp_path) -> Path:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A tiny trained 4-class checkpoint (128 px, `tumor_slice` classes) with OOD statistics."""
     return _train_tiny_quadrant_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def distinct_tree(tmp_path_factory):
+    """4 classes x 6 distinct images, plus a copy of one image per class (a group of two)."""
+    root = tmp_path_factory.mktemp("cv") / "data"
+    rng = np.random.default_rng(4)
+    for folder in ("glioma", "meningioma", "no_tumor", "pituitary"):
+        for i in range(6):
+            save_png(distinct_slice(rng, 64), root / folder / f"{i}.png")
+        (root / folder / "copy.png").write_bytes((root / folder / "0.png").read_bytes())
+    return root

@@ -6,7 +6,6 @@ import pytest
 from braintumor.cli import main
 from braintumor.crossval import scalar_metrics, summarise_folds
 
-from planted import distinct_slice, save_png
 
 
 def test_scalar_metrics_flattens_headline_and_per_class_figures():
@@ -21,18 +20,6 @@ def test_summary_is_mean_and_sample_std_over_folds():
     s = summarise_folds([{"accuracy": 0.9, "auc": np.nan}, {"accuracy": 0.8, "auc": 0.7}, {"accuracy": 1.0, "auc": 0.9}])
     assert s["accuracy"]["mean"] == pytest.approx(0.9) and s["accuracy"]["std"] == pytest.approx(0.1)
     assert s["auc"] == {"mean": pytest.approx(0.8), "std": pytest.approx(np.std([0.7, 0.9], ddof=1)), "folds": [None, 0.7, 0.9]}
-
-
-@pytest.fixture(scope="module")
-def distinct_tree(tmp_path_factory):
-    """4 classes x 6 distinct images, plus a copy of one image per class (a group of two)."""
-    root = tmp_path_factory.mktemp("cv") / "data"
-    rng = np.random.default_rng(4)
-    for folder in ("glioma", "meningioma", "no_tumor", "pituitary"):
-        for i in range(6):
-            save_png(distinct_slice(rng, 64), root / folder / f"{i}.png")
-        (root / folder / "copy.png").write_bytes((root / folder / "0.png").read_bytes())
-    return root
 
 
 def test_cli_folds_runs_every_fold_and_reports_mean_and_std(distinct_tree, tmp_path, capsys):

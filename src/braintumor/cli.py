@@ -256,6 +256,22 @@ def _cmd_audit(args) -> int:
     return 0
 
 
+def _cmd_label_issues(args) -> int:
+    from .label_issues import label_issues
+
+    result = label_issues(args.runs, args.data, args.out, progress=not args.quiet, sheet=args.sheet)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['n']} images scored out-of-sample, accuracy {result['accuracy']:.2%} against the given labels")
+    print(f"estimated wrong labels: {result['estimated_label_errors']:.0f} ({result['estimated_error_rate']:.1%}); "
+          f"flagged for review: {len(result['issues'])}, {result['errors_flagged']} of the model's {result['model_errors']} errors")
+    for row in result["issues"][:10]:
+        print(f"  {row['rank']:>3}. {row['path']}: {row['label']} -> {row['suggested']} ({row['p_suggested']:.2f})")
+    print(f"report: {result['report']}")
+    return 0
+
+
 def _cmd_compare(args) -> int:
     from .classes import parse_class_map
     from .compare import DEFAULT_PROTOCOLS, compare
@@ -418,6 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-map", help="extra folder-to-class names, e.g. 'tumor_g=glioma,healthy=no_tumor'")
     p.add_argument("--json", action="store_true", help="print the audit (without the group list) as JSON")
     p.set_defaults(func=_cmd_audit)
+
+    p = command("label-issues", "find images whose label is likely wrong, from the out-of-sample predictions of runs or a cross-validation; write a report")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder (its test split is scored) or cross-validation folder (every fold's test split: every image once)")
+    p.add_argument("--data", help="dataset folder, if it moved since training")
+    p.add_argument("--out", help="report folder (default: RUN/label_issues)")
+    p.add_argument("--sheet", type=int, default=48, help="flagged images shown in label_issues.png (default: 48)")
+    p.add_argument("--json", action="store_true", help="print the result, every flagged image included, as JSON")
+    p.set_defaults(func=_cmd_label_issues)
 
     p = command("compare", "train and evaluate one configuration under original, dedup and official; write a table")
     _add_data_args(p)
