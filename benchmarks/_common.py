@@ -41,33 +41,33 @@ def write(name: str, payload: dict) -> Path:
     return path
 
 
-def run_and_split(run: Path, dataset, loaded: dict, data: str):
+def run_and_split(run: Path, data: str):
     """A training run's best checkpoint, the decoded images of its data and its split.
 
-    The split is re-created from the run's stored config (`braintumor.protocols.run_split`).
-    `dataset` is the scanned data folder `data`; `loaded` caches decoded images per preprocessing
-    across runs.
-    Returns ``(model, info, images, readable dataset, split)``.
+    The images and split come from `braintumor.protocols.checkpoint_data`: the data's fingerprint
+    checked against the checkpoint's, the split re-created from the run's stored config.
+    Returns ``(model, info, images, readable dataset, split)``; a data error ends the script with
+    its message.
     """
     from braintumor.checkpoint import load_checkpoint
-    from braintumor.data import load_images
-    from braintumor.protocols import run_split
+    from braintumor.errors import BrainTumorError
+    from braintumor.protocols import checkpoint_data
 
-    model, info = load_checkpoint(Path(run) / "model.safetensors")
-    if info.preprocess not in loaded:
-        loaded[info.preprocess] = load_images(dataset, info.preprocess, progress=False)
-    images, found = loaded[info.preprocess]
-    if found.fingerprint() != info.data_fingerprint:
-        raise SystemExit(f"{run}: trained on other data than {data}")
-    return model, info, images, found, run_split(found, info.train_config)
+    checkpoint = Path(run) / "model.safetensors"
+    model, info = load_checkpoint(checkpoint)
+    try:
+        images, found, split = checkpoint_data(checkpoint, info, data)
+    except BrainTumorError as exc:
+        raise SystemExit(f"{run}: {exc}") from None
+    return model, info, images, found, split
 
 
-def run_validation_set(run: Path, dataset, loaded: dict, data: str):
+def run_validation_set(run: Path, data: str):
     """A training run's best checkpoint and its validation images and labels (see `run_and_split`).
 
     Returns ``(model, info, images, labels)``.
     """
-    model, info, images, found, split = run_and_split(run, dataset, loaded, data)
+    model, info, images, found, split = run_and_split(run, data)
     return model, info, images[split.val], found.labels[split.val]
 
 

@@ -37,7 +37,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import add_score, machine, nll_sum, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
 
-from braintumor.data import scan  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
 
 
@@ -45,12 +44,10 @@ def main() -> None:
     parser = runs_parser(__doc__, "ensemble_validation.json")
     parser.add_argument("--no-tta", dest="tta", action="store_false", help="score every member without its test-time view")
     args = parser.parse_args()
-    dataset = scan(args.data)
-    loaded = {}  # preprocessing -> (images, readable dataset)
     groups = defaultdict(list)  # (protocol, seed) -> [(run, probabilities)]
     labels_of, paths_of, classes = {}, {}, None
     for run in map(Path, args.runs):
-        model, info, images, found, split = run_and_split(run, dataset, loaded, args.data)
+        model, info, images, found, split = run_and_split(run, args.data)
         images, labels, classes = images[split.val], found.labels[split.val], list(info.classes)
         key = (info.train_config["protocol"], info.train_config["seed"])
         if key in labels_of and not np.array_equal(labels_of[key], labels):

@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, run_and_split, runs_parser, write  # noqa: E402
 
 from braintumor.classes import CLASSES  # noqa: E402
-from braintumor.data import scan  # noqa: E402
 from braintumor.figures import plot_thumbnails  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
 
@@ -60,11 +59,9 @@ def main() -> None:
     parser = runs_parser(__doc__, "error_sources.json")
     args = parser.parse_args()
 
-    dataset = scan(args.data)
-    loaded = {}  # preprocessing -> (images, readable dataset)
     rows, sources, labels, predicted, errors, thumbs = [], [], [], [], [], []
     for run in map(Path, args.runs):
-        model, info, images, found, split = run_and_split(run, dataset, loaded, args.data)
+        model, info, images, found, split = run_and_split(run, args.data)
         val = split.val
         probs = predict_images(model, images[val], tta=info.tta, tta_view=info.tta_view)
         run_sources = [found.splits[i] for i in val]

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import add_score, machine, nll_sum, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
 
-from braintumor.data import load_images, scan  # noqa: E402
+from braintumor.data import load_images  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
 
 
@@ -30,12 +30,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[144, 160, 176, 192], help="input sizes to score, in pixels")
     args = parser.parse_args()
 
-    dataset = scan(args.data)
-    loaded = {}
+    loaded = {}  # preprocessing -> decoded images, shared by runs of the same data
     pooled = {size: [0, 0.0] for size in args.sizes}
     rows, total = [], 0
     for run in map(Path, args.runs):
-        model, info, _, found, split = run_and_split(run, dataset, loaded, args.data)
+        model, info, _, found, split = run_and_split(run, args.data)
         model.eval()
         labels = found.labels[split.val]
         row = {"run": str(run), "seed": info.train_config["seed"], "trained_at": info.preprocess.image_size,
@@ -43,7 +42,7 @@ def main() -> None:
         for size in args.sizes:
             preprocess = replace(info.preprocess, image_size=size)
             if preprocess not in loaded:
-                loaded[preprocess] = load_images(dataset, preprocess, progress=False)
+                loaded[preprocess] = load_images(found, preprocess, progress=False)
             images = loaded[preprocess][0][split.val]
             probs = predict_images(model, images, tta=info.tta, tta_view=info.tta_view, temperature=info.temperature)
             correct = int((probs.argmax(1) == labels).sum())

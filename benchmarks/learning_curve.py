@@ -24,7 +24,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, epochs_run, machine, nll_sum, run_and_split, runs_parser, write  # noqa: E402
 
-from braintumor.data import scan  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
 
 TARGET_ERROR = 0.03
@@ -64,11 +63,9 @@ def plot(rows: list[dict], shares: dict, fit: dict | None, path: Path) -> None:
 
 def main() -> None:
     args = runs_parser(__doc__, "learning_curve.json").parse_args()
-    dataset = scan(args.data)
-    loaded = {}
     rows = []
     for run in map(Path, args.runs):
-        model, info, images, found, split = run_and_split(run, dataset, loaded, args.data)
+        model, info, images, found, split = run_and_split(run, args.data)
         labels = found.labels[split.val]
         probs = predict_images(model, images[split.val], tta=info.tta, tta_view=info.tta_view, temperature=info.temperature)
         right = probs.argmax(1) == labels

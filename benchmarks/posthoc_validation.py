@@ -33,7 +33,6 @@ from _common import machine, run_and_split, runs_parser, write  # noqa: E402
 
 from braintumor.augment import to_float  # noqa: E402
 from braintumor.calibration import ece_if_calibrated, expected_calibration_error, fit_temperature  # noqa: E402
-from braintumor.data import scan  # noqa: E402
 
 HALVINGS = 20
 NEIGHBOURS = (1, 5, 10, 20, 50)
@@ -125,11 +124,9 @@ def neighbour_votes(train_features, train_labels, val_features, classes: int, k:
 def main() -> None:
     args = runs_parser(__doc__, "posthoc_validation.json").parse_args()
     torch.set_num_threads(2)
-    dataset = scan(args.data)
-    loaded = {}
     rows = []
     for run in map(Path, args.runs):
-        model, info, images, found, split = run_and_split(run, dataset, loaded, args.data)
+        model, info, images, found, split = run_and_split(run, args.data)
         model.eval()
         train_f, _ = features_and_logits(model, info.tta_view, images[split.train])
         val_f, val_logits = features_and_logits(model, info.tta_view, images[split.val])

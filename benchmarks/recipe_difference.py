@@ -28,15 +28,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_val_acc, data_option, epochs_run, machine, run_and_split, write  # noqa: E402
 
-from braintumor.data import scan  # noqa: E402
 from braintumor.duplicates import duplicate_groups  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
 from braintumor.stats import paired_difference  # noqa: E402
 
 
-def validation_predictions(run: Path, dataset, loaded: dict, data: str) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
+def validation_predictions(run: Path, data: str) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
     """``(protocol, seed)``, validation labels, predicted classes and near-duplicate groups of a run."""
-    model, info, images, found, split = run_and_split(run, dataset, loaded, data)
+    model, info, images, found, split = run_and_split(run, data)
     probs = predict_images(model, images[split.val], tta=info.tta, tta_view=info.tta_view)
     groups = duplicate_groups(found, progress=False)[split.val]
     key = (info.train_config["protocol"], info.train_config["seed"])
@@ -51,15 +50,13 @@ def main() -> None:
     parser.add_argument("--output", default="recipe_difference.json")
     args = parser.parse_args()
 
-    dataset = scan(args.data)
-    loaded = {}
     baseline = {}
     for run in map(Path, args.baseline):
-        key, *rest = validation_predictions(run, dataset, loaded, args.data)
+        key, *rest = validation_predictions(run, args.data)
         baseline[key] = (run, *rest)
     labels, pred_a, pred_b, groups, pairs = [], [], [], [], []
     for run in map(Path, args.candidate):
-        key, y, pred, group = validation_predictions(run, dataset, loaded, args.data)
+        key, y, pred, group = validation_predictions(run, args.data)
         if key not in baseline:
             raise SystemExit(f"{run}: no baseline run with protocol {key[0]} and split seed {key[1]}")
         base_run, base_y, base_pred, _ = baseline[key]

@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import epochs_run, machine, run_validation_set, runs_parser, write  # noqa: E402
 
 from braintumor.calibration import as_logits, expected_calibration_error, fit_temperature, with_temperature  # noqa: E402
-from braintumor.data import scan  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
 
 
@@ -52,11 +51,9 @@ def main() -> None:
     parser = runs_parser(__doc__, "recipe_validation.json")
     args = parser.parse_args()
 
-    dataset = scan(args.data)
-    loaded = {}  # preprocessing -> (images, readable dataset); runs of one recipe family share it
     rows = []
     for run in map(Path, args.runs):
-        model, info, val_images, labels = run_validation_set(run, dataset, loaded, args.data)
+        model, info, val_images, labels = run_validation_set(run, args.data)
         config = info.train_config
         probs = predict_images(model, val_images, tta=info.tta, tta_view=info.tta_view)
         rows.append({

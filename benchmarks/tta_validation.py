@@ -26,7 +26,6 @@ from recipe_validation import cross_fitted_ece  # noqa: E402
 
 from braintumor.augment import MirrorView, to_float  # noqa: E402
 from braintumor.calibration import nll  # noqa: E402
-from braintumor.data import scan  # noqa: E402
 
 VIEWS = {
     "mirror": MirrorView(),
@@ -61,13 +60,11 @@ def scores(logits: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[
 def main() -> None:
     args = runs_parser(__doc__, "tta_validation.json").parse_args()
 
-    dataset = scan(args.data)
-    loaded = {}
     names = ["none", *VIEWS, *COMBINATIONS]
     pooled = {name: [0, 0.0] for name in names}
     rows, total = [], 0
     for run in map(Path, args.runs):
-        model, info, val_images, labels = run_validation_set(run, dataset, loaded, args.data)
+        model, info, val_images, labels = run_validation_set(run, args.data)
         model.eval()
         config = info.train_config
         plain = logits_of(model, val_images, None)
