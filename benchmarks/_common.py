@@ -41,6 +41,40 @@ def write(name: str, payload: dict) -> Path:
     return path
 
 
+def median_ms(call, items) -> tuple[float, float]:
+    """Median and 90th percentile, in milliseconds, of ``call(item)`` over `items`."""
+    import statistics
+    import time
+
+    times = []
+    for item in items:
+        start = time.perf_counter()
+        call(item)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return 1000 * statistics.median(times), 1000 * times[int(0.9 * (len(times) - 1))]
+
+
+def time_predictor(predictor, files: list, repeats: int, single: int, batch_size: int = 32) -> dict:
+    """Time a `braintumor.predict.Predictor` (already warmed up) the way the targets are stated.
+
+    Returns ``images_per_s`` (the median of `repeats` passes of ``predictor.predict(files)``),
+    ``passes_per_s`` (each pass), ``single_ms_median`` and ``single_ms_p90`` (one file per call,
+    over the first `single` files) and ``results`` (the last pass's predictions).
+    """
+    import statistics
+    import time
+
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = predictor.predict(files, batch_size=batch_size)
+        rates.append(len(files) / (time.perf_counter() - start))
+    median, p90 = median_ms(lambda f: predictor.predict([f]), files[:single])
+    return {"images_per_s": statistics.median(rates), "passes_per_s": rates, "single_ms_median": median,
+            "single_ms_p90": p90, "results": results}
+
+
 def run_and_split(run: Path, data: str):
     """A training run's best checkpoint, the decoded images of its data and its split.
 

