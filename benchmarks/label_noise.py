@@ -7,10 +7,10 @@ wrong label, per given and true class, and flags the likeliest. That estimate is
 any test accuracy measured against these labels, under a protocol where no copy of a mislabelled
 image is trained on.
 
-A check of the method on this data: images whose decoded pixels are identical but whose labels
-differ (label conflicts) certainly carry at least one wrong label. In each such group, a sound
-flagger flags the members of some labels and keeps at least one: this script counts how often
-it does.
+A check of the method on this data: near-duplicate copies (the groups of `braintumor audit`)
+filed under different classes (label conflicts) carry at least one wrong label, unless the copies
+are neighbouring slices that differ where it matters. In each such group, a sound flagger flags
+the members of some labels and keeps at least one: this script counts how often it does.
 
 Usage: python benchmarks/label_noise.py CV_DIR [CV_DIR ...] [--data DIR] [--output NAME]
 Writes benchmarks/results/label_noise.json (or NAME), its contact sheet of flagged images beside
@@ -28,22 +28,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, runs_parser, write  # noqa: E402
 
 from braintumor.data import scan  # noqa: E402
-from braintumor.duplicates import hash_dataset  # noqa: E402
+from braintumor.duplicates import duplicate_groups  # noqa: E402
 from braintumor.label_issues import label_issues  # noqa: E402
 
 
 def conflict_check(result: dict, data: str) -> dict:
-    """Label-conflict groups (identical pixels, two or more labels) among the scored images, and
-    how the flags fall in them."""
+    """Label-conflict groups (near-duplicate copies under two or more labels) among the scored
+    images, and how the flags fall in them."""
     dataset = scan(data)
-    hashes = hash_dataset(dataset, progress=False)
-    digest = {str(p.relative_to(dataset.root)): d for p, d in zip(dataset.paths, hashes.pixel_digest)}
+    ids = duplicate_groups(dataset, progress=False)
     label = {str(p.relative_to(dataset.root)): dataset.classes[y] for p, y in zip(dataset.paths, dataset.labels)}
     flagged = {row["path"] for row in result["issues"]}
     members = defaultdict(list)
-    for path, d in digest.items():
-        if d:
-            members[d].append(path)
+    for path, g in zip(label, ids):
+        members[g].append(path)
     groups = [m for m in members.values() if len({label[p] for p in m}) > 1]
     rows = []
     for m in groups:
