@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import numpy as np
+import pytest
 
 from planted import distinct_slice, save_png
 from synthetic import _train_tiny_quadrant_model, make_tree
@@ -40,3 +39,23 @@ def distinct_tree(tmp_path_factory):
             save_png(distinct_slice(rng, 64), root / folder / f"{i}.png")
         (root / folder / "copy.png").write_bytes((root / folder / "0.png").read_bytes())
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_crossval(distinct_tree, tmp_path_factory):
+    """``braintumor train --folds 2 --protocol dedup`` for one short epoch on `distinct_tree`:
+    returns the cross-validation folder and the JSON the command printed."""
+    import contextlib
+    import io
+    import json
+
+    from braintumor.cli import main
+
+    out = tmp_path_factory.mktemp("crossval") / "cv"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setenv("BRAINTUMOR_CACHE", str(out.parent / "cache"))
+        code = main(["train", "--data", str(distinct_tree), "--out", str(out), "--protocol", "dedup", "--folds", "2",
+                     "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--json", "-q"])
+    assert code == 0
+    return out, json.loads(printed.getvalue())

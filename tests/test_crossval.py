@@ -7,7 +7,6 @@ from braintumor.cli import main
 from braintumor.crossval import scalar_metrics, summarise_folds
 
 
-
 def test_scalar_metrics_flattens_headline_and_per_class_figures():
     m = {"accuracy": 0.9, "macro_f1": 0.8, "macro_roc_auc": None, "n": 10, "confusion_matrix": [[1]],
          "per_class": {"glioma": {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "roc_auc": None, "support": 2}}}
@@ -22,12 +21,8 @@ def test_summary_is_mean_and_sample_std_over_folds():
     assert s["auc"] == {"mean": pytest.approx(0.8), "std": pytest.approx(np.std([0.7, 0.9], ddof=1)), "folds": [None, 0.7, 0.9]}
 
 
-def test_cli_folds_runs_every_fold_and_reports_mean_and_std(distinct_tree, tmp_path, capsys):
-    out = tmp_path / "cv"
-    code = main(["train", "--data", str(distinct_tree), "--out", str(out), "--protocol", "dedup", "--folds", "2",
-                 "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--json", "-q"])
-    assert code == 0
-    result = json.loads(capsys.readouterr().out)
+def test_cli_folds_runs_every_fold_and_reports_mean_and_std(tiny_crossval):
+    out, result = tiny_crossval
     fold_acc = [json.loads((out / f"fold{k}" / "test_metrics.json").read_text())["accuracy"] for k in (1, 2)]
     assert result["metrics"]["accuracy"]["folds"] == pytest.approx(fold_acc)
     assert result["metrics"]["accuracy"]["mean"] == pytest.approx(np.mean(fold_acc))

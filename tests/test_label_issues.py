@@ -82,15 +82,10 @@ def test_too_few_images_of_a_class_is_a_clear_error():
         find_label_issues(labels, probs, CLASSES)
 
 
-@pytest.fixture(scope="module")
-def crossval(distinct_tree, tmp_path_factory):
+@pytest.fixture
+def crossval(tiny_crossval):
     """A 2-fold dedup cross-validation of one short epoch on the distinct tree (28 images)."""
-    out = tmp_path_factory.mktemp("label_issues") / "cv"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BRAINTUMOR_CACHE", str(out.parent / "cache"))
-        assert main(["train", "--data", str(distinct_tree), "--out", str(out), "--protocol", "dedup", "--folds", "2",
-                     "--epochs", "1", "--image-size", "32", "--batch-size", "16", "-q"]) == 0
-    return out
+    return tiny_crossval[0]
 
 
 def test_cli_scores_every_crossval_image_once_and_writes_the_report(crossval, tmp_path, capsys):
