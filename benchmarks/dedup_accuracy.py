@@ -19,8 +19,12 @@ Each run also records the ECE's 95% bootstrap interval and the ECE that a perfec
 model with the same confidences would measure on its test split (ECE is biased upward on a few
 hundred images). ``--reevaluate`` scores the runs already listed in the JSON file again with
 the current evaluation code, keeping their training figures (time, memory): no training.
+``--reuse`` scores finished runs in ``RUNS/dedup-seed{S}`` that no JSON lists yet (trained by
+hand, e.g. with ``--no-test``), without training them again; their wall time and peak memory
+are unknown, so the record gives the training minutes their checkpoint stores.
 
-Usage: python benchmarks/dedup_accuracy.py [--data DIR] [--seeds 0 1 2] [--reevaluate] [-- extra train options]
+Usage: python benchmarks/dedup_accuracy.py [--data DIR] [--seeds 0 1 2] [--runs DIR] [--reevaluate | --reuse] [--output NAME]
+       [-- extra train options]
 Writes benchmarks/results/dedup_accuracy.json after every run (partial results survive). The
 first run also hashes the dataset for its duplicate groups (cached afterwards).
 """
@@ -86,6 +90,8 @@ def main() -> None:
     parser.add_argument("--original", default=str(RESULTS / "train_accuracy.json"), help="JSON with the original-protocol runs")
     parser.add_argument("--reevaluate", action="store_true",
                         help="evaluate the runs listed in the output file again (current evaluation code), no training")
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate finished runs in RUNS/dedup-seed{S} instead of training them")
     parser.add_argument("extra", nargs="*", help="extra `braintumor train` options after --")
     args = parser.parse_args()
 
@@ -103,7 +109,7 @@ def main() -> None:
         result = {"machine": machine(), "command": " ".join(sys.argv), "runs": []}
         for seed in args.seeds:
             out = Path(args.runs) / f"dedup-seed{seed}"
-            run = run_one(args.data, "dedup", seed, out, args.extra)
+            run = reuse_one(args.data, seed, out) if args.reuse else run_one(args.data, "dedup", seed, out, args.extra)
             run.update(recorded_figures(json.loads((out / "test_metrics.json").read_text())))
             result["runs"].append(run)
             summarise(result, Path(args.original))
@@ -111,6 +117,29 @@ def main() -> None:
     summarise(result, Path(args.original))
     write(args.output, result)
     print(json.dumps(result["summary"], indent=2))
+
+
+def reuse_one(data: str, seed: int, out: Path) -> dict:
+    """A finished run's record, as `run_one` gives it, from evaluating its checkpoint now."""
+    from braintumor.checkpoint import read_info
+    from braintumor.evaluate import evaluate
+
+    checkpoint = out / "model.safetensors"
+    if not checkpoint.is_file():
+        raise SystemExit(f"--reuse: no finished run in {out}")
+    info, _ = read_info(checkpoint)
+    if info.train_config.get("protocol") != "dedup" or info.train_config.get("seed") != seed:
+        raise SystemExit(f"--reuse: {out} is not a dedup run of split seed {seed}")
+    metrics = evaluate(checkpoint, data, progress=False)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "protocol": "dedup", "seed": seed, "accuracy": metrics["accuracy"], "correct": metrics["correct"],
+        "n": metrics["n"], "macro_f1": metrics["macro_f1"], "loss": metrics["loss"], "epochs_run": len(history),
+        "best_val_acc": max(h["val_acc"] for h in history), "wall_s": None, "peak_rss_gb": None,
+        "train_minutes": info.metrics.get("train_minutes"),
+        "train_config": {k: info.train_config.get(k) for k in ("epochs", "time_limit_min", "image_size", "lr")},
+        "run_dir": str(out),
+    }
 
 
 def recorded_figures(metrics: dict) -> dict:
@@ -146,7 +175,7 @@ def summarise(result: dict, original_path: Path) -> None:
             "temperatures": [r["temperature"] for r in runs],
         },
         "original": original_figures(original_path),
-        "max_wall_min": max(r["wall_s"] for r in runs) / 60,
+        "max_wall_min": max(r["wall_s"] for r in runs) / 60 if all(r.get("wall_s") for r in runs) else None,
     }
     if summary["original"]:
         summary["gap_original_minus_dedup"] = summary["original"]["accuracy"]["mean"] - summary["dedup"]["accuracy"]["mean"]
