@@ -6,7 +6,7 @@ import pytest
 
 from braintumor.cli import main
 from braintumor.errors import BrainTumorError
-from braintumor.label_issues import find_label_issues
+from braintumor.label_issues import find_label_issues, leak_warnings
 
 CLASSES = ["glioma", "meningioma", "no_tumor", "pituitary"]
 
@@ -82,6 +82,13 @@ def test_too_few_images_of_a_class_is_a_clear_error():
         find_label_issues(labels, probs, CLASSES)
 
 
+def test_runs_split_with_leaking_copies_are_warned_about():
+    assert leak_warnings(["dedup", "dedup"]) == []
+    (warning,) = leak_warnings(["dedup", "original", "official", "original"])
+    assert "split under official and original" in warning and "not fully out-of-sample" in warning
+    assert "--protocol dedup" in warning
+
+
 @pytest.fixture
 def crossval(tiny_crossval):
     """A 2-fold dedup cross-validation of one short epoch on the distinct tree (28 images)."""
@@ -97,7 +104,7 @@ def test_cli_scores_every_crossval_image_once_and_writes_the_report(crossval, tm
     assert result["accuracy"] == pytest.approx(pooled["correct"] / 28)
     assert result["per_source"] == {"(no folder)": {"n": 28, "model_errors": result["model_errors"],
                                                     "flagged": len(result["issues"])}}
-    assert len(result["runs"]) == 2 and result["report"] == str(out / "label_issues.md")
+    assert len(result["runs"]) == 2 and result["report"] == str(out / "label_issues.md") and result["warnings"] == []
     assert sum(sum(row.values()) for row in result["joint"].values()) == pytest.approx(28)
     with open(out / "label_issues.csv") as f:
         rows = list(csv.DictReader(f))

@@ -263,6 +263,8 @@ def _cmd_label_issues(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{result['n']} images scored out-of-sample, accuracy {result['accuracy']:.2%} against the given labels")
     print(f"estimated wrong labels: {result['estimated_label_errors']:.0f} ({result['estimated_error_rate']:.1%}); "
           f"flagged for review: {len(result['issues'])}, {result['errors_flagged']} of the model's {result['model_errors']} errors")

@@ -44,6 +44,8 @@ class OutOfSample:
     classes: list[str]
     root: Path
     runs: list[str]
+    protocols: list[str]
+    """The protocol each run was split under."""
 
 
 def run_folders(path: str | Path) -> list[Path]:
@@ -87,9 +89,10 @@ def out_of_sample_predictions(runs: list[str | Path], data: str | Path | None = 
     count: dict[Path, int] = {}
     label: dict[Path, int] = {}
     source: dict[Path, str] = {}
-    classes, root = None, None
+    classes, root, protocols = None, None, []
     for folder in folders:
         test = predict_test_split(folder / "model.safetensors", data, progress=progress, groups=False)
+        protocols.append(test.context["protocol"])
         if classes is None:
             classes, root = list(test.info.classes), Path(test.context["data"])
         elif list(test.info.classes) != classes:
@@ -104,7 +107,18 @@ def out_of_sample_predictions(runs: list[str | Path], data: str | Path | None = 
     paths = sorted(sums)
     probs = np.stack([sums[p] / count[p] for p in paths])
     return OutOfSample(paths, np.array([label[p] for p in paths]), probs, [source[p] for p in paths], classes, root,
-                       [str(f) for f in folders])
+                       [str(f) for f in folders], protocols)
+
+
+def leak_warnings(protocols: list[str]) -> list[str]:
+    """Why the probabilities of runs split under `protocols` may not be out-of-sample: only
+    ``dedup`` keeps every copy of a test image out of the training part."""
+    leaky = sorted(set(protocols) - {"dedup"})
+    if not leaky:
+        return []
+    return [f"some runs were split under {' and '.join(leaky)}, which can leave copies of a test image in the training "
+            "part: their probabilities are not fully out-of-sample, and a wrong label with a trained copy goes "
+            "unflagged; prefer --protocol dedup"]
 
 
 def find_label_issues(labels, probs, classes: list[str], sources: list[str] | None = None) -> dict:
@@ -197,6 +211,7 @@ def label_issues(runs: list[str | Path], data: str | Path | None = None, out: st
         "runs": scored.runs,
         "data": str(scored.root),
         "classes": scored.classes,
+        "warnings": leak_warnings(scored.protocols),
         **{k: v for k, v in found.items() if k not in ("issues", "label_quality")},
         "issues": [_issue_row(scored, found, rank, i) for rank, i in enumerate(found["issues"], 1)],
     }
@@ -267,6 +282,7 @@ def _markdown(result: dict, shown: int) -> str:
         f"{result['model_errors']} errors are among them.",
         "- Flagged images are candidates for an expert's review, not proven errors: the estimate is only as good "
         "as the model's probabilities.",
+        *[f"- **Warning:** {w}." for w in result["warnings"]],
         "",
         "## Estimated images by given and true class",
         "",
