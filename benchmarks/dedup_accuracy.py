@@ -42,7 +42,7 @@ from scipy import stats
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from _common import RESULTS, data_option, machine, write  # noqa: E402
-from train_accuracy import run_one  # noqa: E402
+from train_accuracy import run_one, run_record  # noqa: E402
 
 
 def mean_accuracy_intervals(runs: list[dict]) -> dict:
@@ -130,16 +130,9 @@ def reuse_one(data: str, seed: int, out: Path) -> dict:
     info, _ = read_info(checkpoint)
     if info.train_config.get("protocol") != "dedup" or info.train_config.get("seed") != seed:
         raise SystemExit(f"--reuse: {out} is not a dedup run of split seed {seed}")
-    metrics = evaluate(checkpoint, data, progress=False)
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {
-        "protocol": "dedup", "seed": seed, "accuracy": metrics["accuracy"], "correct": metrics["correct"],
-        "n": metrics["n"], "macro_f1": metrics["macro_f1"], "loss": metrics["loss"], "epochs_run": len(history),
-        "best_val_acc": max(h["val_acc"] for h in history), "wall_s": None, "peak_rss_gb": None,
-        "train_minutes": info.metrics.get("train_minutes"),
-        "train_config": {k: info.train_config.get(k) for k in ("epochs", "time_limit_min", "image_size", "lr")},
-        "run_dir": str(out),
-    }
+    record = run_record("dedup", seed, evaluate(checkpoint, data, progress=False), out, None, None)
+    return {**record, "train_minutes": info.metrics.get("train_minutes"),
+            "train_config": {k: info.train_config.get(k) for k in ("epochs", "time_limit_min", "image_size", "lr")}}
 
 
 def recorded_figures(metrics: dict) -> dict:

@@ -38,7 +38,12 @@ def run_one(data: str, protocol: str, seed: int, out: Path, extra: list[str]) ->
     wall = time.time() - start
     if status != 0:
         raise SystemExit(f"training failed (status {status}) for {protocol} seed {seed}")
-    metrics = json.loads(stdout)
+    return run_record(protocol, seed, json.loads(stdout), out, round(wall, 1), round(usage.ru_maxrss / 1024**2, 3))
+
+
+def run_record(protocol: str, seed: int, metrics: dict, out: Path, wall_s: float | None, peak_rss_gb: float | None) -> dict:
+    """One run's entry in the results: its test metrics, epochs and best validation accuracy
+    (from ``metrics.jsonl``), and its wall time and peak memory when they were measured."""
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {
         "protocol": protocol,
@@ -50,8 +55,8 @@ def run_one(data: str, protocol: str, seed: int, out: Path, extra: list[str]) ->
         "loss": metrics["loss"],
         "epochs_run": len(history),
         "best_val_acc": max(h["val_acc"] for h in history),
-        "wall_s": round(wall, 1),
-        "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3),
+        "wall_s": wall_s,
+        "peak_rss_gb": peak_rss_gb,
         "run_dir": str(out),
     }
 
