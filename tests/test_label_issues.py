@@ -6,7 +6,7 @@ import pytest
 
 from braintumor.cli import main
 from braintumor.errors import BrainTumorError
-from braintumor.label_issues import find_label_issues, leak_warnings
+from braintumor.label_issues import find_label_issues, leak_warnings, write_label_issues
 
 CLASSES = ["glioma", "meningioma", "no_tumor", "pituitary"]
 
@@ -87,6 +87,20 @@ def test_runs_split_with_leaking_copies_are_warned_about():
     (warning,) = leak_warnings(["dedup", "original", "official", "original"])
     assert "split under official and original" in warning and "not fully out-of-sample" in warning
     assert "--protocol dedup" in warning
+
+
+def test_report_without_contact_sheet_lists_the_flags_and_links_no_picture(tmp_path):
+    row = {"rank": 1, "path": "glioma/a.png", "source": "", "label": "glioma", "suggested": "meningioma",
+           "p_label": 0.01, "p_suggested": 0.98}
+    result = {"runs": ["r"], "data": str(tmp_path / "gone"), "classes": CLASSES, "warnings": [], "n": 40, "accuracy": 0.975,
+              "model_errors": 1, "errors_flagged": 1, "estimated_label_errors": 1.0, "estimated_error_rate": 0.025,
+              "joint": {g: {t: 0.0 for t in CLASSES} for g in CLASSES}, "per_class": {}, "per_source": {}, "issues": [row]}
+    report = write_label_issues(result, tmp_path / "out", sheet=0)  # the image is never read
+    text = report.read_text()
+    assert "`glioma/a.png`" in text and "label_issues.csv" in text and "label_issues.png" not in text
+    assert not (tmp_path / "out" / "label_issues.png").exists()
+    with open(tmp_path / "out" / "label_issues.csv") as f:
+        assert [r["path"] for r in csv.DictReader(f)] == ["glioma/a.png"]
 
 
 @pytest.fixture

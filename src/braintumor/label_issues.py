@@ -298,10 +298,11 @@ def _markdown(result: dict, shown: int) -> str:
         lines += [f"| {k} | {v['n']} | {v['model_errors']} | {v['flagged']} |" for k, v in table.items()]
     lines += ["", "## Flagged images, least likely label first", ""]
     if result["issues"]:
-        lines += [f"All {len(result['issues'])} are in [label_issues.csv](label_issues.csv); the first {shown} are shown "
-                  "below (caption: source folder · file, given → suggested class and its probability).", "",
-                  "![flagged images](label_issues.png)", "",
-                  "| # | file | source | given | suggested | p(given) | p(suggested) |", "|---|---|---|---|---|---|---|"]
+        lines.append(f"All {len(result['issues'])} are in [label_issues.csv](label_issues.csv).")
+        if shown:
+            lines += [f"The first {shown} are shown below (caption: source folder · file, given → suggested class and "
+                      "its probability).", "", "![flagged images](label_issues.png)"]
+        lines += ["", "| # | file | source | given | suggested | p(given) | p(suggested) |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['rank']} | `{r['path']}` | {r['source']} | {r['label']} | {r['suggested']} | {r['p_label']:.3f} | "
                   f"{r['p_suggested']:.3f} |" for r in result["issues"][:30]]
     else:
