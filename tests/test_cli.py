@@ -4,6 +4,7 @@ then evaluate and predict; and every expected error gives one message, no traceb
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +112,7 @@ def test_predict_table_and_json(trained, tmp_path):
         (["evaluate", "{tmp}/junk.safetensors"], "not a braintumor checkpoint"),
         (["train", "--data", "{tmp}", "--epochs", "0"], "epochs must be at least 1"),
         (["train", "--data", "{tmp}", "--folds", "3", "--no-test"], "--no-test does not combine with --folds"),
+        (["train", "--data", "{tmp}", "--exclude", "{tmp}/missing.csv"], "cannot read the list of images"),
     ],
 )
 def test_expected_errors_are_one_clear_message(trained, tmp_path, capsys, args, message):
@@ -139,6 +141,30 @@ def test_no_test_trains_without_looking_at_the_test_split(trained, tmp_path, cap
     assert "validation accuracy" in text and "test accuracy" not in text and "braintumor evaluate" in text
     later = _run("evaluate", out / "model.safetensors", "--data", data, "--json")  # the test split, looked at once
     assert later.returncode == 0 and json.loads(later.stdout)["n"] > 0
+
+
+def test_exclude_trains_without_the_listed_images_and_keeps_the_test_split(trained, tmp_path, capsys):
+    data, first, _ = trained
+    before = json.loads((first / "split.json").read_text())
+    drop = before["train"][:3] + before["val"][:1] + before["test"][:1]
+    rel = [str(Path(p).relative_to(data)) for p in drop]
+    listing = tmp_path / "label_issues.csv"  # the shape label-issues writes
+    listing.write_text("rank,path,label\n" + "".join(f'{i},"{p}",glioma\n' for i, p in enumerate(rel)))
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--image-size", "32", "--batch-size", "8",
+            "--seed", "3", "--exclude", str(listing), "--no-test", "--json", "-q"]
+    assert main(args) == 0
+    after = json.loads((out / "split.json").read_text())
+    assert after["test"] == before["test"]  # excluded test images are still tested on
+    assert after["train"] == [p for p in before["train"] if p not in drop]
+    assert after["val"] == [p for p in before["val"] if p not in drop]
+    assert after["excluded"] == sorted(rel)
+    capsys.readouterr()
+    # a list made for other data is one clear message before any training
+    listing.write_text("Training/glioma_tumor/not-here.jpg\n")
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "1 of the images to exclude are not in" in err and "not-here.jpg" in err and "Traceback" not in err
 
 
 def test_data_info_json(trained, capsys):

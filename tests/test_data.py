@@ -100,3 +100,19 @@ def test_fingerprint_changes_with_labels(tmp_path):
     assert a.fingerprint() == b.fingerprint()  # same relative paths, sizes and labels
     (tmp_path / "b" / "Training" / "glioma_tumor" / "img (0).jpg").rename(tmp_path / "b" / "Training" / "no_tumor" / "moved.jpg")
     assert scan(tmp_path / "b").fingerprint() != a.fingerprint()
+
+
+def test_read_path_list_reads_a_csv_path_column_or_one_path_per_line(tmp_path):
+    from braintumor.data import read_path_list
+
+    csv_file = tmp_path / "issues.csv"
+    csv_file.write_text('rank,path,label\n1,"Training/glioma_tumor/image (1).jpg",glioma\n2,Testing/x,a\n')
+    assert read_path_list(csv_file) == ["Training/glioma_tumor/image (1).jpg", "Testing/x"]
+    text = tmp_path / "list.txt"
+    text.write_text("# wrong labels\nTraining/a b.jpg\n\n  Testing/c.jpg  \n")
+    assert read_path_list(text) == ["Training/a b.jpg", "Testing/c.jpg"]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(DataError, match="lists no images"):
+        read_path_list(tmp_path / "empty.txt")
+    with pytest.raises(DataError, match="cannot read the list of images"):
+        read_path_list(tmp_path / "missing.txt")

@@ -200,3 +200,50 @@ def test_run_split_recreates_a_runs_split_from_its_config(ds):
     other = run_split(ds, config, protocol="official", seed=1)
     assert np.array_equal(other.test, make_split(ds, "official", 1, 0.1, 0.2).test)
     assert np.array_equal(run_split(ds, config, seed=5).test, make_split(ds, "original", 5, 0.1, 0.2, 4, 2).test)
+
+
+# ---- excluded images -----------------------------------------------------------------------
+
+
+def test_excluded_images_leave_training_and_validation_but_not_the_test_split(tmp_path, monkeypatch):
+    from braintumor.protocols import excluded_indices
+
+    labels = np.repeat(np.arange(4), [120, 120, 60, 100])
+    groups = np.arange(len(labels)) // 2
+    monkeypatch.setattr("braintumor.duplicates.duplicate_groups", lambda ds, progress=False: groups)
+    ds = _fake_dataset(tmp_path, labels)
+    for protocol in ("original", "dedup"):
+        full = make_split(ds, protocol, seed=1)
+        # some training, some validation and some test images, named as label-issues writes them
+        chosen = np.concatenate([full.train[:7], full.val[:3], full.test[:4]])
+        names = [ds.paths[i].name for i in chosen]
+        exclude = excluded_indices(ds, names)
+        assert sorted(exclude.tolist()) == sorted(chosen.tolist())
+        cut = make_split(ds, protocol, seed=1, exclude=exclude)
+        assert np.array_equal(cut.test, full.test)  # the test split is never changed
+        assert np.array_equal(cut.train, full.train[7:]) and np.array_equal(cut.val, full.val[3:])
+        # a run re-creates the same split from its config
+        again = run_split(ds, {"protocol": protocol, "seed": 1, "exclude": names})
+        for part in ("train", "val", "test"):
+            assert np.array_equal(getattr(again, part), getattr(cut, part))
+    # absolute paths under the dataset work too; duplicates in the list count once
+    absolute = [str(ds.paths[5]), str(ds.paths[5]), "6.png"]
+    assert excluded_indices(ds, absolute).tolist() == [5, 6]
+
+
+def test_excluding_images_not_in_the_dataset_is_a_clear_error(ds, tmp_path):
+    from braintumor.protocols import excluded_indices
+
+    rel = ds.paths[0].relative_to(ds.root).as_posix()
+    assert excluded_indices(ds, [rel]).tolist() == [0]
+    with pytest.raises(DataError, match=r"2 of the images to exclude are not in .*: Training/glioma_tumor/nope.jpg, /elsewhere/x.png"):
+        excluded_indices(ds, [rel, "Training/glioma_tumor/nope.jpg", "/elsewhere/x.png"])
+    # a file the dataset skipped as unreadable is not trained on anyway: no error
+    bad = ds.root / "Training" / "glioma_tumor" / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    from braintumor.data import load_images
+    from braintumor.preprocess import Preprocess
+
+    _, readable = load_images(scan(ds.root), Preprocess(image_size=16), progress=False)
+    assert any("broken.jpg" in p for p, _ in readable.skipped)
+    assert excluded_indices(readable, ["Training/glioma_tumor/broken.jpg"]).tolist() == []

@@ -29,6 +29,10 @@ def _cmd_train(args) -> int:
     kwargs["data"] = str(args.data or default_data_dir())
     kwargs["class_map"] = parse_class_map(args.class_map)
     kwargs["progress"] = not args.quiet
+    if args.exclude_file:
+        from .data import read_path_list
+
+        kwargs["exclude"] = read_path_list(args.exclude_file)
     if not args.test and kwargs.get("folds"):
         raise BrainTumorError("--no-test does not combine with --folds: cross-validation tests every fold",
                               "drop --no-test, or --folds to train one model")
@@ -345,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, help="share of the training part used for validation (default: 0.1)")
     p.add_argument("--test-fraction", type=float, help="share held out for testing under 'original' (default: 0.1)")
     p.add_argument("--train-fraction", type=float, help="train on this stratified share of the training part only, duplicate groups kept whole; validation and test as for the full split (learning curves; default: 1)")
+    p.add_argument("--exclude", dest="exclude_file", metavar="FILE", help="leave the images FILE lists out of training and validation (the test split stays as without them): the 'path' column of a CSV, such as label-issues' label_issues.csv, or one path per line, relative to --data")
     p.add_argument("--folds", type=int, help="cross-validate: train and test on K group-aware folds, report mean ± std of every metric")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="train in float32 instead of bfloat16 autocast")
     p.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="no test-time augmentation (averaging each image with its rotated mirror)")

@@ -150,6 +150,35 @@ def scan(root: str | Path, class_map: dict[str, str] | None = None) -> Dataset:
     return Dataset(root, paths, np.asarray(labels, dtype=np.int64), splits, CLASSES, skipped)
 
 
+def read_path_list(file: str | Path) -> list[str]:
+    """Image paths listed in `file`: the ``path`` column of a CSV (such as the one
+    `braintumor label-issues` writes), or else one path per line (blank lines and lines starting
+    with ``#`` ignored).
+
+    Raises
+    ------
+    DataError
+        When `file` cannot be read or lists no path.
+    """
+    import csv
+
+    file = Path(file)
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read the list of images {file}: {e}", "give a CSV with a 'path' column or a text file with one path per line")
+    lines = text.splitlines()
+    header = next(csv.reader(lines[:1]), []) if lines else []
+    if "path" in [h.strip() for h in header]:
+        rows = csv.DictReader(lines, skipinitialspace=True)
+        paths = [row["path"].strip() for row in rows if (row.get("path") or "").strip()]
+    else:
+        paths = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not paths:
+        raise DataError(f"{file} lists no images", "give a CSV with a 'path' column or a text file with one path per line")
+    return paths
+
+
 def cache_dir() -> Path:
     """Folder for derived files (decoded images, hashes, exported models): $BRAINTUMOR_CACHE or ~/.cache/braintumor."""
     env = os.environ.get(CACHE_ENV)

@@ -382,6 +382,7 @@ def predict_test_split(
         "split seed": seed,
         **({"fold": f"{fold + 1} of {folds}"} if folds else {}),
         "split sizes": make_split_sizes(split),
+        **({"excluded from training and validation": f"{len(cfg['exclude'])} listed images (split.json)"} if cfg.get("exclude") else {}),
         "data fingerprint": info.data_fingerprint[:16] if info.data_fingerprint else "",
     }
     paths = [dataset.paths[i] for i in split.test]

@@ -11,6 +11,10 @@
 In all, the validation set (early stopping, model selection, calibration) is carved from the
 training part, stratified, never from the test set.
 
+Excluded images (``exclude``: for example the likely wrong labels `braintumor.label_issues`
+lists) are dropped from the training and validation parts after the split is drawn, so the test
+part is exactly the one the same protocol and seed give without exclusions.
+
 Cross-validation (``folds=K``, ``fold=i``): the test part is fold ``i`` of ``K`` stratified,
 group-aware folds of the pooled data (under ``original`` every image is its own group).
 """
@@ -123,6 +127,7 @@ def make_split(
     fold: int = 0,
     progress: bool = False,
     train_fraction: float = 1.0,
+    exclude: np.ndarray | None = None,
 ) -> Split:
     """Split `dataset` under `protocol`.
 
@@ -146,6 +151,9 @@ def make_split(
         Train on this stratified share of the training part only (near-duplicate groups kept
         whole under ``dedup``; see `_train_share`), for learning curves. Validation and test
         parts are those of the full split.
+    exclude : numpy.ndarray, optional
+        Indices of images left out of the training and validation parts (see `excluded_indices`);
+        the test part does not change.
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"unknown protocol {protocol!r}", f"use one of: {', '.join(PROTOCOLS)}")
@@ -184,9 +192,59 @@ def make_split(
             train, val = trainval, trainval[:0]
         else:
             train, val = _group_fold(trainval, labels, groups, _n_splits(val_fraction), 0, seed + 10_000)
-        return Split(_train_share(train, labels, groups, train_fraction, seed + 20_000), val, test, groups)
-    train, val = _stratified(trainval, labels, val_fraction, seed + 10_000)
-    return Split(_train_share(train, labels, groups, train_fraction, seed + 20_000), val, test)
+    else:
+        train, val = _stratified(trainval, labels, val_fraction, seed + 10_000)
+    train = _train_share(train, labels, groups, train_fraction, seed + 20_000)
+    if exclude is not None and len(exclude):
+        train, val = train[~np.isin(train, exclude)], val[~np.isin(val, exclude)]
+    return Split(train, val, test, groups if protocol == "dedup" else None)
+
+
+def excluded_indices(dataset: Dataset, paths) -> np.ndarray:
+    """Indices into `dataset` of the images `paths` names, for `make_split`'s ``exclude``.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    paths : iterable of str
+        Image paths relative to ``dataset.root`` (as `braintumor label-issues` writes them), or
+        absolute paths under it. A path among the dataset's skipped files is ignored (it is not
+        trained on anyway).
+
+    Raises
+    ------
+    DataError
+        When a path is not an image of `dataset`.
+    """
+    root = Path(dataset.root).resolve()
+    index = {p.resolve().relative_to(root).as_posix(): i for i, p in enumerate(dataset.paths)}
+    skipped = set()
+    for path, _ in dataset.skipped:
+        try:
+            skipped.add(Path(path).resolve().relative_to(root).as_posix())
+        except ValueError:
+            pass
+    found, missing = [], []
+    for path in paths:
+        rel = Path(path)
+        if rel.is_absolute():
+            try:
+                rel = rel.resolve().relative_to(root)
+            except ValueError:
+                missing.append(str(path))
+                continue
+        key = rel.as_posix()
+        if key in index:
+            found.append(index[key])
+        elif key not in skipped:
+            missing.append(str(path))
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(
+            f"{len(missing)} of the images to exclude are not in {dataset.root}: {shown}",
+            "list paths relative to the dataset folder (as braintumor label-issues writes them), made for this dataset",
+        )
+    return np.unique(np.asarray(found, dtype=np.int64))
 
 
 def run_split(
@@ -210,9 +268,10 @@ def run_split(
     protocol = protocol or cfg.get("protocol", "original")
     seed = cfg.get("seed", 0) if seed is None else seed
     folds, fold = run_fold(cfg, protocol)
+    exclude = excluded_indices(dataset, cfg["exclude"]) if cfg.get("exclude") else None
     return make_split(
         dataset, protocol, seed, cfg.get("test_fraction", 0.1), cfg.get("val_fraction", 0.1), folds, fold, progress,
-        cfg.get("train_fraction", 1.0),
+        cfg.get("train_fraction", 1.0), exclude,
     )
 
 

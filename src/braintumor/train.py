@@ -88,6 +88,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     train_fraction: float = 1.0  # train on this share of the training part (learning curves)
+    # Images left out of training and validation (paths relative to `data`, e.g. the likely wrong
+    # labels `braintumor label-issues` lists); the test part stays what it is without them.
+    exclude: list = field(default_factory=list)
     folds: int = 0  # cross-validation: test on fold `fold` of `folds` (see braintumor.crossval)
     fold: int = 0
     bf16: bool = True
@@ -128,6 +131,9 @@ class TrainConfig:
         for name, ok, want in checks:
             if not ok:
                 raise BrainTumorError(f"{name} must be {want}, got {getattr(self, name)!r}")
+        if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(p, str) for p in self.exclude):
+            raise BrainTumorError(f"exclude must be a list of image paths, got {self.exclude!r}")
+        self.exclude = sorted(set(self.exclude))
         if self.sample_groups and self.balance_sources:
             raise BrainTumorError("sample_groups and balance_sources both choose each epoch's images",
                                   "use one of --sample-groups and --balance-sources")
@@ -389,6 +395,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
                 "protocol": config.protocol,
                 "seed": config.seed,
                 **{part: [str(dataset.paths[i]) for i in getattr(split, part)] for part in ("train", "val", "test")},
+                "excluded": list(config.exclude),
             }
         )
     )
