@@ -67,8 +67,8 @@ def main() -> None:
         "machine": machine(),
         "command": " ".join(["benchmarks/label_noise.py", *sys.argv[1:]]),
         "report": result["report"],
-        **{k: result[k] for k in ("runs", "n", "accuracy", "model_errors", "estimated_label_errors", "estimated_error_rate",
-                                  "joint", "per_class", "per_source", "errors_flagged")},
+        **{k: result[k] for k in ("runs", "n", "accuracy", "model_errors", "estimated_label_errors", "estimated_label_errors_ci",
+                                  "estimated_error_rate", "estimated_error_rate_ci", "joint", "per_class", "per_source", "errors_flagged")},
         "flagged": len(result["issues"]),
         "label_conflicts": conflicts,
         "issues": result["issues"],
@@ -78,7 +78,9 @@ def main() -> None:
     if sheet.is_file():
         shutil.copyfile(sheet, path.with_suffix(".png"))
     print(f"{result['n']} images, accuracy {result['accuracy']:.2%} ({result['model_errors']} errors)")
-    print(f"estimated wrong labels {result['estimated_label_errors']:.0f} ({result['estimated_error_rate']:.1%}); "
+    low, high = result["estimated_label_errors_ci"]
+    print(f"estimated wrong labels {result['estimated_label_errors']:.0f} ({result['estimated_error_rate']:.1%}, "
+          f"95% CI {low:.0f}-{high:.0f}); "
           f"flagged {len(result['issues'])}, of which {result['errors_flagged']} are model errors")
     print(f"label-conflict groups {conflicts['groups']} ({conflicts['images']} images): a flag in "
           f"{conflicts['groups_with_a_flag']}, with one member kept in {conflicts['groups_with_a_flag_and_one_kept']}")

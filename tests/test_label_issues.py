@@ -44,6 +44,17 @@ def test_planted_wrong_labels_are_flagged_and_the_models_own_errors_are_not():
     assert found["joint"]["meningioma"]["glioma"] == pytest.approx(12, rel=0.25)  # given meningioma, truly glioma
     assert found["joint"]["no_tumor"]["pituitary"] == pytest.approx(6, rel=0.5)
     assert found["joint"]["glioma"]["meningioma"] == pytest.approx(0, abs=1)
+    # its 95% interval holds the planted count and the estimate, and excludes no errors at all
+    low, high = found["estimated_label_errors_ci"]
+    assert 5 < low <= 18 <= high < 40 and low <= found["estimated_label_errors"] <= high
+    assert found["estimated_error_rate_ci"] == pytest.approx([low / 400, high / 400])
+    # copies resampled together: every image doubled, as pairs, is no more evidence than the images once
+    twice = find_label_issues(np.repeat(given, 2), np.repeat(probs, 2, axis=0), CLASSES, groups=np.arange(800) // 2)
+    low2, high2 = twice["estimated_error_rate_ci"]
+    assert high2 - low2 == pytest.approx(high / 400 - low / 400, rel=0.3)
+    low3, high3 = find_label_issues(np.repeat(given, 2), np.repeat(probs, 2, axis=0), CLASSES)["estimated_error_rate_ci"]
+    assert high3 - low3 < 0.85 * (high2 - low2)  # counted one by one, copies would narrow it
+    assert find_label_issues(given, probs, CLASSES, resamples=0)["estimated_label_errors_ci"] is None
     ranked = [found["label_quality"][i] for i in found["issues"]]
     assert ranked == sorted(ranked)  # least likely given label first
     assert found["per_class"]["meningioma"] == {"n": 112, "model_errors": 12, "flagged": 12}
@@ -58,6 +69,7 @@ def test_clean_labels_with_uncertain_model_give_few_flags():
     true = np.repeat(np.arange(4), 60)
     found = find_label_issues(true, confident_probs(true, rng), CLASSES)
     assert found["issues"] == [] and found["estimated_label_errors"] < 1 and found["per_source"] == {}
+    assert found["estimated_label_errors_ci"][1] < 3
 
 
 @pytest.mark.parametrize(

@@ -270,7 +270,9 @@ def _cmd_label_issues(args) -> int:
     for warning in result["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{result['n']} images scored out-of-sample, accuracy {result['accuracy']:.2%} against the given labels")
-    print(f"estimated wrong labels: {result['estimated_label_errors']:.0f} ({result['estimated_error_rate']:.1%}); "
+    ci = result.get("estimated_label_errors_ci")
+    print(f"estimated wrong labels: {result['estimated_label_errors']:.0f} ({result['estimated_error_rate']:.1%}"
+          + (f", 95% CI {ci[0]:.0f}-{ci[1]:.0f}" if ci else "") + "); "
           f"flagged for review: {len(result['issues'])}, {result['errors_flagged']} of the model's {result['model_errors']} errors")
     for row in result["issues"][:10]:
         print(f"  {row['rank']:>3}. {row['path']}: {row['label']} -> {row['suggested']} ({row['p_suggested']:.2f})")

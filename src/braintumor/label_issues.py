@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BrainTumorError
+from .stats import resample_weights
 
 MIN_PER_CLASS = 5
 """Fewest scored images of a class for its thresholds to mean anything."""
@@ -121,7 +122,8 @@ def leak_warnings(protocols: list[str]) -> list[str]:
             "unflagged; prefer --protocol dedup"]
 
 
-def find_label_issues(labels, probs, classes: list[str], sources: list[str] | None = None) -> dict:
+def find_label_issues(labels, probs, classes: list[str], sources: list[str] | None = None, groups=None,
+                      resamples: int = 1000, seed: int = 0) -> dict:
     """Confident learning on out-of-sample probabilities.
 
     Parameters
@@ -134,13 +136,20 @@ def find_label_issues(labels, probs, classes: list[str], sources: list[str] | No
         The C class names.
     sources : list of str, optional
         A group name for each image (the dataset's split folder) to count issues by.
+    groups : array, optional
+        Near-duplicate group of each image: the interval of the estimate resamples whole groups
+        (copies are one case). None resamples single images.
+    resamples, seed : int
+        Bootstrap resamples of the estimate's 95% interval (0: no interval), and their seed.
 
     Returns
     -------
     dict
         ``n``, ``accuracy`` (of the probabilities' argmax against the given labels),
         ``estimated_label_errors`` and its ``estimated_error_rate`` (from cleanlab's estimate of the
-        joint of given and true labels), ``joint`` (that estimate in images, given class by true
+        joint of given and true labels) with their 95% bootstrap intervals
+        ``estimated_label_errors_ci`` and ``estimated_error_rate_ci`` (None without resamples),
+        ``joint`` (that estimate in images, given class by true
         class), ``issues`` (indices of the flagged images, least likely label first),
         ``label_quality`` (each image's probability of its given label, the ranking score),
         ``per_class`` and ``per_source`` counts of images, model errors and flagged images,
@@ -177,11 +186,14 @@ def find_label_issues(labels, probs, classes: list[str], sources: list[str] | No
         return {"n": int(at.sum()), "model_errors": int((wrong & at).sum()), "flagged": int((flagged & at).sum())}
 
     estimated = float(len(labels) - np.trace(joint))
+    rate_ci = _error_rate_interval(labels, probs, len(classes), groups, resamples, seed)
     return {
         "n": int(len(labels)),
         "accuracy": float((~wrong).mean()),
         "estimated_label_errors": estimated,
+        "estimated_label_errors_ci": None if rate_ci is None else [r * len(labels) for r in rate_ci],
         "estimated_error_rate": estimated / len(labels),
+        "estimated_error_rate_ci": rate_ci,
         "joint": {g: {t: float(joint[i, j]) for j, t in enumerate(classes)} for i, g in enumerate(classes)},
         "issues": [int(i) for i in issues],
         "label_quality": probs[np.arange(len(labels)), labels].tolist(),
@@ -191,6 +203,24 @@ def find_label_issues(labels, probs, classes: list[str], sources: list[str] | No
         "per_source": {} if sources is None else {s or "(no folder)": tally(np.asarray(sources, dtype=object) == s)
                                                   for s in sorted(set(sources))},
     }
+
+
+def _error_rate_interval(labels: np.ndarray, probs: np.ndarray, n_classes: int, groups, resamples: int,
+                         seed: int) -> list[float] | None:
+    """95% percentile-bootstrap interval of the estimated share of wrong labels: images (or whole
+    near-duplicate groups) drawn with replacement, the joint re-estimated on each resample. It
+    covers the chance of having scored this sample of images, not the variation between models."""
+    from cleanlab.count import estimate_joint
+
+    if not resamples:
+        return None
+    rates = []
+    for weights in resample_weights(len(labels), resamples, seed, groups):
+        at = np.repeat(np.arange(len(labels)), weights)
+        if len(np.unique(labels[at])) < n_classes:
+            continue  # a resample without some class has no estimate for it
+        rates.append(1.0 - np.trace(estimate_joint(labels[at], probs[at])))
+    return [float(v) for v in np.percentile(rates, [2.5, 97.5])] if rates else None
 
 
 def label_issues(runs: list[str | Path], data: str | Path | None = None, out: str | Path | None = None,
@@ -204,8 +234,11 @@ def label_issues(runs: list[str | Path], data: str | Path | None = None, out: st
     """
     if sheet < 0:
         raise BrainTumorError(f"sheet={sheet} is negative", "give the number of flagged images to show, 0 for none")
+    from .duplicates import file_groups
+
     scored = out_of_sample_predictions(runs, data, progress=progress)
-    found = find_label_issues(scored.labels, scored.probs, scored.classes, scored.sources)
+    groups = file_groups(scored.paths, progress=progress)  # copies are resampled together in the interval
+    found = find_label_issues(scored.labels, scored.probs, scored.classes, scored.sources, groups)
     out = Path(out) if out else Path(runs[0]) / "label_issues"
     result = {
         "runs": scored.runs,
@@ -266,6 +299,15 @@ def write_label_issues(result: dict, out: Path, sheet: int = 48) -> Path:
     return out / "label_issues.md"
 
 
+def _interval_text(result: dict) -> str:
+    ci = result.get("estimated_label_errors_ci")
+    if not ci:
+        return ""
+    rate = result["estimated_error_rate_ci"]
+    return (f", 95% CI {ci[0]:.0f}–{ci[1]:.0f} ({rate[0]:.1%}–{rate[1]:.1%}; a bootstrap over the scored images, "
+            "copies resampled together)")
+
+
 def _markdown(result: dict, shown: int) -> str:
     classes = result["classes"]
     n = result["n"]
@@ -276,8 +318,9 @@ def _markdown(result: dict, shown: int) -> str:
         f"({len(result['runs'])} run{'s' if len(result['runs']) != 1 else ''}). Accuracy against the given labels: "
         f"{result['accuracy']:.2%} ({result['model_errors']} errors).",
         "",
-        f"- Estimated wrong labels: **{result['estimated_label_errors']:.0f} ({result['estimated_error_rate']:.1%})**. "
-        "A model that knew every image's true class would disagree with about this share of the labels.",
+        f"- Estimated wrong labels: **{result['estimated_label_errors']:.0f} ({result['estimated_error_rate']:.1%})**"
+        + _interval_text(result) + ". A model that knew every image's true class would disagree with about this share "
+        "of the labels.",
         f"- Flagged for review: **{len(result['issues'])}** images; {result['errors_flagged']} of the model's "
         f"{result['model_errors']} errors are among them.",
         "- Flagged images are candidates for an expert's review, not proven errors: the estimate is only as good "
