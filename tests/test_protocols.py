@@ -104,11 +104,16 @@ def test_dedup_test_part_is_about_ten_percent_and_stratified(tmp_path, monkeypat
     assert make_split(_fake_dataset(tmp_path, labels), "original", seed=3).groups is None
 
 
-def test_train_fraction_trains_on_a_stratified_share_with_groups_whole(tmp_path, monkeypatch):
-    labels = np.repeat(np.arange(4), [300, 300, 160, 280])
+def _paired_dataset(tmp_path, monkeypatch, counts):
+    """A fake dataset of `counts` images per class, in pairs of duplicates: ``(dataset, labels, groups)``."""
+    labels = np.repeat(np.arange(4), counts)
     groups = np.arange(len(labels)) // 2
     monkeypatch.setattr("braintumor.duplicates.duplicate_groups", lambda ds, progress=False: groups)
-    ds = _fake_dataset(tmp_path, labels)
+    return _fake_dataset(tmp_path, labels), labels, groups
+
+
+def test_train_fraction_trains_on_a_stratified_share_with_groups_whole(tmp_path, monkeypatch):
+    ds, labels, groups = _paired_dataset(tmp_path, monkeypatch, [300, 300, 160, 280])
     for protocol in ("dedup", "original"):
         full = make_split(ds, protocol, seed=3)
         for fraction in (0.25, 0.5, 0.75):
@@ -208,10 +213,7 @@ def test_run_split_recreates_a_runs_split_from_its_config(ds):
 def test_excluded_images_leave_training_and_validation_but_not_the_test_split(tmp_path, monkeypatch):
     from braintumor.protocols import excluded_indices
 
-    labels = np.repeat(np.arange(4), [120, 120, 60, 100])
-    groups = np.arange(len(labels)) // 2
-    monkeypatch.setattr("braintumor.duplicates.duplicate_groups", lambda ds, progress=False: groups)
-    ds = _fake_dataset(tmp_path, labels)
+    ds, _, _ = _paired_dataset(tmp_path, monkeypatch, [120, 120, 60, 100])
     for protocol in ("original", "dedup"):
         full = make_split(ds, protocol, seed=1)
         # some training, some validation and some test images, named as label-issues writes them
