@@ -95,6 +95,7 @@ def test_freeze_early_layers():
 def test_depthwise_in_float32_changes_only_depthwise_calls_and_restores_them():
     from braintumor.models import depthwise_in_float32
 
+    torch.manual_seed(0)  # a randomly initialised model: its logits reach ±15 on some draws
     model = create_model(pretrained=False).eval()
     depthwise = model.net.blocks[1][0].conv_dw
     pointwise = model.net.blocks[1][0].conv_pw
@@ -114,7 +115,9 @@ def test_depthwise_in_float32_changes_only_depthwise_calls_and_restores_them():
         h.remove()
     assert "forward" not in vars(depthwise) and list(model.state_dict()) == keys
     with torch.no_grad():
-        torch.testing.assert_close(mixed, model(x), atol=0.1, rtol=0.1)
+        exact = model(x)
+    # bfloat16 keeps about 3 significant digits: within 6% of the logits' scale (at most 3% seen over 40 draws)
+    assert (mixed - exact).abs().max() <= 0.06 * exact.abs().max()
 
 
 def test_drop_path_is_random_in_training_only():
