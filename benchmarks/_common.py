@@ -96,6 +96,16 @@ def run_and_split(run: Path, data: str):
     return model, info, images, found, split
 
 
+def full_validation(found, info, split):
+    """A run's validation indices as its split gives them without ``train --exclude``: a run that
+    excluded images trained on none of these (an excluded image leaves training too), so it can be
+    scored on the same validation images as runs without exclusions."""
+    from braintumor.protocols import run_split
+
+    cfg = info.train_config
+    return run_split(found, {**cfg, "exclude": []}).val if cfg.get("exclude") else split.val
+
+
 def run_validation_set(run: Path, data: str):
     """A training run's best checkpoint and its validation images and labels (see `run_and_split`).
 

@@ -20,12 +20,20 @@ which flatters every figure here a little. The test split is never scored.
 With ``--no-tta`` every member scores the images alone, without its test-time view: then an
 ensemble of two costs what one model with its view does (two forward passes per image).
 
-Usage: python benchmarks/ensemble_validation.py RUN_DIR [RUN_DIR ...] [--no-tta] [--data DIR] [--output NAME]
+With ``--soup`` each group's members are also averaged weight by weight into one network (a
+uniform "model soup", batch-norm statistics averaged too), which costs what one model does at
+prediction. That needs members of one architecture fine-tuned from the same ImageNet weights;
+the soup is scored with the first member's test-time view and the members' mean temperature.
+Runs trained with ``--exclude`` are scored on the validation images of their split without the
+exclusions, the same as the other runs' (they trained on none of them).
+
+Usage: python benchmarks/ensemble_validation.py RUN_DIR [RUN_DIR ...] [--no-tta] [--soup] [--data DIR] [--output NAME]
 Writes benchmarks/results/ensemble_validation.json (or NAME).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections import defaultdict
@@ -35,29 +43,46 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import add_score, machine, nll_sum, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
+from _common import add_score, full_validation, machine, nll_sum, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
 
 from braintumor.predict import predict_images  # noqa: E402
+
+
+def soup(models: list):
+    """One network whose every weight and batch-norm statistic is the members' mean."""
+    states = [m.state_dict() for m in models]
+    mean = {k: (sum(st[k].float() for st in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+    souped = copy.deepcopy(models[0])
+    souped.load_state_dict(mean)
+    return souped
 
 
 def main() -> None:
     parser = runs_parser(__doc__, "ensemble_validation.json")
     parser.add_argument("--no-tta", dest="tta", action="store_false", help="score every member without its test-time view")
+    parser.add_argument("--soup", action="store_true", help="also score the members' weights averaged into one network")
     args = parser.parse_args()
     groups = defaultdict(list)  # (protocol, seed) -> [(run, probabilities)]
     labels_of, paths_of, classes = {}, {}, None
+    nets = defaultdict(list)  # (protocol, seed) -> [(model, info)], kept for --soup
+    images_of = {}
     for run in map(Path, args.runs):
         model, info, images, found, split = run_and_split(run, args.data)
-        images, labels, classes = images[split.val], found.labels[split.val], list(info.classes)
+        val = full_validation(found, info, split)
+        images, labels, classes = images[val], found.labels[val], list(info.classes)
         key = (info.train_config["protocol"], info.train_config["seed"])
         if key in labels_of and not np.array_equal(labels_of[key], labels):
             raise SystemExit(f"{run}: other validation images than the earlier runs of {key}")
-        labels_of[key], paths_of[key] = labels, [os.path.relpath(found.paths[i], args.data) for i in split.val]
+        labels_of[key], paths_of[key] = labels, [os.path.relpath(found.paths[i], args.data) for i in val]
+        if args.soup:
+            nets[key].append((model, info))
+            images_of[key] = images
         probs = predict_images(model, images, tta=info.tta and args.tta, tta_view=info.tta_view, temperature=info.temperature)
         groups[key].append((str(run), probs))
         print(f"{run}: {int((probs.argmax(1) == labels).sum())}/{len(labels)}", flush=True)
 
-    pooled = {"mean member": [0.0, 0.0], "ensemble": [0, 0.0]}
+    pooled = {"mean member": [0.0, 0.0], "ensemble": [0, 0.0], **({"soup": [0, 0.0]} if args.soup else {})}
     total = any_right = none_right = 0
     rows = []
     for (protocol, seed), members in sorted(groups.items()):
@@ -89,10 +114,17 @@ def main() -> None:
                 for i in np.flatnonzero(~right.any(0))
             ],
         }
+        if args.soup:
+            first = nets[(protocol, seed)][0][1]
+            temperature = float(np.mean([info.temperature for _, info in nets[(protocol, seed)]]))
+            probs = predict_images(soup([m for m, _ in nets[(protocol, seed)]]), images_of[(protocol, seed)],
+                                   tta=first.tta and args.tta, tta_view=first.tta_view, temperature=temperature)
+            row["soup"] = add_score(pooled, "soup", int((probs.argmax(1) == labels).sum()), nll_sum(probs, labels), n)
         rows.append(row)
         total, any_right, none_right = total + n, any_right + row["any_member_right"], none_right + row["no_member_right"]
         print(f"{protocol} seed {seed}, {len(members)} runs: members {[m['correct'] for m in member_rows]}, "
-              f"ensemble {row['ensemble']['correct']}/{n}, any member right {row['any_member_right']}; mean right by "
+              f"ensemble {row['ensemble']['correct']}/{n}, "
+              + (f"soup {row['soup']['correct']}/{n}, " if args.soup else "") + f"any member right {row['any_member_right']}; mean right by "
               f"ensemble size {row['mean_correct_by_ensemble_size']}", flush=True)
     summary = pooled_summary(pooled, total, lambda key: f"pooled, {key}")
     summary["any_member_right"] = {"correct": any_right, "n": total, "accuracy": round(any_right / total, 4)}

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import best_val_acc, data_option, epochs_run, machine, run_and_split, write  # noqa: E402
+from _common import best_val_acc, data_option, epochs_run, full_validation, machine, run_and_split, write  # noqa: E402
 
 from braintumor.duplicates import duplicate_groups  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
-from braintumor.protocols import excluded_indices, run_split  # noqa: E402
+from braintumor.protocols import excluded_indices  # noqa: E402
 from braintumor.stats import paired_difference  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def validation_predictions(run: Path, data: str) -> tuple[tuple, np.ndarray, np.
     """
     model, info, images, found, split = run_and_split(run, data)
     cfg = info.train_config
-    val = run_split(found, {**cfg, "exclude": []}).val if cfg.get("exclude") else split.val
+    val = full_validation(found, info, split)
     probs = predict_images(model, images[val], tta=info.tta, tta_view=info.tta_view)
     groups = duplicate_groups(found, progress=False)[val]
     excluded = np.isin(val, excluded_indices(found, cfg["exclude"])) if cfg.get("exclude") else np.zeros(len(val), bool)
