@@ -87,6 +87,32 @@ def test_resume_continues_after_last_epoch(trained, tmp_path):
     assert epochs == [1, 2]
 
 
+def test_resume_keeps_the_runs_own_split_and_recipe(trained, tmp_path, capsys):
+    data, _, _ = trained
+    out = tmp_path / "run"
+    listing = tmp_path / "drop.txt"
+    listing.write_text("Training/glioma_tumor/img (0).jpg\n")
+    first = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--image-size", "32", "--batch-size", "8",
+             "--seed", "5", "--val-fraction", "0.2", "--exclude", str(listing), "--no-test", "-q"]
+    assert main(first) == 0
+    split = json.loads((out / "split.json").read_text())
+    # only --out and --resume (and more epochs): the seed, fractions, size and exclusions come from the run
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-test", "-q"]) == 0
+    assert json.loads((out / "split.json").read_text()) == split
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    from braintumor.train import stored_config
+
+    config = stored_config(out)
+    assert config["seed"] == 5 and config["image_size"] == 32 and config["exclude"] == ["Training/glioma_tumor/img (0).jpg"]
+    capsys.readouterr()
+    # a setting that would change the split or the model is refused, before any work
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "3", "--seed", "6", "-q"]) != 0
+    err = capsys.readouterr().err
+    assert "was started with seed=5, not 6" in err and "Traceback" not in err
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 def test_predict_table_and_json(trained, tmp_path):
     data, out, _ = trained
     folder = data / "Testing" / "glioma_tumor"

@@ -22,21 +22,27 @@ def _cmd_train(args) -> int:
     from .classes import parse_class_map
     from .data import default_data_dir
     from .evaluate import evaluate
-    from .train import TrainConfig, train
+    from .train import TrainConfig, stored_config, train
 
     names = {f.name for f in fields(TrainConfig)}
     kwargs = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    kwargs["data"] = str(args.data or default_data_dir())
-    kwargs["class_map"] = parse_class_map(args.class_map)
-    kwargs["progress"] = not args.quiet
+    if args.data:
+        kwargs["data"] = str(args.data)
+    if args.class_map:
+        kwargs["class_map"] = parse_class_map(args.class_map)
     if args.exclude_file:
         from .data import read_path_list
 
         kwargs["exclude"] = read_path_list(args.exclude_file)
-    if not args.test and kwargs.get("folds"):
+    stored = stored_config(args.out) if args.resume else None
+    if stored:  # a resumed run keeps the settings it started with, except those given again
+        kwargs = {**{k: v for k, v in stored.items() if k in names}, **kwargs}
+    kwargs.setdefault("data", str(default_data_dir()))
+    kwargs["progress"] = not args.quiet
+    if not args.test and args.folds:
         raise BrainTumorError("--no-test does not combine with --folds: cross-validation tests every fold",
                               "drop --no-test, or --folds to train one model")
-    if kwargs.get("folds"):
+    if args.folds:  # (a resumed fold of a cross-validation, with its stored folds, trains as one run)
         from .crossval import cross_validate
 
         _print_crossval(cross_validate(TrainConfig(**kwargs)), args.json)

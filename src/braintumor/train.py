@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .augment import MirrorView, augment, erase, mixup, remap_contrast, to_float
 from .calibration import as_logits, fit_temperature
-from .checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+from .checkpoint import ModelInfo, load_checkpoint, read_info, save_checkpoint
 from .classes import CLASSES
 from .data import default_data_dir, load_images, scan
 from .errors import BrainTumorError
@@ -364,14 +364,49 @@ def _remembering_interrupts():
             signal.signal(signal.SIGINT, previous)
 
 
+# What a resumed run may change: where the data and run are, how long it may go on, how it
+# reports. Everything else (protocol, seed, recipe, exclusions, ...) shapes the split or the
+# model, so a resumed run must keep the value it started with.
+RESUME_MAY_CHANGE = frozenset({"data", "out", "epochs", "patience", "time_limit_min", "threads", "resume", "progress"})
+
+
+def stored_config(out: str | Path) -> dict | None:
+    """The training config stored with the last checkpoint in run folder `out` (None without one)."""
+    path = Path(out) / "last.safetensors"
+    return read_info(path)[0].train_config if path.is_file() else None
+
+
+def check_resume(config: TrainConfig, stored: dict) -> None:
+    """Raise a `BrainTumorError` if `config` resumes a run that was started with other settings
+    than `RESUME_MAY_CHANGE` allows (`stored`: the run's stored training config)."""
+    names = {f.name for f in fields(TrainConfig)}
+    started = asdict(TrainConfig(**{k: v for k, v in stored.items() if k in names}))
+    now = asdict(config)
+    changed = [k for k in sorted(names - RESUME_MAY_CHANGE) if now[k] != started[k]]
+    if changed:
+        shown = ", ".join(f"{k}={started[k]!r}, not {now[k]!r}" for k in changed[:4])
+        raise BrainTumorError(
+            f"{config.out} was started with {shown}; a resumed run must keep its split and recipe",
+            "resume with the settings it started with (`braintumor train --out RUN --resume` reads a run's own), "
+            "or train into a new --out",
+        )
+
+
 def train(config: TrainConfig) -> Path:
-    """Train a model under `config` and write the run directory; returns its path."""
+    """Train a model under `config` and write the run directory; returns its path.
+
+    With ``config.resume`` and a last checkpoint in ``config.out``, training continues from it;
+    the settings that shape the split and the model must be those the run started with
+    (`check_resume`).
+    """
     with _remembering_interrupts() as interrupts:
         return _train(config, interrupts)
 
 
 def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     out = Path(config.out)
+    if config.resume and (out / "last_state.pt").is_file():
+        check_resume(config, stored_config(out) or {})
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()  # the time limit counts from here, decoding the images included
     if config.threads:
