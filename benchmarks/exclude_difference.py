@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, write  # noqa: E402
 
 from braintumor.data import read_path_list  # noqa: E402
-from braintumor.evaluate import classification_metrics, predict_test_split  # noqa: E402
+from braintumor.calibration import ece_if_calibrated, expected_calibration_error  # noqa: E402
+from braintumor.evaluate import predict_test_split  # noqa: E402
 from braintumor.stats import paired_difference  # noqa: E402
 
 
@@ -48,11 +49,11 @@ def scored(run: str, flags: set[str]):
 
 def run_record(run: str, test, flagged: np.ndarray) -> dict:
     right = test.probs.argmax(1) == test.labels
-    metrics = classification_metrics(test.labels, test.probs, test.info.classes, test.groups)
     return {"run": run, "n": int(len(right)), "right": int(right.sum()), "flagged_n": int(flagged.sum()),
             "right_on_flagged": int(right[flagged].sum()), "right_on_others": int(right[~flagged].sum()),
             "excluded": len(test.info.train_config.get("exclude") or []), "temperature": test.info.temperature,
-            "ece": metrics["ece"], "ece_if_calibrated": metrics["ece_if_calibrated"]["mean"]}
+            "ece": expected_calibration_error(test.probs, test.labels),
+            "ece_if_calibrated": ece_if_calibrated(test.probs, groups=test.groups)["mean"]}
 
 
 def main() -> None:
