@@ -111,6 +111,10 @@ def test_resume_keeps_the_runs_own_split_and_recipe(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "was started with seed=5, not 6" in err and "Traceback" not in err
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    # a run that has trained its epochs is not trained further by a resume without more of them
+    stamp = (out / "last_state.pt").stat().st_mtime_ns
+    assert main(["train", "--out", str(out), "--resume", "--no-test", "-q"]) == 0
+    assert (out / "last_state.pt").stat().st_mtime_ns == stamp and "has finished training" in capsys.readouterr().err
 
 
 def test_predict_table_and_json(trained, tmp_path):

@@ -46,6 +46,27 @@ def test_cli_folds_runs_every_fold_and_reports_mean_and_std(tiny_crossval):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cli_resume_of_a_crossval_folder_reads_its_settings_and_skips_finished_folds(tiny_crossval, tmp_path, capsys):
+    import shutil
+
+    source, _ = tiny_crossval
+    out = tmp_path / "cv"
+    shutil.copytree(source, out)
+    splits = [(out / f"fold{k}" / "split.json").read_text() for k in (1, 2)]
+    # only --out, --resume and more epochs: folds, protocol, size and data come from the folds
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--json", "-q"]) == 0
+    for k, split in zip((1, 2), splits):
+        history = [json.loads(line)["epoch"] for line in (out / f"fold{k}" / "metrics.jsonl").read_text().splitlines()]
+        assert history == [1, 2] and (out / f"fold{k}" / "split.json").read_text() == split
+    first = json.loads(capsys.readouterr().out)
+    assert first["folds"] == 2 and first["protocol"] == "dedup"
+    # resumed again, every fold has finished: nothing is trained, the same figures come back
+    stamps = [(out / f"fold{k}" / "last_state.pt").stat().st_mtime_ns for k in (1, 2)]
+    assert main(["train", "--out", str(out), "--resume", "--json", "-q"]) == 0
+    assert [(out / f"fold{k}" / "last_state.pt").stat().st_mtime_ns for k in (1, 2)] == stamps
+    assert json.loads(capsys.readouterr().out)["pooled"]["correct"] == first["pooled"]["correct"]
+
+
 def test_cli_too_many_folds_fails_before_training(distinct_tree, tmp_path, capsys):
     out = tmp_path / "cv"
     assert main(["train", "--data", str(distinct_tree), "--out", str(out), "--protocol", "dedup", "--folds", "7", "-q"]) == 2

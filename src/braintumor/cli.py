@@ -34,15 +34,19 @@ def _cmd_train(args) -> int:
         from .data import read_path_list
 
         kwargs["exclude"] = read_path_list(args.exclude_file)
+    crossval = bool(args.folds)
     stored = stored_config(args.out) if args.resume else None
+    if args.resume and stored is None:  # a cross-validation folder: its folds hold the settings
+        stored = stored_config(Path(args.out) / "fold1")
+        crossval = stored is not None or crossval
     if stored:  # a resumed run keeps the settings it started with, except those given again
-        kwargs = {**{k: v for k, v in stored.items() if k in names}, **kwargs}
+        kwargs = {**{k: v for k, v in stored.items() if k in names and not (crossval and k == "fold")}, **kwargs}
     kwargs.setdefault("data", str(default_data_dir()))
     kwargs["progress"] = not args.quiet
-    if not args.test and args.folds:
+    if not args.test and crossval:
         raise BrainTumorError("--no-test does not combine with --folds: cross-validation tests every fold",
                               "drop --no-test, or --folds to train one model")
-    if args.folds:  # (a resumed fold of a cross-validation, with its stored folds, trains as one run)
+    if crossval:  # (a resumed fold of a cross-validation, with its stored folds, trains as one run)
         from .crossval import cross_validate
 
         _print_crossval(cross_validate(TrainConfig(**kwargs)), args.json)

@@ -403,10 +403,26 @@ def train(config: TrainConfig) -> Path:
         return _train(config, interrupts)
 
 
+def finished(out: str | Path, config: TrainConfig) -> bool:
+    """Whether run folder `out` has trained all it will under `config`: its last checkpoint is
+    past ``config.epochs`` or ``config.patience`` epochs without improvement, and the fits after
+    training are saved with its best model. (A run stopped by its time limit is not finished: a
+    resume gives it a new budget.)"""
+    out = Path(out)
+    if not (out / "last_state.pt").is_file() or not (out / "model.safetensors").is_file():
+        return False
+    state = torch.load(out / "last_state.pt", map_location="cpu", weights_only=True)
+    stopped = state["epoch"] >= config.epochs or state["bad_epochs"] >= config.patience
+    return stopped and "train_minutes" in read_info(out / "model.safetensors")[0].metrics
+
+
 def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     out = Path(config.out)
     if config.resume and (out / "last_state.pt").is_file():
         check_resume(config, stored_config(out) or {})
+        if finished(out, config):
+            log(f"{out} has finished training; nothing to resume (raise --epochs or --patience to train on)")
+            return out
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()  # the time limit counts from here, decoding the images included
     if config.threads:
@@ -489,6 +505,8 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     # ---- loop -------------------------------------------------------------------------------
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, config.epochs):
+        if bad_epochs >= config.patience:  # (a resumed run that had stopped early)
+            break
         epoch_started = time.time()
         model.train()
         for module in frozen:
