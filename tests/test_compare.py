@@ -72,3 +72,27 @@ def test_compare_skips_official_without_split_folders_and_rejects_unknown(tmp_pa
         compare(config, ("original", "random"))
     result = compare(config, ("official",))
     assert result["rows"] == [{"protocol": "official", "skipped": "the data has no Training/ and Testing/ folders"}]
+
+
+def test_cli_compare_takes_the_training_options_and_resumes_its_runs(leaky_tree, tmp_path, capsys):
+    from braintumor.cli import main
+
+    listing = tmp_path / "drop.txt"
+    listing.write_text("Training/glioma/7.png\n")
+    out = tmp_path / "cmp"
+    args = ["compare", "--out", str(out), "--protocols", "dedup", "official", "--json", "-q"]
+    assert main([*args, "--data", str(leaky_tree), "--epochs", "1", "--image-size", "32", "--batch-size", "16",
+                 "--lr", "1e-3", "--exclude", str(listing)]) == 0
+    first = {r["protocol"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    for protocol in ("dedup", "official"):
+        split = json.loads((out / protocol / "split.json").read_text())
+        assert split["excluded"] == ["Training/glioma/7.png"]
+        assert not any(p.endswith("Training/glioma/7.png") for p in split["train"] + split["val"])
+        config = json.loads((out / protocol / "model.json").read_text())["train_config"]
+        assert (config["lr"], config["image_size"], config["protocol"]) == (1e-3, 32, protocol)
+    # resumed with only --out: the finished runs keep their settings and are not trained again
+    stamps = {p: (out / p / "last_state.pt").stat().st_mtime_ns for p in first}
+    assert main([*args, "--resume"]) == 0
+    again = {r["protocol"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert {p: (out / p / "last_state.pt").stat().st_mtime_ns for p in first} == stamps
+    assert {p: r["accuracy"] for p, r in again.items()} == {p: r["accuracy"] for p, r in first.items()}

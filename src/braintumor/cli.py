@@ -18,11 +18,11 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-map", help="extra folder-to-class names, e.g. 'tumor_g=glioma,healthy=no_tumor'")
 
 
-def _cmd_train(args) -> int:
+def _config_kwargs(args) -> dict:
+    """The `TrainConfig` fields that `train` or `compare` was given (those left out keep their
+    defaults, or a resumed run's own values)."""
     from .classes import parse_class_map
-    from .data import default_data_dir
-    from .evaluate import evaluate
-    from .train import TrainConfig, stored_config, train
+    from .train import TrainConfig
 
     names = {f.name for f in fields(TrainConfig)}
     kwargs = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -34,6 +34,55 @@ def _cmd_train(args) -> int:
         from .data import read_path_list
 
         kwargs["exclude"] = read_path_list(args.exclude_file)
+    kwargs["progress"] = not args.quiet
+    return kwargs
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """The options of a training configuration, shared by `train` and `compare`."""
+    p.add_argument("--backbone", help="timm model name (default: tf_efficientnet_lite0)")
+    p.add_argument("--weights", help="ImageNet weights file (.safetensors or state dict) for the backbone")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None, help="start from random weights")
+    p.add_argument("--image-size", type=int, help="network input side in pixels (default: 160)")
+    p.add_argument("--low-res-scale", type=float, help="progressive resizing: the first --low-res-fraction of the epochs train on images scaled by this (default: 0.8, i.e. 128 px for 160; 1: off)")
+    p.add_argument("--low-res-fraction", type=float, help="share of the epochs, from the first, trained at --low-res-scale (default: 0.3; 0: off)")
+    p.add_argument("--no-crop", dest="crop_foreground", action="store_false", default=None, help="do not crop images to the head's bounding box")
+    p.add_argument("--equalize", action="store_true", default=None, help="equalise each image's intensity histogram over the head's pixels, in training and wherever the model is used (default: off)")
+    p.add_argument("--freeze-blocks", type=int, help="freeze the stem and this many early stages of the backbone (default: 0)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: 20)")
+    p.add_argument("--batch-size", type=int, help="mini-batch size (default: 32)")
+    p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: 5e-4)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.05)")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default: 0; 0.1 costs calibration)")
+    p.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay: each backbone block learns at this times the rate of the next, the head at --lr (default: 1, off)")
+    p.add_argument("--ema-decay", type=float, help="validate and keep an exponential moving average of the weights with this decay, e.g. 0.998 (default: 0, off)")
+    p.add_argument("--drop-rate", type=float, help="dropout before the dense layer (default: 0.5)")
+    p.add_argument("--drop-path-rate", type=float, help="stochastic depth: skip residual blocks at random while training, the deepest with this probability, e.g. 0.2 (default: 0, off)")
+    p.add_argument("--mixup-alpha", type=float, help="mixup: train on blends of image pairs and of their labels, blend weight ~ Beta(a, a), e.g. 0.2 (default: 0, off)")
+    p.add_argument("--erase-prob", type=float, help="random erasing: share of training images that get one random rectangle overwritten by noise, e.g. 0.5 (default: 0, off)")
+    p.add_argument("--contrast-prob", type=float, help="contrast remapping: share of training images whose intensities pass through a random monotone curve, half of them with the head inverted (T1-like to T2-like), e.g. 0.5 (default: 0, off)")
+    p.add_argument("--balance-sources", type=float, metavar="A", help="draw each epoch's images with weight n^-A, n the training images of the same top-level folder (Training/, Testing/): 1 shows every source equally often (default: 0, off)")
+    p.add_argument("--sample-groups", action="store_true", default=None, help="each epoch, train on one randomly drawn image of every near-duplicate group instead of every image (copies count once; shorter epochs)")
+    p.add_argument("--probe-head", action="store_true", default=None, help="linear probing first (LP-FT): fit the head by logistic regression on the frozen ImageNet features before fine-tuning (default: off)")
+    p.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement (default: 8)")
+    p.add_argument("--val-fraction", type=float, help="share of the training part used for validation (default: 0.1)")
+    p.add_argument("--test-fraction", type=float, help="share held out for testing under 'original' (default: 0.1)")
+    p.add_argument("--train-fraction", type=float, help="train on this stratified share of the training part only, duplicate groups kept whole; validation and test as for the full split (learning curves; default: 1)")
+    p.add_argument("--exclude", dest="exclude_file", metavar="FILE", help="leave the images FILE lists out of training and validation (the test split stays as without them): the 'path' column of a CSV, such as label-issues' label_issues.csv, or one path per line, relative to --data")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="train in float32 instead of bfloat16 autocast")
+    p.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="no test-time augmentation (averaging each image with its rotated mirror)")
+    p.add_argument("--tta-angle", type=float, help="test-time view: the mirror rotated by this many degrees (default: 8; 0: plain mirror)")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--time-limit-min", type=float, help="wall-clock budget of the run in minutes, decoding included: an epoch starts only if it and the fits after training are projected to end within it; a --resume gets a new budget (default: 14; 0: no limit)")
+
+
+def _cmd_train(args) -> int:
+    from .data import default_data_dir
+    from .evaluate import evaluate
+    from .train import TrainConfig, stored_config, train
+
+    names = {f.name for f in fields(TrainConfig)}
+    kwargs = _config_kwargs(args)
     crossval = bool(args.folds)
     stored = stored_config(args.out) if args.resume else None
     if args.resume and stored is None:  # a cross-validation folder: its folds hold the settings
@@ -42,7 +91,6 @@ def _cmd_train(args) -> int:
     if stored:  # a resumed run keeps the settings it started with, except those given again
         kwargs = {**{k: v for k, v in stored.items() if k in names and not (crossval and k == "fold")}, **kwargs}
     kwargs.setdefault("data", str(default_data_dir()))
-    kwargs["progress"] = not args.quiet
     if not args.test and crossval:
         raise BrainTumorError("--no-test does not combine with --folds: cross-validation tests every fold",
                               "drop --no-test, or --folds to train one model")
@@ -291,17 +339,20 @@ def _cmd_label_issues(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .classes import parse_class_map
     from .compare import DEFAULT_PROTOCOLS, compare
     from .data import default_data_dir
     from .train import TrainConfig
 
-    names = {f.name for f in fields(TrainConfig)}
-    kwargs = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    kwargs["data"] = str(args.data or default_data_dir())
-    kwargs["class_map"] = parse_class_map(args.class_map)
-    kwargs["progress"] = not args.quiet
-    result = compare(TrainConfig(**kwargs), tuple(args.protocols or DEFAULT_PROTOCOLS))
+    protocols = tuple(args.protocols or DEFAULT_PROTOCOLS)
+    kwargs = _config_kwargs(args)
+    if args.resume:  # the runs keep the settings they started with, except those given again
+        from .train import stored_config
+
+        names = {f.name for f in fields(TrainConfig)} - {"protocol", "out", "folds", "fold"}
+        stored = next(filter(None, (stored_config(Path(args.out) / p) for p in protocols)), None) or {}
+        kwargs = {**{k: v for k, v in stored.items() if k in names}, **kwargs}
+    kwargs.setdefault("data", str(default_data_dir()))
+    result = compare(TrainConfig(**kwargs), protocols)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -333,41 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/latest", help="run directory for checkpoints, metrics and report (default: runs/latest)")
     p.add_argument("--protocol", choices=["original", "official", "dedup"], help="original: pooled data, random 10%% test split; official: Training vs Testing folders; dedup: original with near-duplicate groups kept on one side (default: original)")
     p.add_argument("--seed", type=int, help="seed of the split, initialisation and augmentation (default: 0)")
-    p.add_argument("--backbone", help="timm model name (default: tf_efficientnet_lite0)")
-    p.add_argument("--weights", help="ImageNet weights file (.safetensors or state dict) for the backbone")
-    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None, help="start from random weights")
-    p.add_argument("--image-size", type=int, help="network input side in pixels (default: 160)")
-    p.add_argument("--low-res-scale", type=float, help="progressive resizing: the first --low-res-fraction of the epochs train on images scaled by this (default: 0.8, i.e. 128 px for 160; 1: off)")
-    p.add_argument("--low-res-fraction", type=float, help="share of the epochs, from the first, trained at --low-res-scale (default: 0.3; 0: off)")
-    p.add_argument("--no-crop", dest="crop_foreground", action="store_false", default=None, help="do not crop images to the head's bounding box")
-    p.add_argument("--equalize", action="store_true", default=None, help="equalise each image's intensity histogram over the head's pixels, in training and wherever the model is used (default: off)")
-    p.add_argument("--freeze-blocks", type=int, help="freeze the stem and this many early stages of the backbone (default: 0)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: 20)")
-    p.add_argument("--batch-size", type=int, help="mini-batch size (default: 32)")
-    p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: 5e-4)")
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.05)")
-    p.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default: 0; 0.1 costs calibration)")
-    p.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay: each backbone block learns at this times the rate of the next, the head at --lr (default: 1, off)")
-    p.add_argument("--ema-decay", type=float, help="validate and keep an exponential moving average of the weights with this decay, e.g. 0.998 (default: 0, off)")
-    p.add_argument("--drop-rate", type=float, help="dropout before the dense layer (default: 0.5)")
-    p.add_argument("--drop-path-rate", type=float, help="stochastic depth: skip residual blocks at random while training, the deepest with this probability, e.g. 0.2 (default: 0, off)")
-    p.add_argument("--mixup-alpha", type=float, help="mixup: train on blends of image pairs and of their labels, blend weight ~ Beta(a, a), e.g. 0.2 (default: 0, off)")
-    p.add_argument("--erase-prob", type=float, help="random erasing: share of training images that get one random rectangle overwritten by noise, e.g. 0.5 (default: 0, off)")
-    p.add_argument("--contrast-prob", type=float, help="contrast remapping: share of training images whose intensities pass through a random monotone curve, half of them with the head inverted (T1-like to T2-like), e.g. 0.5 (default: 0, off)")
-    p.add_argument("--balance-sources", type=float, metavar="A", help="draw each epoch's images with weight n^-A, n the training images of the same top-level folder (Training/, Testing/): 1 shows every source equally often (default: 0, off)")
-    p.add_argument("--sample-groups", action="store_true", default=None, help="each epoch, train on one randomly drawn image of every near-duplicate group instead of every image (copies count once; shorter epochs)")
-    p.add_argument("--probe-head", action="store_true", default=None, help="linear probing first (LP-FT): fit the head by logistic regression on the frozen ImageNet features before fine-tuning (default: off)")
-    p.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement (default: 8)")
-    p.add_argument("--val-fraction", type=float, help="share of the training part used for validation (default: 0.1)")
-    p.add_argument("--test-fraction", type=float, help="share held out for testing under 'original' (default: 0.1)")
-    p.add_argument("--train-fraction", type=float, help="train on this stratified share of the training part only, duplicate groups kept whole; validation and test as for the full split (learning curves; default: 1)")
-    p.add_argument("--exclude", dest="exclude_file", metavar="FILE", help="leave the images FILE lists out of training and validation (the test split stays as without them): the 'path' column of a CSV, such as label-issues' label_issues.csv, or one path per line, relative to --data")
+    _add_recipe_args(p)
     p.add_argument("--folds", type=int, help="cross-validate: train and test on K group-aware folds, report mean ± std of every metric")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="train in float32 instead of bfloat16 autocast")
-    p.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="no test-time augmentation (averaging each image with its rotated mirror)")
-    p.add_argument("--tta-angle", type=float, help="test-time view: the mirror rotated by this many degrees (default: 8; 0: plain mirror)")
-    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    p.add_argument("--time-limit-min", type=float, help="wall-clock budget of the run in minutes, decoding included: an epoch starts only if it and the fits after training are projected to end within it; a --resume gets a new budget (default: 14; 0: no limit)")
     p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-test", dest="test", action="store_false", help="do not evaluate the test split after training: print validation figures only, for choosing a recipe without looking at the test images (evaluate it later with 'braintumor evaluate')")
     p.add_argument("--json", action="store_true", help="print the test metrics (with --no-test: the validation figures) as JSON")
@@ -467,14 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/compare", help="folder for one run per protocol and comparison.md (default: runs/compare)")
     p.add_argument("--protocols", nargs="+", choices=["original", "dedup", "official"], help="default: all three")
     p.add_argument("--seed", type=int, help="seed of the splits, initialisation and augmentation (default: 0)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: as for train)")
-    p.add_argument("--image-size", type=int, help="network input side in pixels (default: as for train)")
-    p.add_argument("--batch-size", type=int, help="mini-batch size (default: 32)")
-    p.add_argument("--backbone", help="timm model name (default: as for train)")
-    p.add_argument("--weights", help="ImageNet weights file for the backbone")
-    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None, help="start from random weights")
-    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    p.add_argument("--time-limit-min", type=float, help="per-run time limit in minutes (default: as for train)")
+    _add_recipe_args(p)
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue in --out: finished runs are kept, an interrupted one resumes from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=_cmd_compare)
 
