@@ -27,6 +27,14 @@ def test_config_validation_names_the_option(field, value):
         TrainConfig(**{field: value})
 
 
+def test_excluded_paths_under_the_data_folder_are_stored_relative_to_it(tmp_path):
+    data = tmp_path / "data"
+    config = TrainConfig(data=str(data), exclude=[str(data / "Training" / "glioma" / "a (1).jpg"), "Testing/x.png",
+                                                  str(tmp_path / "elsewhere.png"), "Testing/x.png"])
+    # relative ones as given, absolute ones under --data made relative, others kept to be reported
+    assert config.exclude == sorted(["Testing/x.png", "Training/glioma/a (1).jpg", str(tmp_path / "elsewhere.png")])
+
+
 def test_progressive_resizing_schedule():
     from braintumor.train import low_res_epochs, low_res_size
 

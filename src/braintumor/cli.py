@@ -68,7 +68,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, help="share of the training part used for validation (default: 0.1)")
     p.add_argument("--test-fraction", type=float, help="share held out for testing under 'original' (default: 0.1)")
     p.add_argument("--train-fraction", type=float, help="train on this stratified share of the training part only, duplicate groups kept whole; validation and test as for the full split (learning curves; default: 1)")
-    p.add_argument("--exclude", dest="exclude_file", metavar="FILE", help="leave the images FILE lists out of training and validation (the test split stays as without them): the 'path' column of a CSV, such as label-issues' label_issues.csv, or one path per line, relative to --data")
+    p.add_argument("--exclude", dest="exclude_file", metavar="FILE", help="leave the images FILE lists out of training and validation (the test split stays as without them): the 'path' column of a CSV, such as label-issues' label_issues.csv, or one path per line, relative to --data (absolute paths under it are stored relative, so the run moves with the data)")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="train in float32 instead of bfloat16 autocast")
     p.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="no test-time augmentation (averaging each image with its rotated mirror)")
     p.add_argument("--tta-angle", type=float, help="test-time view: the mirror rotated by this many degrees (default: 8; 0: plain mirror)")

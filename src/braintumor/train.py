@@ -133,10 +133,21 @@ class TrainConfig:
                 raise BrainTumorError(f"{name} must be {want}, got {getattr(self, name)!r}")
         if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(p, str) for p in self.exclude):
             raise BrainTumorError(f"exclude must be a list of image paths, got {self.exclude!r}")
-        self.exclude = sorted(set(self.exclude))
+        self.exclude = sorted({_under(path, self.data) for path in self.exclude})
         if self.sample_groups and self.balance_sources:
             raise BrainTumorError("sample_groups and balance_sources both choose each epoch's images",
                                   "use one of --sample-groups and --balance-sources")
+
+
+def _under(path: str, root: str) -> str:
+    """`path` relative to `root` (POSIX style) if it is an absolute path under it, else as given:
+    a run's stored exclusions then still name the images when the dataset moves."""
+    if not Path(path).is_absolute():
+        return path
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return path
 
 
 def low_res_size(config: TrainConfig) -> int:
