@@ -174,3 +174,29 @@ def pooled_summary(pooled: dict, total: int, label) -> dict:
     for key, s in summary.items():
         print(f"{label(key)}: {s['correct']}/{s['n']} = {100 * s['accuracy']:.2f}%, NLL {s['nll']:.4f}")
     return summary
+
+
+def pair_runs(baseline: list, candidate: list, score) -> list[tuple]:
+    """Pair each candidate run with the baseline run of the same protocol and split seed.
+
+    `score(run)` returns ``(key, *figures)`` with key ``(protocol, seed)``; the result is one
+    ``(key, (baseline_run, *figures), (candidate_run, *figures))`` per candidate. A candidate
+    without a baseline of its key ends the script with a message naming it.
+    """
+    scored = {}
+    for run in baseline:
+        key, *figures = score(run)
+        scored[key] = (run, *figures)
+    pairs = []
+    for run in candidate:
+        key, *figures = score(run)
+        if key not in scored:
+            raise SystemExit(f"{run}: no baseline run with protocol {key[0]} and split seed {key[1]}")
+        pairs.append((key, scored[key], (run, *figures)))
+    return pairs
+
+
+def seed_groups(seed: int, groups) -> list[str]:
+    """Near-duplicate group ids made unique across split seeds, for pooling the images of several
+    seeds in one paired bootstrap (a group is a group within one seed's images)."""
+    return [f"{seed}/{g}" for g in groups]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, write  # noqa: E402
+from _common import machine, pair_runs, seed_groups, write  # noqa: E402
 
 from braintumor.data import read_path_list  # noqa: E402
 from braintumor.calibration import ece_if_calibrated, expected_calibration_error  # noqa: E402
@@ -65,13 +65,8 @@ def main() -> None:
     args = parser.parse_args()
     flags = set(read_path_list(args.flags))
 
-    baseline = {key: (run, test, flagged) for run in args.baseline for key, test, flagged in [scored(run, flags)]}
     pairs, labels, pred_a, pred_b, groups, others = [], [], [], [], [], []
-    for run in args.candidate:
-        key, test, flagged = scored(run, flags)
-        if key not in baseline:
-            raise SystemExit(f"{run}: no baseline run with protocol {key[0]} and split seed {key[1]}")
-        base_run, base_test, _ = baseline[key]
+    for key, (base_run, base_test, _), (run, test, flagged) in pair_runs(args.baseline, args.candidate, lambda r: scored(r, flags)):
         if [str(p) for p in base_test.paths] != [str(p) for p in test.paths]:
             raise SystemExit(f"{run} and {base_run} were tested on different images")
         pairs.append({"protocol": key[0], "seed": key[1], "baseline": run_record(base_run, base_test, flagged),
@@ -79,7 +74,7 @@ def main() -> None:
         labels.append(test.labels)
         pred_a.append(base_test.probs.argmax(1))
         pred_b.append(test.probs.argmax(1))
-        groups.append([f"{key[1]}/{g}" for g in test.groups])  # a group is a group within one seed's test split
+        groups.append(seed_groups(key[1], test.groups))
         others.append(~flagged)
     labels, pred_a, pred_b, groups, others = map(np.concatenate, (labels, pred_a, pred_b, groups, others))
     pooled = {

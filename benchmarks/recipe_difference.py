@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import best_val_acc, data_option, epochs_run, full_validation, machine, run_and_split, write  # noqa: E402
+from _common import (best_val_acc, data_option, epochs_run, full_validation, machine, pair_runs,  # noqa: E402
+                     run_and_split, seed_groups, write)
 
 from braintumor.duplicates import duplicate_groups  # noqa: E402
 from braintumor.predict import predict_images  # noqa: E402
@@ -63,16 +64,10 @@ def main() -> None:
     parser.add_argument("--output", default="recipe_difference.json")
     args = parser.parse_args()
 
-    baseline = {}
-    for run in map(Path, args.baseline):
-        key, *rest = validation_predictions(run, args.data)
-        baseline[key] = (run, *rest)
     labels, pred_a, pred_b, groups, pairs = [], [], [], [], []
-    for run in map(Path, args.candidate):
-        key, y, pred, group, excluded = validation_predictions(run, args.data)
-        if key not in baseline:
-            raise SystemExit(f"{run}: no baseline run with protocol {key[0]} and split seed {key[1]}")
-        base_run, base_y, base_pred, _, base_excluded = baseline[key]
+    candidates = pair_runs(list(map(Path, args.baseline)), list(map(Path, args.candidate)),
+                           lambda r: validation_predictions(r, args.data))
+    for key, (base_run, base_y, base_pred, _, base_excluded), (run, y, pred, group, excluded) in candidates:
         assert np.array_equal(base_y, y), "paired runs must share the validation set"
         kept = ~(excluded | base_excluded)  # the images neither run left out
         pairs.append({"protocol": key[0], "seed": key[1], "baseline": str(base_run), "candidate": str(run), "val_n": int(len(y)),
@@ -89,7 +84,7 @@ def main() -> None:
         labels.append(y)
         pred_a.append(base_pred)
         pred_b.append(pred)
-        groups.append([f"{key[1]}/{g}" for g in group])  # a group is a group within one seed's validation set
+        groups.append(seed_groups(key[1], group))
     pooled_excluded = any(p["excluded_n"] for p in pairs)
     pooled = paired_difference(np.concatenate(labels), np.concatenate(pred_a), np.concatenate(pred_b),
                                groups=np.concatenate(groups))

@@ -45,8 +45,6 @@ def test_max_pool_matches_torch(kernel, stride, check_op):
 
 
 def test_flatten_matches_torch(check_op):
-    import torch
-
     check_op(conv.flatten, lambda t: t.flatten(1), [rng.standard_normal((2, 3, 4))])
 
 
