@@ -115,3 +115,18 @@ def test_flat_dataset_counts_under_all(tmp_path):
     save_png(distinct_slice(rng, 64), tmp_path / "d" / "no_tumor" / "c.png")
     result = audit(tmp_path / "d", progress=False)
     assert result["levels"]["pixel"]["per_split"] == {"all": 1}
+
+
+def test_an_audit_without_duplicates_removes_an_earlier_contact_sheet(tmp_path):
+    from planted import distinct_slice, save_png
+
+    rng = np.random.default_rng(1)
+    for folder in ("glioma", "no_tumor"):
+        for i in range(3):
+            save_png(distinct_slice(rng, 64), tmp_path / "d" / folder / f"{i}.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "contact_sheet.png").write_bytes(b"an earlier audit's sheet")
+    result = audit(tmp_path / "d", out=tmp_path / "out", progress=False)
+    assert result["levels"]["near"]["groups"] == 0
+    assert not (tmp_path / "out" / "contact_sheet.png").exists()
+    assert "contact_sheet.png" not in (tmp_path / "out" / "audit.md").read_text()

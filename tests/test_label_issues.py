@@ -107,6 +107,8 @@ def test_report_without_contact_sheet_lists_the_flags_and_links_no_picture(tmp_p
     result = {"runs": ["r"], "data": str(tmp_path / "gone"), "classes": CLASSES, "warnings": [], "n": 40, "accuracy": 0.975,
               "model_errors": 1, "errors_flagged": 1, "estimated_label_errors": 1.0, "estimated_error_rate": 0.025,
               "joint": {g: {t: 0.0 for t in CLASSES} for g in CLASSES}, "per_class": {}, "per_source": {}, "issues": [row]}
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "label_issues.png").write_bytes(b"an earlier report's sheet")
     report = write_label_issues(result, tmp_path / "out", sheet=0)  # the image is never read
     text = report.read_text()
     assert "`glioma/a.png`" in text and "label_issues.csv" in text and "label_issues.png" not in text

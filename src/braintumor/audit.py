@@ -184,6 +184,8 @@ def write_audit(result: dict, out: Path) -> Path:
     examples = pick_examples(result["groups"])
     if examples:
         plot_contact_sheet(examples, Path(result["root"]), out / "contact_sheet.png")
+    else:  # an earlier audit's sheet would show groups this audit did not find
+        (out / "contact_sheet.png").unlink(missing_ok=True)
     levels = result["levels"]
     classes = list(levels["near"]["per_class"])
     split_keys = sorted({k for lv in levels.values() for k in lv["per_split"]}, key=_split_order)

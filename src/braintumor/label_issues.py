@@ -295,6 +295,8 @@ def write_label_issues(result: dict, out: Path, sheet: int = 48) -> Path:
         captions = [f"#{r['rank']} {r['source']} · {Path(r['path']).name[:14]}\n{r['label']} → {r['suggested']} {r['p_suggested']:.2f}"
                     for r in shown]
         plot_thumbnails(thumbs, captions, out / "label_issues.png")
+    else:  # an earlier report's sheet would show other flags than this report's
+        (out / "label_issues.png").unlink(missing_ok=True)
     (out / "label_issues.md").write_text(_markdown(result, len(shown)))
     return out / "label_issues.md"
 
