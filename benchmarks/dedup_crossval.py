@@ -52,7 +52,7 @@ def main() -> None:
     wall = None
     if not (args.reuse and (out / "crossval.json").is_file()):
         cmd = [sys.executable, "-m", "braintumor", "train", "--data", args.data, "--protocol", "dedup", "--folds",
-               str(args.folds), "--seed", str(args.seed), "--out", str(out), "--json", "-q", *args.extra]
+               str(args.folds), "--seed", str(args.seed), "--out", str(out), "--overwrite", "--json", "-q", *args.extra]
         print("$", " ".join(cmd), flush=True)
         start = time.time()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

@@ -29,7 +29,7 @@ from _common import data_option, machine, write  # noqa: E402
 
 def run_one(data: str, protocol: str, seed: int, out: Path, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "braintumor", "train", "--data", data, "--protocol", protocol, "--seed", str(seed),
-           "--out", str(out), "--json", "-q", *extra]
+           "--out", str(out), "--overwrite", "--json", "-q", *extra]
     print("$", " ".join(cmd), flush=True)
     start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)

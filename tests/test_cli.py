@@ -173,6 +173,27 @@ def test_no_test_trains_without_looking_at_the_test_split(trained, tmp_path, cap
     assert later.returncode == 0 and json.loads(later.stdout)["n"] > 0
 
 
+def test_a_run_in_out_is_not_replaced_unless_asked(trained, tmp_path, capsys):
+    import shutil
+
+    data, first, _ = trained
+    out = shutil.copytree(first, tmp_path / "run")
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    args = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--image-size", "32", "--batch-size", "8",
+            "--seed", "4", "--no-test", "-q"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already holds a training run" in err and "--resume" in err and "--overwrite" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main([*args, "--resume", "--overwrite"]) == 2 and "contradict" in capsys.readouterr().err
+    # --overwrite starts over: the old run's checkpoints and report go, the user's own file stays
+    assert main([*args, "--overwrite"]) == 0
+    assert not (out / "report.md").exists() and not (out / "test_metrics.json").exists()
+    assert (out / "notes.txt").read_text() == "mine" and json.loads((out / "model.json").read_text())["train_config"]["seed"] == 4
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
 def test_exclude_trains_without_the_listed_images_and_keeps_the_test_split(trained, tmp_path, capsys):
     data, first, _ = trained
     before = json.loads((first / "split.json").read_text())
@@ -190,11 +211,12 @@ def test_exclude_trains_without_the_listed_images_and_keeps_the_test_split(train
     assert after["val"] == [p for p in before["val"] if p not in drop]
     assert after["excluded"] == sorted(rel)
     capsys.readouterr()
-    # a list made for other data is one clear message before any training
+    # a list made for other data is one clear message before any training, and the run in --out stays
     listing.write_text("Training/glioma_tumor/not-here.jpg\n")
-    assert main(args) != 0
+    assert main([*args, "--overwrite"]) != 0
     err = capsys.readouterr().err
     assert "1 of the images to exclude are not in" in err and "not-here.jpg" in err and "Traceback" not in err
+    assert json.loads((out / "split.json").read_text()) == after and (out / "model.safetensors").is_file()
 
 
 def test_data_info_json(trained, capsys):

@@ -89,7 +89,8 @@ def _cmd_train(args) -> int:
         stored = stored_config(Path(args.out) / "fold1")
         crossval = stored is not None or crossval
     if stored:  # a resumed run keeps the settings it started with, except those given again
-        kwargs = {**{k: v for k, v in stored.items() if k in names and not (crossval and k == "fold")}, **kwargs}
+        kept = names - {"overwrite"} - ({"fold"} if crossval else set())
+        kwargs = {**{k: v for k, v in stored.items() if k in kept}, **kwargs}
     kwargs.setdefault("data", str(default_data_dir()))
     if not args.test and crossval:
         raise BrainTumorError("--no-test does not combine with --folds: cross-validation tests every fold",
@@ -348,7 +349,7 @@ def _cmd_compare(args) -> int:
     if args.resume:  # the runs keep the settings they started with, except those given again
         from .train import stored_config
 
-        names = {f.name for f in fields(TrainConfig)} - {"protocol", "out", "folds", "fold"}
+        names = {f.name for f in fields(TrainConfig)} - {"protocol", "out", "folds", "fold", "overwrite"}
         stored = next(filter(None, (stored_config(Path(args.out) / p) for p in protocols)), None) or {}
         kwargs = {**{k: v for k, v in stored.items() if k in names}, **kwargs}
     kwargs.setdefault("data", str(default_data_dir()))
@@ -387,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(p)
     p.add_argument("--folds", type=int, help="cross-validate: train and test on K group-aware folds, report mean ± std of every metric")
     p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="start over in an --out that holds a run, deleting its checkpoints and report (without it, that is refused)")
     p.add_argument("--no-test", dest="test", action="store_false", help="do not evaluate the test split after training: print validation figures only, for choosing a recipe without looking at the test images (evaluate it later with 'braintumor evaluate')")
     p.add_argument("--json", action="store_true", help="print the test metrics (with --no-test: the validation figures) as JSON")
     p.set_defaults(func=_cmd_train)
@@ -488,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_args(p)
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue in --out: finished runs are kept, an interrupted one resumes from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="start over in an --out that holds runs, deleting their checkpoints and reports (without it, that is refused)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=_cmd_compare)
 

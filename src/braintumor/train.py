@@ -102,6 +102,7 @@ class TrainConfig:
     time_limit_min: float | None = 14.0
     class_map: dict = field(default_factory=dict)
     resume: bool = False
+    overwrite: bool = False  # start over in an `out` that holds a run (else that is refused)
     progress: bool = True
 
     def __post_init__(self):
@@ -134,6 +135,8 @@ class TrainConfig:
         if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(p, str) for p in self.exclude):
             raise BrainTumorError(f"exclude must be a list of image paths, got {self.exclude!r}")
         self.exclude = sorted({_under(path, self.data) for path in self.exclude})
+        if self.resume and self.overwrite:
+            raise BrainTumorError("resume and overwrite contradict each other", "use --resume to continue a run, --overwrite to start it over")
         if self.sample_groups and self.balance_sources:
             raise BrainTumorError("sample_groups and balance_sources both choose each epoch's images",
                                   "use one of --sample-groups and --balance-sources")
@@ -378,7 +381,14 @@ def _remembering_interrupts():
 # What a resumed run may change: where the data and run are, how long it may go on, how it
 # reports. Everything else (protocol, seed, recipe, exclusions, ...) shapes the split or the
 # model, so a resumed run must keep the value it started with.
-RESUME_MAY_CHANGE = frozenset({"data", "out", "epochs", "patience", "time_limit_min", "threads", "resume", "progress"})
+RESUME_MAY_CHANGE = frozenset({"data", "out", "epochs", "patience", "time_limit_min", "threads", "resume", "overwrite",
+                               "progress"})
+
+# What `train` and `evaluate` write into a run folder (with the ONNX files `export` puts beside
+# the model by default): what ``overwrite`` removes before a run starts over. Other files stay.
+RUN_FILES = ("model.safetensors", "model.json", "last.safetensors", "last.json", "last_state.pt", "metrics.jsonl",
+             "split.json", "test_metrics.json", "confusion_matrix.json", "confusion_matrix.png", "curves.png",
+             "reliability.png", "skipped.json", "report.md", "model.onnx", "model-int8.onnx")
 
 
 def stored_config(out: str | Path) -> dict | None:
@@ -434,6 +444,11 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         if finished(out, config):
             log(f"{out} has finished training; nothing to resume (raise --epochs or --patience to train on)")
             return out
+    starting_over = any((out / name).is_file() for name in ("model.safetensors", "last_state.pt")) and not (
+        config.resume and (out / "last_state.pt").is_file())
+    if starting_over and not config.overwrite:  # a finished or interrupted run is never replaced unasked
+        raise BrainTumorError(f"{out} already holds a training run",
+                              "continue it with --resume, start it over with --overwrite, or give another --out")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()  # the time limit counts from here, decoding the images included
     if config.threads:
@@ -451,6 +466,15 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
             raise BrainTumorError(f"the {name} set is empty", "add images, lower --val-fraction/--test-fraction or raise --train-fraction")
     images_t = torch.from_numpy(images)  # N x S x S x 3 uint8, decoded once for all epochs
     labels_t = torch.from_numpy(dataset.labels)
+
+    # ---- model and optimiser ----------------------------------------------------------------
+    model = create_model(
+        config.backbone, len(CLASSES), preprocess, config.pretrained, config.weights, config.drop_rate, config.drop_path_rate
+    ).to(memory_format=torch.channels_last)
+    frozen = freeze_early_layers(model, config.freeze_blocks)
+    if starting_over:  # (only now: a run is not deleted for a start that fails on its data or model)
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
     (out / "split.json").write_text(
         json.dumps(
             {
@@ -461,12 +485,6 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
             }
         )
     )
-
-    # ---- model and optimiser ----------------------------------------------------------------
-    model = create_model(
-        config.backbone, len(CLASSES), preprocess, config.pretrained, config.weights, config.drop_rate, config.drop_path_rate
-    ).to(memory_format=torch.channels_last)
-    frozen = freeze_early_layers(model, config.freeze_blocks)
     state_path = out / "last_state.pt"
     resuming = config.resume and state_path.is_file()
     if config.probe_head and not resuming:
