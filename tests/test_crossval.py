@@ -65,6 +65,10 @@ def test_cli_resume_of_a_crossval_folder_reads_its_settings_and_skips_finished_f
     assert main(["train", "--out", str(out), "--resume", "--json", "-q"]) == 0
     assert [(out / f"fold{k}" / "last_state.pt").stat().st_mtime_ns for k in (1, 2)] == stamps
     assert json.loads(capsys.readouterr().out)["pooled"]["correct"] == first["pooled"]["correct"]
+    # a fold is one run: resumed with --folds it would grow a cross-validation inside itself
+    assert main(["train", "--out", str(out / "fold1"), "--resume", "--folds", "2", "-q"]) == 2
+    assert "holds one training run, not a cross-validation" in capsys.readouterr().err
+    assert not (out / "fold1" / "fold1").exists()
 
 
 def test_cli_too_many_folds_fails_before_training(distinct_tree, tmp_path, capsys):

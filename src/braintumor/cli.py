@@ -85,6 +85,9 @@ def _cmd_train(args) -> int:
     kwargs = _config_kwargs(args)
     crossval = bool(args.folds)
     stored = stored_config(args.out) if args.resume else None
+    if stored and crossval:
+        raise BrainTumorError(f"{args.out} holds one training run, not a cross-validation",
+                              "resume it without --folds, or give the cross-validation's own folder")
     if args.resume and stored is None:  # a cross-validation folder: its folds hold the settings
         stored = stored_config(Path(args.out) / "fold1")
         crossval = stored is not None or crossval
