@@ -31,6 +31,7 @@ from .calibration import as_logits, fit_temperature
 from .checkpoint import ModelInfo, load_checkpoint, read_info, save_checkpoint
 from .classes import CLASSES
 from .data import default_data_dir, load_images, scan
+from .distill import distill_loss, load_teachers, teacher_probs
 from .errors import BrainTumorError
 from .models import DEFAULT_BACKBONE, create_model, depthwise_in_float32, freeze_early_layers
 from .ood import fit_model_ood
@@ -91,6 +92,11 @@ class TrainConfig:
     # Images left out of training and validation (paths relative to `data`, e.g. the likely wrong
     # labels `braintumor label-issues` lists); the test part stays what it is without them.
     exclude: list = field(default_factory=list)
+    # Knowledge distillation (braintumor.distill): finished runs of the same split whose mean
+    # softened predictions the loss also matches, with this weight and softmax temperature.
+    teacher: list = field(default_factory=list)
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
     folds: int = 0  # cross-validation: test on fold `fold` of `folds` (see braintumor.crossval)
     fold: int = 0
     bf16: bool = True
@@ -125,6 +131,8 @@ class TrainConfig:
             ("balance_sources", 0 <= self.balance_sources <= 1, "in [0, 1]"),
             ("tta_angle", -180 <= self.tta_angle <= 180, "within ±180 degrees"),
             ("train_fraction", 0 < self.train_fraction <= 1, "in (0, 1]"),
+            ("distill_weight", 0 < self.distill_weight <= 1, "in (0, 1]"),
+            ("distill_temperature", 0 < self.distill_temperature <= 20, "in (0, 20]"),
             ("folds", self.folds == 0 or self.folds >= 2, "0 (no cross-validation) or at least 2"),
             ("fold", 0 <= self.fold < max(self.folds, 1), "in 0..folds-1"),
             ("time_limit_min", self.time_limit_min is None or self.time_limit_min >= 0, "non-negative (0: no limit)"),
@@ -135,6 +143,9 @@ class TrainConfig:
         if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(p, str) for p in self.exclude):
             raise BrainTumorError(f"exclude must be a list of image paths, got {self.exclude!r}")
         self.exclude = sorted({_under(path, self.data) for path in self.exclude})
+        if not isinstance(self.teacher, (list, tuple)) or not all(isinstance(p, str) for p in self.teacher):
+            raise BrainTumorError(f"teacher must be a list of run folders or checkpoints, got {self.teacher!r}")
+        self.teacher = list(self.teacher)
         if self.resume and self.overwrite:
             raise BrainTumorError("resume and overwrite contradict each other", "use --resume to continue a run, --overwrite to start it over")
         if self.sample_groups and self.balance_sources:
@@ -472,6 +483,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         config.backbone, len(CLASSES), preprocess, config.pretrained, config.weights, config.drop_rate, config.drop_path_rate
     ).to(memory_format=torch.channels_last)
     frozen = freeze_early_layers(model, config.freeze_blocks)
+    teachers = load_teachers(config.teacher, dataset, split, preprocess, CLASSES) if config.teacher else []
     if starting_over:  # (only now: a run is not deleted for a start that fails on its data or model)
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
@@ -571,6 +583,9 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
             loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
             if config.mixup_alpha:
                 loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm], label_smoothing=config.label_smoothing)
+            if teachers:  # the teachers' view of the same (augmented, mixed) batch
+                soft = teacher_probs(teachers, x, config.distill_temperature, config.bf16)
+                loss = distill_loss(logits, soft, config.distill_weight, config.distill_temperature, loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
