@@ -46,6 +46,10 @@ def test_a_student_learns_from_a_teacher_of_its_split_and_refuses_one_that_saw_i
     assert json.loads((student / "split.json").read_text()) == json.loads((plain / "split.json").read_text())
     assert not np.isclose(*loss)
     assert json.loads((student / "model.json").read_text())["train_config"]["teacher"] == [str(plain)]
+    from braintumor.evaluate import evaluate
+
+    evaluate(student / "model.safetensors", progress=False)  # the report says where the student learnt from
+    assert f"**distilled from**: {plain}" in (student / "report.md").read_text()
     # seed 0's split trained on images that seed 1's run validates or tests on
     with pytest.raises(BrainTumorError, match="validation and test images"):
         train(TrainConfig(**common, seed=1, out=str(tmp_path / "leaky"), teacher=[str(teacher)]))

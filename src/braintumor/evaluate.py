@@ -383,6 +383,7 @@ def predict_test_split(
         **({"fold": f"{fold + 1} of {folds}"} if folds else {}),
         "split sizes": make_split_sizes(split),
         **({"excluded from training and validation": f"{len(cfg['exclude'])} listed images (split.json)"} if cfg.get("exclude") else {}),
+        **({"distilled from": ", ".join(cfg["teacher"])} if cfg.get("teacher") else {}),
         "data fingerprint": info.data_fingerprint[:16] if info.data_fingerprint else "",
     }
     paths = [dataset.paths[i] for i in split.test]
