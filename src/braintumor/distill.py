@@ -59,6 +59,7 @@ def load_teachers(paths, dataset, split, preprocess, classes) -> list[torch.nn.M
         or trained on an image of the student's validation or test part.
     """
     held_out = set(split.val.tolist()) | set(split.test.tolist())
+    fingerprint = dataset.fingerprint()  # (stats every file: once, not per teacher)
     teachers = []
     for path in paths:
         checkpoint = teacher_checkpoint(path)
@@ -68,7 +69,7 @@ def load_teachers(paths, dataset, split, preprocess, classes) -> list[torch.nn.M
         if info.preprocess.to_dict() != preprocess.to_dict():
             raise BrainTumorError(f"teacher {checkpoint} preprocesses images otherwise ({info.preprocess.to_dict()})",
                                   "distil from runs trained with the same --image-size, --no-crop and --equalize")
-        if info.data_fingerprint != dataset.fingerprint():
+        if info.data_fingerprint != fingerprint:
             raise BrainTumorError(f"teacher {checkpoint} was trained on other data", "distil from runs of the same --data")
         leaked = held_out & set(run_split(dataset, info.train_config).train.tolist())
         if leaked:
@@ -97,4 +98,3 @@ def distill_loss(logits: torch.Tensor, soft: torch.Tensor, weight: float, temper
     log_student = F.log_softmax(logits / temperature, dim=1)
     kl = F.kl_div(log_student, soft, reduction="batchmean")
     return (1 - weight) * hard_loss + weight * temperature**2 * kl
-
