@@ -34,6 +34,9 @@ def test_train_writes_run_directory(trained):
     for name in ("model.safetensors", "model.json", "last.safetensors", "last_state.pt", "metrics.jsonl", "report.md",
                  "confusion_matrix.png", "confusion_matrix.json", "curves.png", "skipped.json", "test_metrics.json"):
         assert (out / name).is_file(), name
+    from braintumor.train import RUN_FILES  # what --overwrite removes must cover all that train and evaluate write
+
+    assert {p.name for p in out.iterdir()} <= set(RUN_FILES)
     assert metrics["n"] == 7  # ceil(10% of 64)
     assert 1 <= metrics["ci_groups"] <= metrics["n"]  # intervals resample the test images' duplicate groups
     assert 0 <= metrics["accuracy"] <= 1 and set(metrics["per_class"]) == {"glioma", "meningioma", "no_tumor", "pituitary"}

@@ -20,7 +20,7 @@ def test_schedule_warms_up_then_decays():
 @pytest.mark.parametrize("field, value", [
     ("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("label_smoothing", 1.0), ("low_res_scale", 1.1), ("low_res_scale", 0.1),
     ("low_res_fraction", 1.0), ("drop_path_rate", 1.0), ("mixup_alpha", -0.1), ("erase_prob", 1.5), ("contrast_prob", 1.5), ("balance_sources", 1.5),
-    ("balance_sources", -0.1), ("time_limit_min", -1.0),
+    ("balance_sources", -0.1), ("time_limit_min", -1.0), ("train_seed", -1),
 ])
 def test_config_validation_names_the_option(field, value):
     with pytest.raises(BrainTumorError, match=field):
@@ -33,6 +33,24 @@ def test_excluded_paths_under_the_data_folder_are_stored_relative_to_it(tmp_path
                                                   str(tmp_path / "elsewhere.png"), "Testing/x.png"])
     # relative ones as given, absolute ones under --data made relative, others kept to be reported
     assert config.exclude == sorted(["Testing/x.png", "Training/glioma/a (1).jpg", str(tmp_path / "elsewhere.png")])
+
+
+def test_the_training_seed_changes_the_weights_and_keeps_the_split(tiny_tree, tmp_path):
+    from safetensors.numpy import load_file
+
+    from braintumor.train import train
+
+    def run(name, **seeds):
+        out = train(TrainConfig(data=str(tiny_tree), out=str(tmp_path / name), protocol="dedup", epochs=1, image_size=32,
+                                batch_size=8, time_limit_min=0, progress=False, **seeds))
+        return json.loads((out / "split.json").read_text()), load_file(out / "model.safetensors")
+
+    split, weights = run("seed", seed=1)
+    same_split, same_weights = run("default", seed=1, train_seed=1)  # the default training seed is --seed
+    other_split, other_weights = run("other", seed=1, train_seed=7)
+    assert same_split == split == other_split
+    assert all(np.array_equal(weights[k], same_weights[k]) for k in weights)
+    assert not all(np.array_equal(weights[k], other_weights[k]) for k in weights)
 
 
 def test_progressive_resizing_schedule():

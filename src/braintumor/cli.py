@@ -40,6 +40,7 @@ def _config_kwargs(args) -> dict:
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     """The options of a training configuration, shared by `train` and `compare`."""
+    p.add_argument("--train-seed", type=int, help="seed of the initialisation, augmentation and data order only, the split staying that of --seed: runs that differ in it alone are a deep ensemble of one split, e.g. teachers for --teacher (default: --seed)")
     p.add_argument("--backbone", help="timm model name (default: tf_efficientnet_lite0)")
     p.add_argument("--weights", help="ImageNet weights file (.safetensors or state dict) for the backbone")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None, help="start from random weights")
@@ -390,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--out", default="runs/latest", help="run directory for checkpoints, metrics and report (default: runs/latest)")
     p.add_argument("--protocol", choices=["original", "official", "dedup"], help="original: pooled data, random 10%% test split; official: Training vs Testing folders; dedup: original with near-duplicate groups kept on one side (default: original)")
-    p.add_argument("--seed", type=int, help="seed of the split, initialisation and augmentation (default: 0)")
+    p.add_argument("--seed", type=int, help="seed of the split, and of the initialisation and augmentation unless --train-seed is given (default: 0)")
     _add_recipe_args(p)
     p.add_argument("--folds", type=int, help="cross-validate: train and test on K group-aware folds, report mean ± std of every metric")
     p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out from its last checkpoint")
@@ -493,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--out", default="runs/compare", help="folder for one run per protocol and comparison.md (default: runs/compare)")
     p.add_argument("--protocols", nargs="+", choices=["original", "dedup", "official"], help="default: all three")
-    p.add_argument("--seed", type=int, help="seed of the splits, initialisation and augmentation (default: 0)")
+    p.add_argument("--seed", type=int, help="seed of the splits, and of the initialisation and augmentation unless --train-seed is given (default: 0)")
     _add_recipe_args(p)
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue in --out: finished runs are kept, an interrupted one resumes from its last checkpoint")

@@ -380,6 +380,7 @@ def predict_test_split(
         "data": str(data),
         "protocol": protocol,
         "split seed": seed,
+        **({"training seed": cfg["train_seed"]} if cfg.get("train_seed") is not None else {}),
         **({"fold": f"{fold + 1} of {folds}"} if folds else {}),
         "split sizes": make_split_sizes(split),
         **({"excluded from training and validation": f"{len(cfg['exclude'])} listed images (split.json)"} if cfg.get("exclude") else {}),

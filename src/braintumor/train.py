@@ -47,7 +47,11 @@ class TrainConfig:
     data: str = field(default_factory=lambda: str(default_data_dir()))
     out: str = "runs/latest"
     protocol: str = "original"
-    seed: int = 0
+    seed: int = 0  # of the split; also of the training below unless `train_seed` is set
+    # Seed of the initialisation, augmentation, data order and dropout (None: `seed`). Runs of one
+    # split that differ only in it are a deep ensemble (teachers for `teacher`, say), and their
+    # spread is the training's own run-to-run noise, apart from the split's.
+    train_seed: int | None = None
     backbone: str = DEFAULT_BACKBONE
     pretrained: bool = True
     weights: str | None = None
@@ -136,6 +140,7 @@ class TrainConfig:
             ("folds", self.folds == 0 or self.folds >= 2, "0 (no cross-validation) or at least 2"),
             ("fold", 0 <= self.fold < max(self.folds, 1), "in 0..folds-1"),
             ("time_limit_min", self.time_limit_min is None or self.time_limit_min >= 0, "non-negative (0: no limit)"),
+            ("train_seed", self.train_seed is None or 0 <= self.train_seed < 2**32, "None or in 0..2**32-1"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -464,7 +469,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     started = time.time()  # the time limit counts from here, decoding the images included
     if config.threads:
         torch.set_num_threads(config.threads)
-    generator = seed_everything(config.seed)
+    generator = seed_everything(config.seed if config.train_seed is None else config.train_seed)
 
     # ---- data -------------------------------------------------------------------------------
     preprocess = Preprocess(image_size=config.image_size, crop_foreground=config.crop_foreground,
