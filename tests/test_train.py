@@ -49,6 +49,7 @@ def test_the_training_seed_changes_the_weights_and_keeps_the_split(tiny_tree, tm
     same_split, same_weights = run("default", seed=1, train_seed=1)  # the default training seed is --seed
     other_split, other_weights = run("other", seed=1, train_seed=7)
     assert same_split == split == other_split
+    assert TrainConfig(seed=1, train_seed=1).train_seed is None and TrainConfig(seed=1, train_seed=7).train_seed == 7
     assert all(np.array_equal(weights[k], same_weights[k]) for k in weights)
     assert not all(np.array_equal(weights[k], other_weights[k]) for k in weights)
 

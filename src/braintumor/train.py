@@ -151,6 +151,8 @@ class TrainConfig:
         if not isinstance(self.teacher, (list, tuple)) or not all(isinstance(p, str) for p in self.teacher):
             raise BrainTumorError(f"teacher must be a list of run folders or checkpoints, got {self.teacher!r}")
         self.teacher = list(self.teacher)
+        if self.train_seed == self.seed:  # the default spelled out: stored as the default, so resumes match
+            self.train_seed = None
         if self.resume and self.overwrite:
             raise BrainTumorError("resume and overwrite contradict each other", "use --resume to continue a run, --overwrite to start it over")
         if self.sample_groups and self.balance_sources:
