@@ -222,6 +222,35 @@ def test_exclude_trains_without_the_listed_images_and_keeps_the_test_split(train
     assert json.loads((out / "split.json").read_text()) == after and (out / "model.safetensors").is_file()
 
 
+def test_relabel_trains_on_reviewed_corrections_and_the_report_says_so(trained, tmp_path, capsys):
+    data, first, _ = trained
+    before = json.loads((first / "split.json").read_text())
+    fixed = {before["train"][0]: "pituitary", before["test"][0]: "no_tumor"}
+    listing = tmp_path / "label_issues.csv"  # label-issues' CSV, reviewed: one row left as it was
+    listing.write_text("rank,path,source,label,suggested,p_label,p_suggested,corrected\n"
+                       + "".join(f'{i},"{Path(p).relative_to(data)}",Training,glioma,meningioma,0.1,0.8,{c}\n'
+                                 for i, (p, c) in enumerate(fixed.items()))
+                       + f'3,"{Path(before["val"][0]).relative_to(data)}",Training,glioma,meningioma,0.1,0.8,\n')
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--image-size", "32", "--batch-size", "8",
+            "--seed", "3", "--relabel", str(listing), "-q"]
+    assert main(args) == 0
+    split = json.loads((out / "split.json").read_text())
+    assert split["test"] == before["test"] and split["train"] == before["train"]
+    assert split["relabelled"] == {before["train"][0]: "pituitary"}  # only the training part's correction
+    config = json.loads((out / "model.json").read_text())["train_config"]
+    assert config["relabel"] == {str(Path(p).relative_to(data)): c for p, c in fixed.items()}
+    report = (out / "report.md").read_text()
+    assert "labels corrected in training and validation" in report and "1 of its images among those corrected" in report
+    capsys.readouterr()
+    # a class that is not one is a clear message before training, and the run in --out stays
+    listing.write_text(f'path,corrected\n"{Path(before["train"][1]).relative_to(data)}",tumour\n')
+    assert main([*args, "--overwrite"]) != 0
+    err = capsys.readouterr().err
+    assert "'tumour' is not a class" in err and "glioma, meningioma, no_tumor, pituitary" in err and "Traceback" not in err
+    assert json.loads((out / "split.json").read_text()) == split
+
+
 def test_data_info_json(trained, capsys):
     data, _, _ = trained
     assert main(["data", "info", "--data", str(data), "--json"]) == 0

@@ -116,3 +116,28 @@ def test_read_path_list_reads_a_csv_path_column_or_one_path_per_line(tmp_path):
         read_path_list(tmp_path / "empty.txt")
     with pytest.raises(DataError, match="cannot read the list of images"):
         read_path_list(tmp_path / "missing.txt")
+
+
+def test_read_relabel_list_reads_the_filled_in_corrections_only(tmp_path):
+    from braintumor.data import read_relabel_list
+
+    reviewed = tmp_path / "label_issues.csv"  # the shape label-issues writes, two rows reviewed
+    reviewed.write_text("rank,path,source,label,suggested,p_label,p_suggested,corrected\n"
+                        '1,"Training/glioma_tumor/image (1).jpg",Training,glioma,meningioma,0.01,0.98,meningioma_tumor\n'
+                        "2,Testing/x.jpg,Testing,no_tumor,glioma,0.02,0.9,\n"
+                        "3,Testing/y.jpg,Testing,pituitary,glioma,0.05,0.8, no_tumor \n")
+    assert read_relabel_list(reviewed) == {"Training/glioma_tumor/image (1).jpg": "meningioma", "Testing/y.jpg": "no_tumor"}
+    cases = [
+        ("path,label\na.jpg,glioma\n", r"has no 'path' and 'corrected' columns \(its columns: path, label\)"),
+        ("path,corrected\na.jpg,\nb.jpg,\n", "corrects no label"),
+        ("path,corrected\na.jpg,glioma\nb.jpg,tumour\n", r"line 3: 'tumour' is not a class"),
+        ("path,corrected\na.jpg,glioma\na.jpg,no_tumor\n", "a.jpg is corrected to both glioma and no_tumor"),
+        ("path,corrected\n,glioma\n", "line 2: a corrected label without a path"),
+        ("", "has no 'path' and 'corrected' columns"),
+    ]
+    for text, message in cases:
+        reviewed.write_text(text)
+        with pytest.raises(DataError, match=message):
+            read_relabel_list(reviewed)
+    with pytest.raises(DataError, match="cannot read the list of corrected labels"):
+        read_relabel_list(tmp_path / "missing.csv")

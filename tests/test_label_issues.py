@@ -114,7 +114,9 @@ def test_report_without_contact_sheet_lists_the_flags_and_links_no_picture(tmp_p
     assert "`glioma/a.png`" in text and "label_issues.csv" in text and "label_issues.png" not in text
     assert not (tmp_path / "out" / "label_issues.png").exists()
     with open(tmp_path / "out" / "label_issues.csv") as f:
-        assert [r["path"] for r in csv.DictReader(f)] == ["glioma/a.png"]
+        rows = list(csv.DictReader(f))
+    assert [(r["path"], r["corrected"]) for r in rows] == [("glioma/a.png", "")]  # the column a reviewer fills in
+    assert "--relabel label_issues.csv" in text
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from braintumor.classes import CLASSES
 from braintumor.data import scan
 from braintumor.errors import DataError
 from braintumor.protocols import make_split, run_split
@@ -231,6 +232,28 @@ def test_excluded_images_leave_training_and_validation_but_not_the_test_split(tm
     # absolute paths under the dataset work too; duplicates in the list count once
     absolute = [str(ds.paths[5]), str(ds.paths[5]), "6.png"]
     assert excluded_indices(ds, absolute).tolist() == [5, 6]
+
+
+def test_corrected_labels_change_training_and_validation_labels_but_not_the_split_or_test_labels(tmp_path, monkeypatch):
+    from braintumor.protocols import run_labels
+
+    ds, _, _ = _paired_dataset(tmp_path, monkeypatch, [120, 120, 60, 100])
+    for protocol in ("original", "dedup"):
+        full = make_split(ds, protocol, seed=1)
+        chosen = np.concatenate([full.train[:5], full.val[:2], full.test[:3]])
+        new = {int(i): CLASSES[(ds.labels[i] + 1) % len(CLASSES)] for i in chosen}
+        config = {"protocol": protocol, "seed": 1, "relabel": {ds.paths[i].name: c for i, c in new.items()}}
+        relabelled = run_split(ds, config)
+        for part in ("train", "val", "test"):  # the split is drawn with the folders' labels
+            assert np.array_equal(getattr(relabelled, part), getattr(full, part))
+        labels = run_labels(ds, config, np.r_[full.train, full.val])
+        changed = np.flatnonzero(labels != ds.labels)
+        assert sorted(changed.tolist()) == sorted(np.r_[full.train[:5], full.val[:2]].tolist())
+        assert all(CLASSES[labels[i]] == new[int(i)] for i in changed)
+        assert np.array_equal(labels[full.test], ds.labels[full.test])  # the test part keeps its labels
+    assert np.array_equal(run_labels(ds, {}, np.arange(len(ds))), ds.labels)
+    with pytest.raises(DataError, match=r"1 of the images to relabel are not in .*: nope.png"):
+        run_labels(ds, {"relabel": {"nope.png": "glioma"}}, np.arange(len(ds)))
 
 
 def test_excluding_images_not_in_the_dataset_is_a_clear_error(ds, tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from braintumor.classes import CLASSES
 from braintumor.errors import BrainTumorError
 from braintumor.train import TrainConfig, _lr_at
 
@@ -21,6 +22,7 @@ def test_schedule_warms_up_then_decays():
     ("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("label_smoothing", 1.0), ("low_res_scale", 1.1), ("low_res_scale", 0.1),
     ("low_res_fraction", 1.0), ("drop_path_rate", 1.0), ("mixup_alpha", -0.1), ("erase_prob", 1.5), ("contrast_prob", 1.5), ("balance_sources", 1.5),
     ("balance_sources", -0.1), ("time_limit_min", -1.0), ("train_seed", -1),
+    ("relabel", {"a.png": "tumour"}), ("relabel", ["a.png"]),
 ])
 def test_config_validation_names_the_option(field, value):
     with pytest.raises(BrainTumorError, match=field):
@@ -33,6 +35,8 @@ def test_excluded_paths_under_the_data_folder_are_stored_relative_to_it(tmp_path
                                                   str(tmp_path / "elsewhere.png"), "Testing/x.png"])
     # relative ones as given, absolute ones under --data made relative, others kept to be reported
     assert config.exclude == sorted(["Testing/x.png", "Training/glioma/a (1).jpg", str(tmp_path / "elsewhere.png")])
+    relabelled = TrainConfig(data=str(data), relabel={str(data / "Training" / "glioma" / "b.jpg"): "no_tumor", "Testing/x.png": "glioma"})
+    assert relabelled.relabel == {"Testing/x.png": "glioma", "Training/glioma/b.jpg": "no_tumor"}
 
 
 def test_the_training_seed_changes_the_weights_and_keeps_the_split(tiny_tree, tmp_path):
@@ -52,6 +56,32 @@ def test_the_training_seed_changes_the_weights_and_keeps_the_split(tiny_tree, tm
     assert TrainConfig(seed=1, train_seed=1).train_seed is None and TrainConfig(seed=1, train_seed=7).train_seed == 7
     assert all(np.array_equal(weights[k], same_weights[k]) for k in weights)
     assert not all(np.array_equal(weights[k], other_weights[k]) for k in weights)
+
+
+def test_corrected_labels_are_learnt_from_and_a_test_images_correction_is_not(tiny_tree, tmp_path):
+    from safetensors.numpy import load_file
+
+    from braintumor.classes import canonical_class
+    from braintumor.train import train
+
+    def run(name, relabel):
+        out = train(TrainConfig(data=str(tiny_tree), out=str(tmp_path / name), protocol="dedup", seed=1, epochs=1,
+                                image_size=32, batch_size=8, time_limit_min=0, progress=False, relabel=relabel))
+        network = {k: v for k, v in load_file(out / "model.safetensors").items() if not k.startswith("extra:")}
+        return json.loads((out / "split.json").read_text()), network  # (not the class means fitted after training)
+
+    def corrected(paths):  # each image to the class after its folder's
+        return {Path(p).relative_to(tiny_tree).as_posix(): CLASSES[(CLASSES.index(canonical_class(Path(p).parent.name)) + 1) % 4]
+                for p in paths}
+
+    split, weights = run("plain", {})
+    test_split, test_weights = run("test", corrected(split["test"][:2]))
+    assert test_split["relabelled"] == {} and all(np.array_equal(weights[k], test_weights[k]) for k in weights)
+    fixes = corrected(split["train"][:4] + split["val"][:1])
+    train_split, train_weights = run("train", fixes)
+    assert train_split["relabelled"] == {str(tiny_tree / p): c for p, c in fixes.items()}
+    assert {k: train_split[k] for k in ("train", "val", "test")} == {k: split[k] for k in ("train", "val", "test")}
+    assert not all(np.array_equal(weights[k], train_weights[k]) for k in weights)
 
 
 def test_progressive_resizing_schedule():

@@ -34,6 +34,10 @@ def _config_kwargs(args) -> dict:
         from .data import read_path_list
 
         kwargs["exclude"] = read_path_list(args.exclude_file)
+    if args.relabel_file:
+        from .data import read_relabel_list
+
+        kwargs["relabel"] = read_relabel_list(args.relabel_file)
     kwargs["progress"] = not args.quiet
     return kwargs
 
@@ -70,6 +74,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, help="share held out for testing under 'original' (default: 0.1)")
     p.add_argument("--train-fraction", type=float, help="train on this stratified share of the training part only, duplicate groups kept whole; validation and test as for the full split (learning curves; default: 1)")
     p.add_argument("--exclude", dest="exclude_file", metavar="FILE", help="leave the images FILE lists out of training and validation (the test split stays as without them): the 'path' column of a CSV, such as label-issues' label_issues.csv, or one path per line, relative to --data (absolute paths under it are stored relative, so the run moves with the data)")
+    p.add_argument("--relabel", dest="relabel_file", metavar="FILE", help="train and validate on the corrected labels FILE gives: a CSV with 'path' and 'corrected' columns, such as label-issues' label_issues.csv with 'corrected' filled in after review (rows left empty keep their label); paths relative to --data; the split is drawn and the test part scored with the folders' labels")
     p.add_argument("--teacher", nargs="+", metavar="RUN", help="knowledge distillation: also match the mean softened predictions of these finished runs (or checkpoints) of the same split, e.g. an ensemble distilled into one model (default: none)")
     p.add_argument("--distill-weight", type=float, help="with --teacher: weight of the teachers' term in the loss, the labels' cross-entropy getting the rest (default: 0.5)")
     p.add_argument("--distill-temperature", type=float, help="with --teacher: softmax temperature of the teachers' and the student's distributions in that term (default: 2)")

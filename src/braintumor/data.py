@@ -179,6 +179,56 @@ def read_path_list(file: str | Path) -> list[str]:
     return paths
 
 
+def read_relabel_list(file: str | Path) -> dict[str, str]:
+    """Corrected labels listed in `file`: a CSV with a ``path`` column and a ``corrected`` column
+    holding the right class (any folder spelling `canonical_class` accepts), such as
+    `braintumor label-issues`' ``label_issues.csv`` once a reviewer has filled that column in.
+    Rows with an empty ``corrected`` keep their label and are ignored.
+
+    Returns
+    -------
+    dict
+        ``{path: class}``, the path as written and the class canonical.
+
+    Raises
+    ------
+    DataError
+        When `file` cannot be read, lacks either column, names a class that is not one, gives one
+        image two classes, or corrects no image.
+    """
+    import csv
+
+    file = Path(file)
+    fix = "give a CSV with 'path' and 'corrected' columns, e.g. label-issues' label_issues.csv with 'corrected' filled in"
+    try:
+        lines = file.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read the list of corrected labels {file}: {e}", fix)
+    rows = csv.DictReader(lines, skipinitialspace=True)
+    header = [h.strip() for h in rows.fieldnames or []]
+    if "path" not in header or "corrected" not in header:
+        raise DataError(f"{file} has no 'path' and 'corrected' columns (its columns: {', '.join(header) or 'none'})", fix)
+    rows.fieldnames = header
+    corrected: dict[str, str] = {}
+    for line, row in enumerate(rows, 2):
+        path, name = (row.get("path") or "").strip(), (row.get("corrected") or "").strip()
+        if not name:
+            continue
+        if not path:
+            raise DataError(f"{file}, line {line}: a corrected label without a path", fix)
+        try:
+            label = canonical_class(name)
+        except DataError:
+            raise DataError(f"{file}, line {line}: {name!r} is not a class", f"write one of: {', '.join(CLASSES)}") from None
+        if corrected.setdefault(path, label) != label:
+            raise DataError(f"{file}, line {line}: {path} is corrected to both {corrected[path]} and {label}",
+                            "keep one row per image")
+    if not corrected:
+        raise DataError(f"{file} corrects no label: its 'corrected' column is empty",
+                        "fill in the right class for the images you have reviewed")
+    return corrected
+
+
 def cache_dir() -> Path:
     """Folder for derived files (decoded images, hashes, exported models): $BRAINTUMOR_CACHE or ~/.cache/braintumor."""
     env = os.environ.get(CACHE_ENV)

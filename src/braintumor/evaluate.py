@@ -384,6 +384,7 @@ def predict_test_split(
         **({"fold": f"{fold + 1} of {folds}"} if folds else {}),
         "split sizes": make_split_sizes(split),
         **({"excluded from training and validation": f"{len(cfg['exclude'])} listed images (split.json)"} if cfg.get("exclude") else {}),
+        **({"labels corrected in training and validation": _relabel_text(dataset, cfg, split)} if cfg.get("relabel") else {}),
         **({"distilled from": ", ".join(cfg["teacher"])} if cfg.get("teacher") else {}),
         "data fingerprint": info.data_fingerprint[:16] if info.data_fingerprint else "",
     }
@@ -391,6 +392,15 @@ def predict_test_split(
     found = file_groups(paths, progress=progress) if groups else None
     sources = [dataset.splits[i] for i in split.test]
     return TestPredictions(probs, dataset.labels[split.test], paths, found, info, context, dataset.skipped, sources)
+
+
+def _relabel_text(dataset, cfg: dict, split) -> str:
+    """How many corrected labels a run had, and how many of them the test part leaves uncorrected."""
+    from .protocols import run_labels
+
+    in_test = int((run_labels(dataset, cfg, split.test) != dataset.labels).sum())
+    return (f"{len(cfg['relabel'])} listed images (split.json); the test part is scored against the folders' labels"
+            + (f", {in_test} of its images among those corrected" if in_test else ""))
 
 
 def evaluate(

@@ -278,11 +278,12 @@ def write_label_issues(result: dict, out: Path, sheet: int = 48) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "label_issues.json").write_text(json.dumps(result, indent=2) + "\n")
-    columns = ["rank", "path", "source", "label", "suggested", "p_label", "p_suggested"]
+    # `corrected` is left empty for a reviewer to fill in; `train --relabel` then learns from it.
+    columns = ["rank", "path", "source", "label", "suggested", "p_label", "p_suggested", "corrected"]
     with open(out / "label_issues.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
-        writer.writerows(result["issues"])
+        writer.writerows({**row, "corrected": ""} for row in result["issues"])
     shown = result["issues"][:sheet]
     if shown:
         from PIL import Image
@@ -343,7 +344,9 @@ def _markdown(result: dict, shown: int) -> str:
         lines += [f"| {k} | {v['n']} | {v['model_errors']} | {v['flagged']} |" for k, v in table.items()]
     lines += ["", "## Flagged images, least likely label first", ""]
     if result["issues"]:
-        lines.append(f"All {len(result['issues'])} are in [label_issues.csv](label_issues.csv).")
+        lines.append(f"All {len(result['issues'])} are in [label_issues.csv](label_issues.csv). After review, write "
+                     "the right class in its `corrected` column (leave it empty where the label stands) and train with "
+                     "`braintumor train --relabel label_issues.csv`, or leave them all out with `--exclude label_issues.csv`.")
         if shown:
             lines += [f"The first {shown} are shown below (caption: source folder · file, given → suggested class and "
                       "its probability).", "", "![flagged images](label_issues.png)"]

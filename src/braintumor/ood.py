@@ -239,13 +239,14 @@ def run_split(checkpoint: str | Path, info, data: str | Path | None = None, prog
         ``{"train": rows, "val": rows, "test": rows}`` into `images`.
     """
     from .data import load_images, scan
-    from .protocols import checkpoint_data
+    from .protocols import checkpoint_data, run_labels
 
     checkpoint = Path(checkpoint)
     split_file = checkpoint.parent / "split.json"
     if not split_file.is_file():
         images, dataset, split = checkpoint_data(checkpoint, info, data, progress)
-        return images, dataset.labels, {"train": split.train, "val": split.val, "test": split.test}
+        return images, run_labels(dataset, info.train_config, np.r_[split.train, split.val]), {
+            "train": split.train, "val": split.val, "test": split.test}
     split = json.loads(split_file.read_text())
     recorded = Path(info.train_config.get("data", "."))
     dataset = scan(Path(data) if data else recorded, info.train_config.get("class_map") or None)
@@ -262,7 +263,7 @@ def run_split(checkpoint: str | Path, info, data: str | Path | None = None, prog
             f"under {dataset.root}",
             "pass --data with the dataset the model was trained on",
         )
-    return images, dataset.labels, parts
+    return images, run_labels(dataset, info.train_config, np.r_[parts["train"], parts["val"]]), parts
 
 
 def fit_checkpoint(

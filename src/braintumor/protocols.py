@@ -13,7 +13,9 @@ training part, stratified, never from the test set.
 
 Excluded images (``exclude``: for example the likely wrong labels `braintumor.label_issues`
 lists) are dropped from the training and validation parts after the split is drawn, so the test
-part is exactly the one the same protocol and seed give without exclusions.
+part is exactly the one the same protocol and seed give without exclusions. Corrected labels
+(``relabel``, `run_labels`) likewise change the training and validation parts only: the split is
+drawn with the given labels, and the test part is scored against them.
 
 Cross-validation (``folds=K``, ``fold=i``): the test part is fold ``i`` of ``K`` stratified,
 group-aware folds of the pooled data (under ``original`` every image is its own group).
@@ -216,6 +218,30 @@ def excluded_indices(dataset: Dataset, paths) -> np.ndarray:
     DataError
         When a path is not an image of `dataset`.
     """
+    found = [i for i in _image_rows(dataset, paths, "to exclude") if i is not None]
+    return np.unique(np.asarray(found, dtype=np.int64))
+
+
+def run_labels(dataset: Dataset, train_config: dict, rows: np.ndarray) -> np.ndarray:
+    """The labels a training run learns from: ``dataset.labels`` with the run's corrected labels
+    (``relabel``: ``{path: class}``, as `excluded_indices` reads paths) applied to the images of
+    `rows` (its training and validation parts) only, so a test part keeps the labels it is scored
+    against without corrections."""
+    labels = dataset.labels.copy()
+    relabel = train_config.get("relabel") or {}
+    if relabel:
+        paths = list(relabel)
+        allowed = np.zeros(len(labels), dtype=bool)
+        allowed[rows] = True
+        for path, i in zip(paths, _image_rows(dataset, paths, "to relabel")):
+            if i is not None and allowed[i]:
+                labels[i] = dataset.classes.index(relabel[path])
+    return labels
+
+
+def _image_rows(dataset: Dataset, paths, what: str) -> list[int | None]:
+    """Row in `dataset` of each of `paths` (relative to its root or absolute under it); None for
+    a skipped file. Raises `DataError` naming the paths that are not the dataset's images."""
     root = Path(dataset.root).resolve()
     index = {p.resolve().relative_to(root).as_posix(): i for i, p in enumerate(dataset.paths)}
     skipped = set()
@@ -224,7 +250,7 @@ def excluded_indices(dataset: Dataset, paths) -> np.ndarray:
             skipped.add(Path(path).resolve().relative_to(root).as_posix())
         except ValueError:
             pass
-    found, missing = [], []
+    rows, missing = [], []
     for path in paths:
         rel = Path(path)
         if rel.is_absolute():
@@ -235,16 +261,18 @@ def excluded_indices(dataset: Dataset, paths) -> np.ndarray:
                 continue
         key = rel.as_posix()
         if key in index:
-            found.append(index[key])
-        elif key not in skipped:
+            rows.append(index[key])
+        elif key in skipped:
+            rows.append(None)
+        else:
             missing.append(str(path))
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise DataError(
-            f"{len(missing)} of the images to exclude are not in {dataset.root}: {shown}",
+            f"{len(missing)} of the images {what} are not in {dataset.root}: {shown}",
             "list paths relative to the dataset folder (as braintumor label-issues writes them), made for this dataset",
         )
-    return np.unique(np.asarray(found, dtype=np.int64))
+    return rows
 
 
 def run_split(

@@ -185,7 +185,7 @@ def quantize_checkpoint(
     """
     from .checkpoint import load_checkpoint
     from .export import onnx_bytes, onnx_path, write_onnx
-    from .protocols import checkpoint_data
+    from .protocols import checkpoint_data, run_labels
 
     if calibration < 1:
         raise BrainTumorError(f"calibration must be at least 1 image, got {calibration}")
@@ -193,12 +193,13 @@ def quantize_checkpoint(
     out = onnx_path(checkpoint, out, "-int8.onnx")
     model, info = load_checkpoint(checkpoint)
     images, found, split = checkpoint_data(checkpoint, info, data, progress)
+    labels = run_labels(found, info.train_config, np.r_[split.train, split.val])
     float_graph = onnx_bytes(model, info, tta)
-    rows = _calibration_rows(found.labels, split.train, calibration)
+    rows = _calibration_rows(labels, split.train, calibration)
     int8_graph = quantize_graph(float_graph, images[rows], progress=progress)
 
     ood = info.extra.get("ood")
-    report = fidelity(float_graph, int8_graph, images[split.val], found.labels[split.val], ood["accept"] if ood else None,
+    report = fidelity(float_graph, int8_graph, images[split.val], labels[split.val], ood["accept"] if ood else None,
                       progress)
     report["calibration_images"] = int(len(rows))
     report["quantized_ops"] = list(QUANTIZED_OPS)

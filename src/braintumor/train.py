@@ -37,7 +37,7 @@ from .models import DEFAULT_BACKBONE, create_model, depthwise_in_float32, freeze
 from .ood import fit_model_ood
 from .predict import predict_images
 from .preprocess import Preprocess
-from .protocols import run_split
+from .protocols import run_labels, run_split
 
 
 @dataclass
@@ -96,6 +96,9 @@ class TrainConfig:
     # Images left out of training and validation (paths relative to `data`, e.g. the likely wrong
     # labels `braintumor label-issues` lists); the test part stays what it is without them.
     exclude: list = field(default_factory=list)
+    # Corrected labels ({path relative to `data`: class}, e.g. from a review of label-issues'
+    # flags): trained and validated on in place of the folders' labels; the test part keeps those.
+    relabel: dict = field(default_factory=dict)
     # Knowledge distillation (braintumor.distill): finished runs of the same split whose mean
     # softened predictions the loss also matches, with this weight and softmax temperature.
     teacher: list = field(default_factory=list)
@@ -148,6 +151,10 @@ class TrainConfig:
         if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(p, str) for p in self.exclude):
             raise BrainTumorError(f"exclude must be a list of image paths, got {self.exclude!r}")
         self.exclude = sorted({_under(path, self.data) for path in self.exclude})
+        if not isinstance(self.relabel, dict) or not all(
+                isinstance(p, str) and c in CLASSES for p, c in self.relabel.items()):
+            raise BrainTumorError(f"relabel must map image paths to classes ({', '.join(CLASSES)}), got {self.relabel!r}")
+        self.relabel = {_under(path, self.data): c for path, c in sorted(self.relabel.items())}
         if not isinstance(self.teacher, (list, tuple)) or not all(isinstance(p, str) for p in self.teacher):
             raise BrainTumorError(f"teacher must be a list of run folders or checkpoints, got {self.teacher!r}")
         self.teacher = list(self.teacher)
@@ -483,7 +490,8 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         if len(idx) == 0:
             raise BrainTumorError(f"the {name} set is empty", "add images, lower --val-fraction/--test-fraction or raise --train-fraction")
     images_t = torch.from_numpy(images)  # N x S x S x 3 uint8, decoded once for all epochs
-    labels_t = torch.from_numpy(dataset.labels)
+    labels = run_labels(dataset, asdict(config), np.r_[split.train, split.val])  # corrections applied
+    labels_t = torch.from_numpy(labels)
 
     # ---- model and optimiser ----------------------------------------------------------------
     model = create_model(
@@ -501,13 +509,15 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
                 "seed": config.seed,
                 **{part: [str(dataset.paths[i]) for i in getattr(split, part)] for part in ("train", "val", "test")},
                 "excluded": list(config.exclude),
+                "relabelled": {str(dataset.paths[i]): dataset.classes[labels[i]]
+                               for i in np.flatnonzero(labels != dataset.labels)},
             }
         )
     )
     state_path = out / "last_state.pt"
     resuming = config.resume and state_path.is_file()
     if config.probe_head and not resuming:
-        fit_linear_head(model, images, dataset.labels, split, epoch_size(config, 0), config.bf16, config.progress)
+        fit_linear_head(model, images, labels, split, epoch_size(config, 0), config.bf16, config.progress)
     # The exponential moving average of the weights is what is validated and saved, if used.
     ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
     kept = ema.module if ema is not None else model
@@ -609,7 +619,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         bar.close()
 
         val_probs = predict_images(kept, images[split.val], tta=False, bf16=config.bf16)
-        val_y = dataset.labels[split.val]
+        val_y = labels[split.val]
         val_loss = float(-np.log(np.clip(val_probs[np.arange(len(val_y)), val_y], 1e-12, 1)).mean())
         val_acc = float((val_probs.argmax(1) == val_y).mean())
         record = {
@@ -670,7 +680,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     # Post-hoc steps (calibration, out-of-distribution statistics, ...) fit on the training or
     # validation part only, update `info`, and are saved with the weights.
     model, info = load_checkpoint(out / "model.safetensors")
-    fit_posthoc(model, info, images, dataset.labels, split)
+    fit_posthoc(model, info, images, labels, split)
     info.metrics["train_minutes"] = round((time.time() - started) / 60, 2)
     save_checkpoint(out / "model.safetensors", model, info)
     return out
