@@ -256,6 +256,18 @@ def test_corrected_labels_change_training_and_validation_labels_but_not_the_spli
         run_labels(ds, {"relabel": {"nope.png": "glioma"}}, np.arange(len(ds)))
 
 
+def test_uncorrected_copies_are_the_copies_left_with_a_label_their_group_was_corrected_from():
+    from braintumor.protocols import uncorrected_copies
+
+    groups = np.array([0, 0, 0, 1, 1, 2, 2, 3])
+    given = np.array([0, 0, 0, 1, 1, 2, 2, 3])
+    labels = given.copy()
+    labels[[0, 3, 4, 5]] = [1, 2, 2, 2]  # group 0: one of three corrected; group 1: both; image 5: no change
+    assert uncorrected_copies(groups, labels, given, np.arange(8)).tolist() == [1, 2]
+    assert uncorrected_copies(groups, labels, given, np.array([0, 2, 3, 7])).tolist() == [2]  # image 1 is not trained on
+    assert uncorrected_copies(groups, given, given, np.arange(8)).tolist() == []
+
+
 def test_excluding_images_not_in_the_dataset_is_a_clear_error(ds, tmp_path):
     from braintumor.protocols import excluded_indices
 

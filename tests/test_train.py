@@ -84,6 +84,21 @@ def test_corrected_labels_are_learnt_from_and_a_test_images_correction_is_not(ti
     assert not all(np.array_equal(weights[k], train_weights[k]) for k in weights)
 
 
+def test_a_correction_that_leaves_a_copy_with_the_old_label_is_warned_about(tiny_tree, tmp_path, capsys):
+    import shutil
+
+    from braintumor.train import train
+
+    folder = tiny_tree / "Training" / "glioma_tumor"
+    for image in sorted(folder.glob("*.jpg")):  # every image twice: six pairs, most in the training part
+        shutil.copy(image, folder / f"copy of {image.name}")
+    relabel = {f"Training/glioma_tumor/{image.name}": "meningioma" for image in sorted(folder.glob("img*.jpg"))}
+    train(TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), protocol="dedup", seed=1, epochs=1, image_size=32,
+                      batch_size=8, time_limit_min=0, progress=False, relabel=relabel))
+    err = capsys.readouterr().err
+    assert "near-duplicate copies of corrected images keep their folder's label" in err and "copy of img" in err
+
+
 def test_progressive_resizing_schedule():
     from braintumor.train import low_res_epochs, low_res_size
 

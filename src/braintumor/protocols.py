@@ -239,6 +239,26 @@ def run_labels(dataset: Dataset, train_config: dict, rows: np.ndarray) -> np.nda
     return labels
 
 
+def uncorrected_copies(groups: np.ndarray, labels: np.ndarray, given: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Images of `rows` that keep their given label while a near-duplicate copy in `rows` was
+    corrected to another class: the same picture trained on under two labels.
+
+    Parameters
+    ----------
+    groups : numpy.ndarray
+        Near-duplicate group of every image (`Split.groups`).
+    labels, given : numpy.ndarray
+        Every image's label after and before the corrections (`run_labels`, ``dataset.labels``).
+    rows : numpy.ndarray
+        The images that are trained or validated on.
+    """
+    rows = np.asarray(rows)
+    fixed = rows[labels[rows] != given[rows]]
+    stale = [i for i in rows[labels[rows] == given[rows]]
+             if np.any((groups[fixed] == groups[i]) & (labels[fixed] != labels[i]))]
+    return np.asarray(stale, dtype=np.int64)
+
+
 def _image_rows(dataset: Dataset, paths, what: str) -> list[int | None]:
     """Row in `dataset` of each of `paths` (relative to its root or absolute under it); None for
     a skipped file. Raises `DataError` naming the paths that are not the dataset's images."""

@@ -37,7 +37,7 @@ from .models import DEFAULT_BACKBONE, create_model, depthwise_in_float32, freeze
 from .ood import fit_model_ood
 from .predict import predict_images
 from .preprocess import Preprocess
-from .protocols import run_labels, run_split
+from .protocols import run_labels, run_split, uncorrected_copies
 
 
 @dataclass
@@ -491,6 +491,11 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
             raise BrainTumorError(f"the {name} set is empty", "add images, lower --val-fraction/--test-fraction or raise --train-fraction")
     images_t = torch.from_numpy(images)  # N x S x S x 3 uint8, decoded once for all epochs
     labels = run_labels(dataset, asdict(config), np.r_[split.train, split.val])  # corrections applied
+    if config.relabel and split.groups is not None:
+        stale = uncorrected_copies(split.groups, labels, dataset.labels, np.r_[split.train, split.val])
+        if len(stale):
+            log(f"warning: {len(stale)} near-duplicate copies of corrected images keep their folder's label, e.g. "
+                f"{dataset.paths[stale[0]]}; add them to the --relabel file too (braintumor audit lists the copies)")
     labels_t = torch.from_numpy(labels)
 
     # ---- model and optimiser ----------------------------------------------------------------
