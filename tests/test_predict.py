@@ -184,3 +184,66 @@ def test_all_inputs_bad_exits_non_zero(tiny_checkpoint, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "x.jpg"), "--model", str(tiny_checkpoint)]) == 3
     captured = capsys.readouterr()
     assert "not an image" in captured.out and "Traceback" not in captured.err
+
+
+def _other_checkpoint(path, seed: int, temperature: float):
+    torch.manual_seed(seed)
+    pre = Preprocess(image_size=32)
+    info = ModelInfo(classes=["glioma", "meningioma", "no_tumor", "pituitary"], backbone="tf_efficientnet_lite0", preprocess=pre,
+                     tta=True, temperature=temperature)
+    return save_checkpoint(path, create_model(pretrained=False, preprocess=pre), info)
+
+
+def test_an_ensemble_averages_its_members_calibrated_probabilities(tmp_path, checkpoint):
+    from braintumor.inference import EnsembleRuntime
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(folder / f"{i}.png")
+    other = _other_checkpoint(tmp_path / "other.safetensors", seed=1, temperature=2.5)
+    for runtime in ("torch", "onnx"):
+        alone = [np.array([list(r.probabilities.values()) for r in Predictor(m, runtime=runtime).predict([folder])])
+                 for m in (checkpoint, other)]
+        assert np.abs(alone[0] - alone[1]).max() > 1e-3  # two different models
+        ensemble = Predictor([checkpoint, other], runtime=runtime)
+        assert isinstance(ensemble.runtime, EnsembleRuntime) and ensemble.paths == [checkpoint, other]
+        results = ensemble.predict([folder])
+        mean = np.array([list(r.probabilities.values()) for r in results])
+        np.testing.assert_allclose(mean, (alone[0] + alone[1]) / 2, atol=1e-6)
+        assert [r.top_class for r in results] == [ensemble.classes[i] for i in mean.argmax(1)]
+    single = Predictor([checkpoint])  # a list of one is that model
+    assert not isinstance(single.runtime, EnsembleRuntime) and single.model is not None
+
+
+def test_an_ensembles_ood_score_is_the_mean_over_thresholds_and_mismatched_members_are_refused(
+        tiny_checkpoint, checkpoint, mixed_folder, tmp_path):
+    from braintumor.errors import BrainTumorError
+    from braintumor.predict import no_detector_note
+
+    alone = Predictor(tiny_checkpoint, runtime="torch")
+    twice = Predictor([tiny_checkpoint, tiny_checkpoint], runtime="torch")
+    assert twice.threshold == 1.0 and no_detector_note(twice) is None
+    for one, pair in zip(alone.predict([mixed_folder]), twice.predict([mixed_folder])):
+        if one.error:
+            assert pair.error == one.error
+            continue
+        assert pair.ood_score == pytest.approx(one.ood_score / alone.threshold, rel=1e-6)
+        assert pair.accepted == one.accepted and pair.label == one.label
+    # a member without a detector: nothing is rejected, and the note names that member
+    other = _other_checkpoint(tmp_path / "no-ood.safetensors", seed=1, temperature=1.0)
+    mixed = Predictor([checkpoint, other], runtime="torch")
+    assert mixed.threshold is None and "m.safetensors has no out-of-distribution statistics" in no_detector_note(mixed)
+    with pytest.raises(BrainTumorError, match="does not share the classes and preprocessing"):
+        Predictor([tiny_checkpoint, checkpoint], runtime="torch")  # 128 px against 32 px
+
+
+def test_predict_command_with_several_models_prints_the_ensembles_answer(checkpoint, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 40), dtype=np.uint8)).save(image)
+    other = _other_checkpoint(tmp_path / "other.safetensors", seed=1, temperature=2.5)
+    assert main(["predict", str(image), "--model", str(checkpoint), "--model", str(other), "--runtime", "torch", "--json", "-q"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    expected = Predictor([checkpoint, other], runtime="torch").predict([image])[0].probabilities
+    assert row["probabilities"] == pytest.approx(expected, abs=1e-9)

@@ -420,7 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("predict", "classify image files or folders of images")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", help="checkpoint (.safetensors); default: the model shipped with braintumor")
+    p.add_argument("--model", action="append", help="checkpoint (.safetensors or exported .onnx); default: the model shipped with braintumor. "
+                   "Given several times, an ensemble: the models' calibrated probabilities are averaged (more accurate, one pass per model; "
+                   "the out-of-distribution score is then the mean of each model's score over its threshold, rejected above 1)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print results as JSON")

@@ -108,3 +108,40 @@ class TorchRuntime:
         if not probs:
             return np.zeros((0, len(self.classes))), np.zeros(0)
         return np.concatenate(probs).astype(np.float64), np.concatenate(scores).astype(np.float64)
+
+
+class EnsembleRuntime:
+    """Runs several runtimes (`TorchRuntime` or `braintumor.export.OnnxRuntime`) on the same
+    preprocessed images: the probabilities are the mean of the members' calibrated ones.
+
+    The out-of-distribution score is the mean of each member's score divided by its own
+    threshold, so the ensemble's threshold is 1 (and None, no rejection, when a member has no
+    detector). Members must share classes and preprocessing; `braintumor.predict.Predictor`
+    checks that.
+
+    Attributes
+    ----------
+    members : list
+    classes : list of str
+    threshold : float or None
+    tta : bool
+        Whether every member averages its test-time view.
+    """
+
+    name = "ensemble"
+
+    def __init__(self, members: list):
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members = list(members)
+        self.classes = list(members[0].classes)
+        self.threshold = 1.0 if all(m.threshold is not None for m in members) else None
+        self.tta = all(m.tta for m in members)
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean probabilities (``N x C``) and OOD scores in threshold units (``N``)."""
+        outputs = [m.run(images) for m in self.members]
+        probs = np.mean([p for p, _ in outputs], axis=0)
+        if self.threshold is None:
+            return probs, np.full(len(probs), np.nan)
+        return probs, np.mean([s / m.threshold for (_, s), m in zip(outputs, self.members)], axis=0)

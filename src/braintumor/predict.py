@@ -124,14 +124,38 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[Prediction
     return files, errors
 
 
+def _member(checkpoint: str | Path | None, threads: int | None, runtime: str, tta: bool | None):
+    """``(path, model, info, runtime)`` of one checkpoint for `Predictor` (``model`` None for an .onnx file)."""
+    from .checkpoint import load_checkpoint
+    from .export import OnnxRuntime, cached_onnx_bytes
+    from .inference import TorchRuntime
+
+    path = Path(checkpoint) if checkpoint else DEFAULT_MODEL
+    if checkpoint is None and not path.is_file():
+        raise BrainTumorError("no model shipped with this installation", "pass --model PATH to a checkpoint")
+    if path.suffix == ".onnx":
+        if tta is not None:
+            raise BrainTumorError("tta is fixed inside an exported .onnx model", "re-export it with or without --no-tta")
+        onnx = OnnxRuntime(path, threads)
+        return path, None, onnx.info, onnx
+    model, info = load_checkpoint(path)
+    model = model.to(memory_format=torch.channels_last)
+    if runtime == "onnx":
+        return path, model, info, OnnxRuntime(cached_onnx_bytes(path, model, info, tta), threads)
+    return path, model, info, TorchRuntime(model, info, tta)
+
+
 class Predictor:
     """A loaded model with its preprocessing, for predicting files.
 
     Parameters
     ----------
-    checkpoint : path, optional
+    checkpoint : path or list of paths, optional
         A ``.safetensors`` checkpoint, or an ``.onnx`` file written by ``braintumor export``
-        (which implies ``runtime="onnx"``); the model shipped with the package by default.
+        (which implies ``runtime="onnx"``); the model shipped with the package by default. Several
+        are an ensemble: their calibrated probabilities are averaged (`EnsembleRuntime`; one
+        network pass per member), and an image is rejected as out-of-distribution when the mean of
+        the members' scores, each divided by its threshold, exceeds 1.
     threads : int, optional
         Intra-op threads of torch or onnxruntime (default: all cores).
     runtime : {"auto", "torch", "onnx"}
@@ -149,11 +173,10 @@ class Predictor:
     """
 
     def __init__(
-        self, checkpoint: str | Path | None = None, threads: int | None = None, runtime: str = "auto", tta: bool | None = None
+        self, checkpoint: str | Path | list | None = None, threads: int | None = None, runtime: str = "auto",
+        tta: bool | None = None,
     ):
-        from .checkpoint import load_checkpoint
-        from .export import OnnxRuntime, cached_onnx_bytes
-        from .inference import TorchRuntime
+        from .inference import EnsembleRuntime
 
         if runtime not in RUNTIMES:
             raise BrainTumorError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
@@ -161,23 +184,20 @@ class Predictor:
             runtime = "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
         if threads:
             torch.set_num_threads(threads)
-        path = Path(checkpoint) if checkpoint else DEFAULT_MODEL
-        if checkpoint is None and not path.is_file():
-            raise BrainTumorError("no model shipped with this installation", "pass --model PATH to a checkpoint")
-        self.path = path
-        self.model = None
-        if path.suffix == ".onnx":
-            if tta is not None:
-                raise BrainTumorError("tta is fixed inside an exported .onnx model", "re-export it with or without --no-tta")
-            self.runtime = OnnxRuntime(path, threads)
-            self.info = self.runtime.info
-        else:
-            self.model, self.info = load_checkpoint(path)
-            self.model = self.model.to(memory_format=torch.channels_last)
-            if runtime == "onnx":
-                self.runtime = OnnxRuntime(cached_onnx_bytes(path, self.model, self.info, tta), threads)
-            else:
-                self.runtime = TorchRuntime(self.model, self.info, tta)
+        paths = [Path(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+        if not paths:
+            raise BrainTumorError("no model given", "pass one checkpoint, or several for an ensemble")
+        members = [_member(path, threads, runtime, tta) for path in paths]
+        self.path, self.model, self.info, self.runtime = members[0]
+        self.paths = [m[0] for m in members]
+        if len(members) > 1:
+            for path, _, info, _ in members[1:]:
+                if info.preprocess != self.info.preprocess or list(info.classes) != list(self.info.classes):
+                    raise BrainTumorError(
+                        f"{path} does not share the classes and preprocessing of {self.path}, so they cannot be "
+                        "averaged", "ensemble models trained with the same --image-size, cropping and classes")
+            self.model = None  # (Grad-CAM explains one network)
+            self.runtime = EnsembleRuntime([m[3] for m in members])
         self.classes = list(self.info.classes)
         self.threshold = self.runtime.threshold
         # decoding threads, kept for the predictor's life (starting them costs ~2 ms per call)
@@ -279,5 +299,7 @@ def no_detector_note(predictor: Predictor) -> str | None:
     """A note for models without out-of-distribution statistics, else None."""
     if predictor.threshold is not None:
         return None
-    return (f"note: {predictor.path.name} has no out-of-distribution statistics, so no input is rejected as "
-            f"'not a brain MRI'; add them with `braintumor fit-ood {predictor.path}`")
+    runtimes = getattr(predictor.runtime, "members", [predictor.runtime])
+    path = next(p for p, r in zip(predictor.paths, runtimes) if r.threshold is None)
+    return (f"note: {path.name} has no out-of-distribution statistics, so no input is rejected as "
+            f"'not a brain MRI'; add them with `braintumor fit-ood {path}`")
