@@ -251,6 +251,36 @@ def test_relabel_trains_on_reviewed_corrections_and_the_report_says_so(trained, 
     assert json.loads((out / "split.json").read_text()) == split
 
 
+def test_evaluate_with_runs_of_the_same_split_scores_their_ensemble_and_refuses_a_leaking_member(trained, tmp_path, capsys):
+    from braintumor.evaluate import predict_test_split
+
+    data, first, _ = trained
+    common = ["--data", str(data), "--epochs", "1", "--image-size", "32", "--batch-size", "8", "--no-test", "-q"]
+    assert main(["train", *common, "--seed", "3", "--train-seed", "4", "--out", str(tmp_path / "b")]) == 0
+    assert main(["train", *common, "--seed", "5", "--out", str(tmp_path / "other-split")]) == 0
+    a, b = first / "model.safetensors", tmp_path / "b" / "model.safetensors"
+    capsys.readouterr()
+    assert main(["evaluate", str(a), "--with", str(b), "--against", str(a), "--out", str(tmp_path / "ens"), "--json", "-q"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    alone = [predict_test_split(m, progress=False, groups=False) for m in (a, b)]
+    assert not np.allclose(alone[0].probs, alone[1].probs)
+    mean = (alone[0].probs + alone[1].probs) / 2
+    assert metrics["accuracy"] == pytest.approx(float((mean.argmax(1) == alone[0].labels).mean()))
+    assert metrics["loss"] == pytest.approx(float(-np.log(mean[np.arange(len(mean)), alone[0].labels]).mean()), rel=1e-6)
+    assert metrics["ensemble"] == [str(a), str(b)] and "temperature" not in metrics
+    assert metrics["against"]["accuracy"] == pytest.approx(float((alone[0].probs.argmax(1) == alone[0].labels).mean()))
+    assert "2 models averaged" in (tmp_path / "ens" / "report.md").read_text()
+    assert (first / "report.md").read_text().count("models averaged") == 0  # the first run's own report is untouched
+    # a run of another split trained on some of these test images: refused before any report
+    leaking = tmp_path / "other-split" / "model.safetensors"
+    assert main(["evaluate", str(a), "--with", str(leaking), "--out", str(tmp_path / "leak"), "-q"]) != 0
+    err = capsys.readouterr().err
+    assert "trained or early-stopped on" in err and "would leak" in err and "Traceback" not in err
+    assert not (tmp_path / "leak" / "report.md").exists()
+    assert main(["evaluate", str(a), "--with", str(b)]) != 0
+    assert "needs its own folder" in capsys.readouterr().err
+
+
 def test_data_info_json(trained, capsys):
     data, _, _ = trained
     assert main(["data", "info", "--data", str(data), "--json"]) == 0

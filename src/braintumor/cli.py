@@ -148,7 +148,8 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
-    metrics = evaluate(args.model, args.data, args.protocol, args.seed, args.out, progress=not args.quiet, against=args.against)
+    metrics = evaluate(args.model, args.data, args.protocol, args.seed, args.out, progress=not args.quiet, against=args.against,
+                       members=args.members or ())
     _print_metrics(metrics, args.json)
     if metrics.get("against") and not args.json:
         a = metrics["against"]
@@ -415,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", metavar="MODEL2",
                    help="also score this checkpoint on the same test images and report the accuracy difference "
                         "with a paired 95%% interval (is MODEL really better than MODEL2?)")
+    p.add_argument("--with", dest="members", nargs="+", metavar="MODEL",
+                   help="score MODEL and these checkpoints as one ensemble (their calibrated probabilities averaged) on MODEL's "
+                        "test split; each must have held those images out (same --protocol and --seed, e.g. other --train-seed "
+                        "runs), and --out is needed. With --against MODEL: the ensemble's gain over one model, paired")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -6,12 +6,14 @@ diagram, the ECE's interval and the ECE a calibrated model would measure), confu
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from .errors import BrainTumorError
 
 if TYPE_CHECKING:
     from .checkpoint import ModelInfo
@@ -267,6 +269,8 @@ class TestPredictions:
     """Unreadable files of the dataset, skipped: ``(path, reason)``."""
     sources: list[str] | None = None
     """Top-level folder (``Training``, ``Testing`` or ``""``) of each test image."""
+    members: list[str] = field(default_factory=list)
+    """The other checkpoints averaged with the first into an ensemble (see `predict_test_split`)."""
 
 
 def _source_lines(by_source: dict, classes: list[str]) -> list[str]:
@@ -344,13 +348,17 @@ def predict_test_split(
     seed: int | None = None,
     progress: bool = True,
     groups: bool = True,
+    members: list | tuple = (),
 ) -> TestPredictions:
     """A checkpoint's calibrated probabilities on the test part of a protocol's split.
 
     Defaults for `data`, `protocol` and `seed` come from the checkpoint's training config (its
     cross-validation fold included), so the test split the run held out is re-created exactly.
     With `groups`, the test images are also hashed into near-duplicate groups (a few seconds),
-    so that the report's intervals resample copies together.
+    so that the report's intervals resample copies together. With `members`, more checkpoints
+    of the same data and preprocessing: the probabilities are the mean over all of them (an
+    ensemble), and a member whose own training or validation part holds a test image is refused
+    (`check_ensemble_member`), so the ensemble's figure is as leak-free as the first model's.
     """
     from .checkpoint import load_checkpoint
     from .data import load_images, scan
@@ -373,6 +381,14 @@ def predict_test_split(
 
         raise DataError(f"the {protocol} protocol leaves no test images in {data}", "use more data or another protocol")
     probs = predict_images(model, images[split.test], tta=info.tta, temperature=info.temperature, tta_view=info.tta_view)
+    if members:
+        every = [probs]
+        for member in members:
+            other, other_info = load_checkpoint(member)
+            check_ensemble_member(member, other_info, info, dataset, split)
+            every.append(predict_images(other, images[split.test], tta=other_info.tta, temperature=other_info.temperature,
+                                        tta_view=other_info.tta_view))
+        probs = np.mean(every, axis=0)
     context = {
         "model": str(checkpoint),
         "backbone": info.backbone,
@@ -386,12 +402,36 @@ def predict_test_split(
         **({"excluded from training and validation": f"{len(cfg['exclude'])} listed images (split.json)"} if cfg.get("exclude") else {}),
         **({"labels corrected in training and validation": _relabel_text(dataset, cfg, split)} if cfg.get("relabel") else {}),
         **({"distilled from": ", ".join(cfg["teacher"])} if cfg.get("teacher") else {}),
+        **({"ensemble": f"{len(members) + 1} models averaged: {checkpoint}, " + ", ".join(map(str, members))} if members else {}),
         "data fingerprint": info.data_fingerprint[:16] if info.data_fingerprint else "",
     }
     paths = [dataset.paths[i] for i in split.test]
     found = file_groups(paths, progress=progress) if groups else None
     sources = [dataset.splits[i] for i in split.test]
-    return TestPredictions(probs, dataset.labels[split.test], paths, found, info, context, dataset.skipped, sources)
+    return TestPredictions(probs, dataset.labels[split.test], paths, found, info, context, dataset.skipped, sources,
+                           [str(m) for m in members])
+
+
+def check_ensemble_member(member, member_info, info, dataset, split) -> None:
+    """Raise a `BrainTumorError` unless checkpoint `member` can join the first model (`info`) on
+    its test split: the same classes, preprocessing and data, and none of the test images in the
+    member's own training or validation part (re-created from its config), which would make the
+    ensemble's figure a leaking one."""
+    from .protocols import run_split
+
+    if list(member_info.classes) != list(info.classes) or member_info.preprocess != info.preprocess:
+        raise BrainTumorError(f"{member} does not share the first model's classes and preprocessing",
+                              "ensemble models trained with the same --image-size, cropping and classes")
+    if member_info.data_fingerprint and info.data_fingerprint and member_info.data_fingerprint != info.data_fingerprint:
+        raise BrainTumorError(f"{member} was trained on other data than the first model",
+                              "ensemble runs of the same dataset")
+    theirs = run_split(dataset, member_info.train_config)
+    seen = np.intersect1d(np.r_[theirs.train, theirs.val], split.test)
+    if len(seen):
+        raise BrainTumorError(
+            f"{member} trained or early-stopped on {len(seen)} of the {len(split.test)} test images, so the ensemble's "
+            f"test figure would leak (e.g. {dataset.paths[seen[0]]})",
+            "ensemble runs of the same --protocol and --seed (they may differ in --train-seed and recipe)")
 
 
 def _relabel_text(dataset, cfg: dict, split) -> str:
@@ -411,6 +451,7 @@ def evaluate(
     out: str | Path | None = None,
     progress: bool = True,
     against: str | Path | None = None,
+    members: list | tuple = (),
 ) -> dict:
     """Evaluate a checkpoint on the test part of a protocol's split and write a report.
 
@@ -418,13 +459,18 @@ def evaluate(
     ``evaluate(run/model.safetensors)`` re-creates exactly the test split the run held out.
     With `against`, a second checkpoint is scored on the same test images and the report adds
     the paired comparison of the two (`paired_comparison`), under ``against`` in the metrics.
-    Returns the metrics dict; the report goes to `out` (default: the checkpoint's folder).
+    With `members`, the checkpoint and these are scored as one ensemble (`predict_test_split`);
+    its report needs its own `out`. Returns the metrics dict; the report goes to `out` (default:
+    the checkpoint's folder).
     """
-    if against is not None:
-        from .checkpoint import read_info
+    from .checkpoint import read_info
 
-        read_info(against)  # a missing or foreign file fails before any scoring
-    test = predict_test_split(checkpoint, data, protocol, seed, progress)
+    if members and out is None:
+        raise BrainTumorError("an ensemble's report needs its own folder (the first model's holds that model's report)",
+                              "pass --out, e.g. --out runs/ensemble")
+    for other in [*members, *([against] if against is not None else [])]:
+        read_info(other)  # a missing or foreign file fails before any scoring
+    test = predict_test_split(checkpoint, data, protocol, seed, progress, members=members)
     comparison = None
     if against is not None:
         ctx = test.context
@@ -442,9 +488,12 @@ def report_predictions(test: TestPredictions, out: Path, against: dict | None = 
 
     info, context = test.info, test.context
     metrics = classification_metrics(test.labels, test.probs, info.classes, groups=test.groups)
-    metrics["temperature"] = info.temperature
-    uncalibrated = with_temperature(test.probs, 1 / info.temperature)
-    metrics["ece_uncalibrated"] = expected_calibration_error(uncalibrated, test.labels)
+    if test.members:  # the mean of several calibrated models: no one temperature to undo
+        metrics["ensemble"] = [context["model"], *test.members]
+    else:
+        metrics["temperature"] = info.temperature
+        uncalibrated = with_temperature(test.probs, 1 / info.temperature)
+        metrics["ece_uncalibrated"] = expected_calibration_error(uncalibrated, test.labels)
     if test.sources is not None:
         metrics["by_source"] = metrics_by_source(test.labels, test.probs, test.sources, info.classes, test.groups)
     if against is not None:
