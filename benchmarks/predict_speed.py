@@ -9,7 +9,7 @@ The runtime is `Predictor`'s default (``auto``: onnxruntime when installed) unle
 ``--runtime torch|onnx`` is given; the first construction of an onnx predictor exports and
 caches the graph, so it is timed apart (``load_s``) and not in the figures.
 
-Usage: python benchmarks/predict_speed.py [--model PATH] [--images DIR] [--n 320] [--runtime auto|torch|onnx] [--no-tta]
+Usage: python benchmarks/predict_speed.py [--model PATH [PATH ...]] [--images DIR] [--n 320] [--runtime auto|torch|onnx] [--no-tta]
        [--output NAME]
 Writes benchmarks/results/predict_speed[_torch][_no_tta].json (or NAME).
 """
@@ -31,7 +31,7 @@ from braintumor.predict import Predictor  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="checkpoint; default: the shipped model")
+    parser.add_argument("--model", nargs="+", help="checkpoint; default: the shipped model; several: their ensemble")
     parser.add_argument("--images", default=str(default_data_dir() / "Testing"),
                         help="folder of slices (default: the Testing folder of $BRAINTUMOR_DATA, else ../shared/data/sartaj)")
     parser.add_argument("--n", type=int, default=320, help="images for the batched measurement")
@@ -55,7 +55,7 @@ def main() -> None:
     batched, single_ms = timed["images_per_s"], timed["single_ms_median"]
     payload = {
         "machine": machine(),
-        "model": str(predictor.path),
+        "model": str(predictor.path) if len(predictor.paths) == 1 else [str(p) for p in predictor.paths],
         "image_size": predictor.info.preprocess.image_size,
         "tta": predictor.info.tta if args.tta is None else args.tta,
         "runtime": predictor.runtime.name,
