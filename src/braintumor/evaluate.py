@@ -417,11 +417,10 @@ def check_ensemble_member(member, member_info, info, dataset, split) -> None:
     its test split: the same classes, preprocessing and data, and none of the test images in the
     member's own training or validation part (re-created from its config), which would make the
     ensemble's figure a leaking one."""
+    from .inference import check_same_inputs
     from .protocols import run_split
 
-    if list(member_info.classes) != list(info.classes) or member_info.preprocess != info.preprocess:
-        raise BrainTumorError(f"{member} does not share the first model's classes and preprocessing",
-                              "ensemble models trained with the same --image-size, cropping and classes")
+    check_same_inputs(member, member_info, "the first model", info)
     if member_info.data_fingerprint and info.data_fingerprint and member_info.data_fingerprint != info.data_fingerprint:
         raise BrainTumorError(f"{member} was trained on other data than the first model",
                               "ensemble runs of the same dataset")

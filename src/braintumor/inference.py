@@ -110,14 +110,23 @@ class TorchRuntime:
         return np.concatenate(probs).astype(np.float64), np.concatenate(scores).astype(np.float64)
 
 
+def check_same_inputs(path, info, first, first_info) -> None:
+    """Raise a `BrainTumorError` unless checkpoint `path` (its `info`) takes the same inputs and
+    gives the same classes as `first`, so that their probabilities can be averaged."""
+    from .errors import BrainTumorError
+
+    if info.preprocess != first_info.preprocess or list(info.classes) != list(first_info.classes):
+        raise BrainTumorError(f"{path} does not share the classes and preprocessing of {first}, so they cannot be averaged",
+                              "ensemble models trained with the same --image-size, cropping and classes")
+
+
 class EnsembleRuntime:
     """Runs several runtimes (`TorchRuntime` or `braintumor.export.OnnxRuntime`) on the same
     preprocessed images: the probabilities are the mean of the members' calibrated ones.
 
     The out-of-distribution score is the mean of each member's score divided by its own
     threshold, so the ensemble's threshold is 1 (and None, no rejection, when a member has no
-    detector). Members must share classes and preprocessing; `braintumor.predict.Predictor`
-    checks that.
+    detector). Members must share classes and preprocessing (`check_same_inputs`).
 
     Attributes
     ----------

@@ -176,7 +176,7 @@ class Predictor:
         self, checkpoint: str | Path | list | None = None, threads: int | None = None, runtime: str = "auto",
         tta: bool | None = None,
     ):
-        from .inference import EnsembleRuntime
+        from .inference import EnsembleRuntime, check_same_inputs
 
         if runtime not in RUNTIMES:
             raise BrainTumorError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
@@ -192,10 +192,7 @@ class Predictor:
         self.paths = [m[0] for m in members]
         if len(members) > 1:
             for path, _, info, _ in members[1:]:
-                if info.preprocess != self.info.preprocess or list(info.classes) != list(self.info.classes):
-                    raise BrainTumorError(
-                        f"{path} does not share the classes and preprocessing of {self.path}, so they cannot be "
-                        "averaged", "ensemble models trained with the same --image-size, cropping and classes")
+                check_same_inputs(path, info, self.path, self.info)
             self.model = None  # (Grad-CAM explains one network)
             self.runtime = EnsembleRuntime([m[3] for m in members])
         self.classes = list(self.info.classes)
