@@ -1,6 +1,9 @@
 """Grad-CAM: on images whose class is decided by a bright blob in one quadrant, the heatmap of a
 tiny trained model peaks in that quadrant; PNGs are written per image, bad files are reported."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -80,3 +83,65 @@ def test_explain_files_needs_the_pytorch_checkpoint(tiny_checkpoint, tmp_path):
     onnx_file = export_onnx(tiny_checkpoint, tmp_path / "tiny.onnx")
     with pytest.raises(BrainTumorError, match="Grad-CAM needs the PyTorch model"):
         explain_files(Predictor(onnx_file), [tmp_path], tmp_path / "out")
+
+
+def _perturbed_copy(checkpoint, path, seed: int = 1):
+    """The checkpoint with noise on every weight: another network with the same inputs and classes."""
+    import torch
+
+    from braintumor.checkpoint import save_checkpoint
+
+    model, info = load_checkpoint(checkpoint)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.2 * param.std().nan_to_num() * torch.randn(param.shape, generator=generator))
+    return save_checkpoint(path, model, info)
+
+
+def test_an_ensemble_is_explained_by_its_class_and_the_mean_of_its_members_heatmaps(tiny_checkpoint, tmp_path):
+    from synthetic import tumor_slice
+
+    from braintumor.explain import ensemble_gradcam
+
+    other = _perturbed_copy(tiny_checkpoint, tmp_path / "other.safetensors")
+    a, info = load_checkpoint(tiny_checkpoint)
+    b, _ = load_checkpoint(other)
+    rng = np.random.default_rng(7)
+    images = np.stack([info.preprocess(tumor_slice(label, rng)) for label in (0, 1, 3)])
+    targets = [0, 1, 3]
+    alone = [gradcam(m, images, targets) for m in (a, b)]
+    assert np.abs(alone[0] - alone[1]).max() > 0.05  # two different networks
+    mean = (alone[0] + alone[1]) / 2
+    expected = mean / mean.max(axis=(1, 2), keepdims=True)
+    heatmaps = ensemble_gradcam([a, b], images, targets)
+    np.testing.assert_allclose(heatmaps, expected, atol=1e-5)
+    assert heatmaps.dtype == np.float32 and np.allclose(heatmaps.max(axis=(1, 2)), 1)
+    np.testing.assert_allclose(ensemble_gradcam([a, a], images, targets), alone[0], atol=1e-5)
+    with pytest.raises(ValueError, match="at least one"):
+        ensemble_gradcam([], images, targets)
+
+    Image.fromarray(tumor_slice(1, rng)).save(tmp_path / "slice.png")
+    ensemble = Predictor([tiny_checkpoint, other], runtime="torch")
+    (row,) = explain_files(ensemble, [tmp_path / "slice.png"], tmp_path / "out")
+    (predicted,) = ensemble.predict([tmp_path / "slice.png"])
+    assert row["label"] == predicted.top_class and row["probability"] == pytest.approx(predicted.probabilities[row["label"]])
+    assert row["ood_score"] == pytest.approx(predicted.ood_score)
+    assert Image.open(row["png"]).format == "PNG"
+
+
+def test_explain_command_with_several_models(tiny_checkpoint, tmp_path, capsys):
+    from synthetic import tumor_slice
+
+    other = _perturbed_copy(tiny_checkpoint, tmp_path / "other.safetensors")
+    Image.fromarray(tumor_slice(3, np.random.default_rng(9))).save(tmp_path / "b.png")
+    code = main(["explain", str(tmp_path / "b.png"), "--model", str(tiny_checkpoint), "--model", str(other),
+                 "--out", str(tmp_path / "cams"), "--json", "-q"])
+    (row,) = json.loads(capsys.readouterr().out)
+    (expected,) = Predictor([tiny_checkpoint, other], runtime="torch").predict([tmp_path / "b.png"])
+    assert code == 0 and row["label"] == expected.top_class and Path(row["png"]).is_file()
+    from braintumor.export import export_onnx
+
+    onnx_file = export_onnx(other, tmp_path / "other.onnx")
+    assert main(["explain", str(tmp_path / "b.png"), "--model", str(tiny_checkpoint), "--model", str(onnx_file)]) != 0
+    assert "Grad-CAM needs the PyTorch model" in capsys.readouterr().err

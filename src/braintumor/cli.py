@@ -440,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("explain", "write Grad-CAM explanations (PNG) of image files or folders")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", help="checkpoint (.safetensors); default: the model shipped with braintumor")
+    p.add_argument("--model", action="append", help="checkpoint (.safetensors); default: the model shipped with braintumor. "
+                   "Given several times, an ensemble: its class (as predict --model ... gives it) and the mean of the models' heatmaps")
     p.add_argument("--out", default="explanations", help="folder for the PNGs (default: explanations)")
     p.add_argument("--target", help="explain this class instead of the predicted one")
     p.add_argument("--frame", type=int, help="only this frame (from 1) of multi-frame DICOM files (default: every frame)")

@@ -7,6 +7,10 @@ of a slice the evidence comes from (the test with a blob in one quadrant fails t
 at stride 16, where the map is 10 x 10 and still deep in the network). It is computed on the
 image as the network sees it (after the checkpoint's `Preprocess`: foreground crop, square pad,
 resize), which is also what the PNG shows.
+
+An ensemble (`Predictor` of several checkpoints) is explained by the mean of its members'
+heatmaps for the ensemble's class, rescaled so that its peak is 1: where the models agree the
+evidence lies stays bright, what only one of them looks at is dimmed.
 """
 
 from __future__ import annotations
@@ -95,6 +99,18 @@ def gradcam(model: nn.Module, images: np.ndarray, targets: list[int], layer: nn.
     return np.nan_to_num(np.asarray(heatmaps, dtype=np.float32))
 
 
+def ensemble_gradcam(models: list[nn.Module], images: np.ndarray, targets: list[int]) -> np.ndarray:
+    """Heatmaps of an ensemble: the mean of each model's `gradcam` for the same `targets`, each
+    image's map rescaled to a peak of 1 (all zeros stay zeros). One model gives its own heatmaps."""
+    if not models:
+        raise ValueError("models must hold at least one network")
+    if len(models) == 1:
+        return gradcam(models[0], images, targets)
+    mean = np.mean([gradcam(model, images, targets) for model in models], axis=0)
+    peak = mean.max(axis=(1, 2), keepdims=True)
+    return np.divide(mean, peak, out=np.zeros_like(mean), where=peak > 0).astype(np.float32)
+
+
 def save_png(explanation: Explanation, path: str | Path, title: str | None = None) -> Path:
     """Write a figure: the input, the heatmap overlaid, the class and its probability."""
     import matplotlib
@@ -137,8 +153,9 @@ def explain_files(
     Parameters
     ----------
     predictor : Predictor
-        Loaded from a ``.safetensors`` checkpoint (Grad-CAM needs the PyTorch model's gradients;
-        the probabilities come from whichever runtime the predictor uses).
+        Loaded from ``.safetensors`` checkpoints (Grad-CAM needs the PyTorch model's gradients;
+        the probabilities come from whichever runtime the predictor uses). Of several, an
+        ensemble: its class, and the mean of the members' heatmaps (`ensemble_gradcam`).
     out_dir : path
         Folder for the PNGs, named ``<file stem>[_frame<N>]_gradcam.png``.
     frame : int, optional
@@ -156,8 +173,9 @@ def explain_files(
     from .imageio import iter_frames
     from .predict import expand_inputs
 
-    if predictor.model is None:
-        raise BrainTumorError("Grad-CAM needs the PyTorch model", "pass a .safetensors checkpoint, not an .onnx file")
+    models = predictor.models
+    if any(model is None for model in models):
+        raise BrainTumorError("Grad-CAM needs the PyTorch model", "pass .safetensors checkpoints, not .onnx files")
     classes = predictor.classes
     if target is not None and target not in classes:
         raise BrainTumorError(f"unknown target class {target!r}", "choose one of: " + ", ".join(classes))
@@ -174,7 +192,7 @@ def explain_files(
         for number, image in frames:
             probs, scores = predictor.runtime.run(image[None])
             index = classes.index(target) if target else int(np.argmax(probs[0]))
-            heatmap = gradcam(predictor.model, image[None], [index])[0]
+            heatmap = ensemble_gradcam(models, image[None], [index])[0]
             score = None if np.isnan(scores[0]) else float(scores[0])
             accepted = None if score is None or predictor.runtime.threshold is None else score <= predictor.runtime.threshold
             explanation = Explanation(image, heatmap, classes[index], float(probs[0][index]),
@@ -184,6 +202,8 @@ def explain_files(
                 name += "_"
             used.add(name)
             title = path.name + (f", frame {number}" if number is not None else "")
+            if len(models) > 1:
+                title += f" (ensemble of {len(models)} models)"
             png = save_png(explanation, out_dir / f"{name}_gradcam.png", title)
             results.append({"path": str(path), "frame": number, "png": str(png), "label": explanation.label,
                             "probability": explanation.probability, "accepted": accepted, "ood_score": score})

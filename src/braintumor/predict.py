@@ -190,10 +190,11 @@ class Predictor:
         members = [_member(path, threads, runtime, tta) for path in paths]
         self.path, self.model, self.info, self.runtime = members[0]
         self.paths = [m[0] for m in members]
+        self.models = [m[1] for m in members]  # the PyTorch networks (None for .onnx members), for Grad-CAM
         if len(members) > 1:
             for path, _, info, _ in members[1:]:
                 check_same_inputs(path, info, self.path, self.info)
-            self.model = None  # (Grad-CAM explains one network)
+            self.model = None  # one network; an ensemble's are in `models`
             self.runtime = EnsembleRuntime([m[3] for m in members])
         self.classes = list(self.info.classes)
         self.threshold = self.runtime.threshold
