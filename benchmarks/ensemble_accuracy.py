@@ -39,13 +39,10 @@ def score(runs: list[str]) -> tuple[dict, tuple]:
     """One ensemble's record, and ``(labels, first run's classes, ensemble's classes, groups)``."""
     first, *rest = [Path(r) / "model.safetensors" for r in runs]
     ensemble = predict_test_split(first, members=rest, progress=False)
-    alone = [predict_test_split(m, progress=False, groups=False) for m in (first, *rest)]
-    for run, test in zip(runs, alone):
-        if [str(p) for p in test.paths] != [str(p) for p in ensemble.paths]:
-            raise SystemExit(f"{run} is not tested on the images of {runs[0]}")
+    alone = ensemble.member_probs  # each run alone, on the first run's test images
     labels = ensemble.labels
     metrics = classification_metrics(labels, ensemble.probs, list(ensemble.info.classes), groups=ensemble.groups)
-    first_pred, pred = alone[0].probs.argmax(1), ensemble.probs.argmax(1)
+    first_pred, pred = alone[0].argmax(1), ensemble.probs.argmax(1)
     record = {
         "protocol": ensemble.context["protocol"],
         "seed": ensemble.context["split seed"],
@@ -58,8 +55,8 @@ def score(runs: list[str]) -> tuple[dict, tuple]:
         "loss": metrics["loss"],
         "ece": expected_calibration_error(ensemble.probs, labels),
         "ece_if_calibrated": ece_if_calibrated(ensemble.probs, groups=ensemble.groups)["mean"],
-        "members_correct": [int((t.probs.argmax(1) == labels).sum()) for t in alone],
-        "members_ece": [expected_calibration_error(t.probs, labels) for t in alone],
+        "members_correct": [int((p.argmax(1) == labels).sum()) for p in alone],
+        "members_ece": [expected_calibration_error(p, labels) for p in alone],
         "against_first": paired_difference(labels, first_pred, pred, groups=ensemble.groups),
     }
     return record, (labels, first_pred, pred, seed_groups(record["seed"], ensemble.groups))

@@ -269,6 +269,11 @@ def test_evaluate_with_runs_of_the_same_split_scores_their_ensemble_and_refuses_
     assert metrics["loss"] == pytest.approx(float(-np.log(mean[np.arange(len(mean)), alone[0].labels]).mean()), rel=1e-6)
     assert metrics["ensemble"] == [str(a), str(b)] and "temperature" not in metrics
     assert metrics["against"]["accuracy"] == pytest.approx(float((alone[0].probs.argmax(1) == alone[0].labels).mean()))
+    ensemble = predict_test_split(a, members=[b], progress=False, groups=False)  # the API keeps each model's own
+    assert len(ensemble.member_probs) == 2 and alone[0].member_probs == []
+    for own, single in zip(ensemble.member_probs, alone):
+        np.testing.assert_allclose(own, single.probs, atol=1e-6)
+    np.testing.assert_allclose(ensemble.probs, mean, atol=1e-6)
     assert "2 models averaged" in (tmp_path / "ens" / "report.md").read_text()
     assert (first / "report.md").read_text().count("models averaged") == 0  # the first run's own report is untouched
     # a run of another split trained on some of these test images: refused before any report

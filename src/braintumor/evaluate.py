@@ -271,6 +271,8 @@ class TestPredictions:
     """Top-level folder (``Training``, ``Testing`` or ``""``) of each test image."""
     members: list[str] = field(default_factory=list)
     """The other checkpoints averaged with the first into an ensemble (see `predict_test_split`)."""
+    member_probs: list = field(default_factory=list)
+    """Of an ensemble, each model's own calibrated probabilities (``N x C``), the first model's first."""
 
 
 def _source_lines(by_source: dict, classes: list[str]) -> list[str]:
@@ -389,6 +391,8 @@ def predict_test_split(
             every.append(predict_images(other, images[split.test], tta=other_info.tta, temperature=other_info.temperature,
                                         tta_view=other_info.tta_view))
         probs = np.mean(every, axis=0)
+    else:
+        every = []
     context = {
         "model": str(checkpoint),
         "backbone": info.backbone,
@@ -409,7 +413,7 @@ def predict_test_split(
     found = file_groups(paths, progress=progress) if groups else None
     sources = [dataset.splits[i] for i in split.test]
     return TestPredictions(probs, dataset.labels[split.test], paths, found, info, context, dataset.skipped, sources,
-                           [str(m) for m in members])
+                           [str(m) for m in members], every)
 
 
 def check_ensemble_member(member, member_info, info, dataset, split) -> None:
