@@ -87,3 +87,18 @@ def _train_tiny_quadrant_model(out: Path, size: int = 128, steps: int = 30) -> P
     info = ModelInfo(classes=list(CLASSES), backbone="test_efficientnet", preprocess=preprocess, drop_rate=0.0)
     fit_model_ood(model, info, images, labels, val_images)
     return save_checkpoint(out / "model.safetensors", model, info)
+
+
+def perturbed_copy(checkpoint: Path, path: Path, seed: int = 1) -> Path:
+    """The checkpoint with noise on every weight, saved to `path`: another network with the same
+    inputs, classes and detector, for ensembles."""
+    import torch
+
+    from braintumor.checkpoint import load_checkpoint, save_checkpoint
+
+    model, info = load_checkpoint(checkpoint)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.2 * param.std().nan_to_num() * torch.randn(param.shape, generator=generator))
+    return save_checkpoint(path, model, info)

@@ -85,26 +85,12 @@ def test_explain_files_needs_the_pytorch_checkpoint(tiny_checkpoint, tmp_path):
         explain_files(Predictor(onnx_file), [tmp_path], tmp_path / "out")
 
 
-def _perturbed_copy(checkpoint, path, seed: int = 1):
-    """The checkpoint with noise on every weight: another network with the same inputs and classes."""
-    import torch
-
-    from braintumor.checkpoint import save_checkpoint
-
-    model, info = load_checkpoint(checkpoint)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.2 * param.std().nan_to_num() * torch.randn(param.shape, generator=generator))
-    return save_checkpoint(path, model, info)
-
-
 def test_an_ensemble_is_explained_by_its_class_and_the_mean_of_its_members_heatmaps(tiny_checkpoint, tmp_path):
-    from synthetic import tumor_slice
+    from synthetic import perturbed_copy, tumor_slice
 
     from braintumor.explain import ensemble_gradcam
 
-    other = _perturbed_copy(tiny_checkpoint, tmp_path / "other.safetensors")
+    other = perturbed_copy(tiny_checkpoint, tmp_path / "other.safetensors")
     a, info = load_checkpoint(tiny_checkpoint)
     b, _ = load_checkpoint(other)
     rng = np.random.default_rng(7)
@@ -131,9 +117,9 @@ def test_an_ensemble_is_explained_by_its_class_and_the_mean_of_its_members_heatm
 
 
 def test_explain_command_with_several_models(tiny_checkpoint, tmp_path, capsys):
-    from synthetic import tumor_slice
+    from synthetic import perturbed_copy, tumor_slice
 
-    other = _perturbed_copy(tiny_checkpoint, tmp_path / "other.safetensors")
+    other = perturbed_copy(tiny_checkpoint, tmp_path / "other.safetensors")
     Image.fromarray(tumor_slice(3, np.random.default_rng(9))).save(tmp_path / "b.png")
     code = main(["explain", str(tmp_path / "b.png"), "--model", str(tiny_checkpoint), "--model", str(other),
                  "--out", str(tmp_path / "cams"), "--json", "-q"])

@@ -1,5 +1,6 @@
 """ONNX export: the onnxruntime path gives PyTorch's probabilities (within 1e-4) and OOD scores,
-for any batch size, with or without flip test-time augmentation."""
+for any batch size, with or without flip test-time augmentation; an ensemble exports to one graph
+that computes what the ensemble computes in PyTorch."""
 
 import numpy as np
 import pytest
@@ -164,3 +165,58 @@ def test_onnxruntime_fuses_the_padding_of_an_exported_tf_efficientnet(tmp_path):
     images = _images(4, seed=3)[:, :64, :64]
     expected = predict_images(model, images, tta=True, tta_view=info.tta_view)
     assert np.abs(OnnxRuntime(data, threads=1).run(images)[0] - expected).max() < 1e-4
+
+
+def test_an_ensemble_exports_to_one_graph_that_computes_what_the_ensemble_computes(tiny_checkpoint, tmp_path):
+    from synthetic import perturbed_copy
+
+    from braintumor.checkpoint import save_checkpoint
+
+    other = perturbed_copy(tiny_checkpoint, tmp_path / "other.safetensors")
+    _, info = load_checkpoint(tiny_checkpoint)
+    images = _images(6, seed=21)
+    out = export_onnx(tiny_checkpoint, tmp_path / "ensemble.onnx", members=[other])
+    runtime = OnnxRuntime(out, threads=1)
+    expected_probs, expected_scores = Predictor([tiny_checkpoint, other], runtime="torch").runtime.run(images)
+    probs, scores = runtime.run(images, batch_size=4)
+    alone = [Predictor(m, runtime="torch").runtime.run(images)[0] for m in (tiny_checkpoint, other)]
+    assert np.abs(alone[0] - alone[1]).max() > 1e-3  # two different networks
+    assert np.abs(probs - expected_probs).max() < 1e-4 and np.abs(probs - (alone[0] + alone[1]) / 2).max() < 1e-4
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-4)
+    assert runtime.threshold == 1.0 and runtime.classes == info.classes and runtime.info.preprocess == info.preprocess
+    members = runtime.info.extra["ensemble"]
+    assert [m["model"] for m in members] == [str(tiny_checkpoint), str(other)]
+    assert members[0]["temperature"] == info.temperature and runtime.info.metrics == {}
+    # without one member's detector the graph scores NaN and rejects nothing, as the ensemble in PyTorch
+    model, bare = load_checkpoint(other)
+    bare.extra.pop("ood"), bare.arrays.clear()
+    plain = save_checkpoint(tmp_path / "no-detector.safetensors", model, bare)
+    runtime = OnnxRuntime(export_onnx(tiny_checkpoint, tmp_path / "e2.onnx", members=[plain]))
+    assert runtime.threshold is None and np.isnan(runtime.run(images)[1]).all()
+
+
+def test_export_command_with_several_models(tiny_checkpoint, tmp_path, capsys):
+    from synthetic import perturbed_copy, tumor_slice
+
+    other = perturbed_copy(tiny_checkpoint, tmp_path / "other.safetensors")
+    for i in range(3):
+        Image.fromarray(tumor_slice(i, np.random.default_rng(i), 128)).save(tmp_path / f"s{i}.png")
+    assert main(["export", str(tiny_checkpoint), "--with", str(other), "--out", str(tmp_path / "e.onnx"), "-q"]) == 0
+    reference = Predictor([tiny_checkpoint, other], runtime="torch").predict([tmp_path])
+    for a, b in zip(reference, Predictor(tmp_path / "e.onnx").predict([tmp_path])):
+        assert a.path == b.path and a.label == b.label and a.accepted == b.accepted
+        assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in a.probabilities) < 1e-4
+    capsys.readouterr()
+    assert main(["export", str(tiny_checkpoint), "--with", str(other), "--int8"]) != 0
+    assert "--int8 exports one model" in capsys.readouterr().err
+    small = tmp_path / "small.safetensors"
+    from braintumor.checkpoint import ModelInfo, save_checkpoint
+    from braintumor.models import create_model
+    from braintumor.preprocess import Preprocess
+
+    pre = Preprocess(image_size=32)
+    save_checkpoint(small, create_model(pretrained=False, preprocess=pre),
+                    ModelInfo(classes=["glioma", "meningioma", "no_tumor", "pituitary"], backbone="tf_efficientnet_lite0", preprocess=pre))
+    assert main(["export", str(tiny_checkpoint), "--with", str(small), "--out", str(tmp_path / "bad.onnx")]) != 0
+    err = capsys.readouterr().err
+    assert "cannot be averaged" in err and "Traceback" not in err and not (tmp_path / "bad.onnx").exists()

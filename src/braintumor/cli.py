@@ -230,9 +230,11 @@ def _cmd_export(args) -> int:
     if not args.int8:
         if args.data or args.calibration is not None:
             raise BrainTumorError("--data and --calibration only apply with --int8", "add --int8, or leave them out")
-        out = export_onnx(args.model, args.out, tta=args.tta)
+        out = export_onnx(args.model, args.out, tta=args.tta, members=args.members or ())
         print(json.dumps({"out": str(out)}) if args.json else f"wrote {out}")
         return 0
+    if args.members:
+        raise BrainTumorError("--int8 exports one model, not an ensemble", "leave out --with, or --int8")
     kwargs = {} if args.calibration is None else {"calibration": args.calibration}
     out, report = quantize_checkpoint(args.model, args.out, args.data, args.tta, progress=not args.quiet, **kwargs)
     if args.json:
@@ -455,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="file to write (default: the checkpoint's path with .onnx)")
     p.add_argument("--no-tta", dest="tta", action="store_false", default=None,
                    help="leave test-time augmentation (the rotated-mirror view) out of the graph (2x faster)")
+    p.add_argument("--with", dest="members", nargs="+", metavar="MODEL",
+                   help="export MODEL and these checkpoints as one ensemble graph (what predict --model A --model B ... "
+                        "computes: the calibrated probabilities averaged, one network pass per model)")
     p.add_argument("--int8", action="store_true",
                    help="quantize the convolutions to 8-bit integers (faster on CPUs; calibrated on the checkpoint's "
                         "training images and checked on its validation images, so it needs the dataset; "

@@ -4,7 +4,8 @@ The exported graph is `braintumor.inference.InferenceModel`: input ``images`` (u
 ``batch x S x S x 3``, the output of the checkpoint's `Preprocess`), outputs ``probabilities``
 (``batch x C``) and ``ood_score`` (``batch``); the batch size is dynamic. The checkpoint's
 metadata (classes, preprocessing, OOD threshold) travels in the ONNX file's metadata under the
-key ``braintumor``, so an ``.onnx`` file alone is enough to predict.
+key ``braintumor``, so an ``.onnx`` file alone is enough to predict. An ensemble of checkpoints
+exports to one such graph (`ensemble_onnx_bytes`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 from .checkpoint import ModelInfo, load_checkpoint, parse_info
 from .errors import BrainTumorError, CheckpointError
-from .inference import InferenceModel
+from .inference import EnsembleModel, InferenceModel
 from .ood import OODStats
 
 OPSET = 17
@@ -83,19 +84,59 @@ def onnx_bytes(model, info: ModelInfo, tta: bool | None = None) -> bytes:
         Bake test-time augmentation (the checkpoint's `tta_view`) into the graph; the
         checkpoint's setting by default.
     """
+    tta = info.tta if tta is None else bool(tta)
+    meta = info.to_dict()
+    meta["tta"] = tta
+    return _export(_inference_model(model, info, tta), meta, info.preprocess.image_size)
+
+
+def ensemble_onnx_bytes(members: list, tta: bool | None = None, names: list | None = None) -> bytes:
+    """Serialise an ensemble as one ONNX graph with the inputs and outputs of `onnx_bytes`: the
+    members' calibrated probabilities averaged, the OOD score the mean of each member's score over
+    its threshold (so the file's threshold is 1; none when a member has no detector), as
+    `braintumor.inference.EnsembleRuntime` computes them.
+
+    Parameters
+    ----------
+    members : list of (model, ModelInfo)
+        Loaded checkpoints of the same classes and preprocessing, the first one's metadata kept
+        (less its metrics) with the members listed in ``extra["ensemble"]``.
+    tta : bool, optional
+        Bake test-time augmentation into every member; each member's own setting by default.
+    names : list of str, optional
+        What ``extra["ensemble"]`` calls the members (default: member 1, 2, ...).
+    """
+    infos = [info for _, info in members]
+    ttas = [info.tta if tta is None else bool(tta) for info in infos]
+    detectors = [OODStats.load_from(info) for info in infos]
+    thresholds = [None if d is None else float(d.threshold) for d in detectors]
+    module = EnsembleModel([_inference_model(m, i, t) for (m, i), t in zip(members, ttas)], thresholds)
+    meta = infos[0].to_dict()
+    meta.update(tta=all(ttas), temperature=1.0, metrics={})  # each member's temperature is inside the graph
+    meta["extra"].pop("ood", None)
+    if None not in thresholds:
+        meta["extra"]["ood"] = {"method": "mean of the members' scores, each over its own threshold", "threshold": 1.0}
+    names = names or [f"member {n + 1}" for n in range(len(members))]
+    meta["extra"]["ensemble"] = [{"model": str(name), "temperature": info.temperature, "tta": t, "ood_threshold": threshold}
+                                 for name, info, t, threshold in zip(names, infos, ttas, thresholds)]
+    return _export(module, meta, infos[0].preprocess.image_size)
+
+
+def _inference_model(model, info: ModelInfo, tta: bool) -> InferenceModel:
+    size = info.preprocess.image_size
+    return InferenceModel(static_same_padding(model, size), info.temperature, tta, OODStats.load_from(info), info.tta_view, size).eval()
+
+
+def _export(module: nn.Module, meta: dict, size: int) -> bytes:
+    """Trace `module` (uint8 images of side `size` in) to ONNX bytes carrying `meta`."""
     import onnx
 
-    tta = info.tta if tta is None else bool(tta)
-    size = info.preprocess.image_size
-    module = InferenceModel(
-        static_same_padding(model, size), info.temperature, tta, OODStats.load_from(info), info.tta_view, size
-    ).eval()
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(
-            module,
+            module.eval(),
             (example,),
             buffer,
             dynamo=False,
@@ -110,8 +151,6 @@ def onnx_bytes(model, info: ModelInfo, tta: bool | None = None) -> bytes:
         # then does not fuse the Pad into the next Conv. Dropping it changes nothing else.
         while node.op_type == "Pad" and node.input and not node.input[-1]:
             node.input.pop()
-    meta = info.to_dict()
-    meta["tta"] = tta
     entry = graph.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     return graph.SerializeToString()
@@ -141,7 +180,8 @@ def cached_onnx_bytes(checkpoint: str | Path, model, info: ModelInfo, tta: bool 
     return data
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path | None = None, tta: bool | None = None) -> Path:
+def export_onnx(checkpoint: str | Path, out: str | Path | None = None, tta: bool | None = None,
+                members: list | tuple = ()) -> Path:
     """Export a checkpoint to ONNX; writes `out` (default: the checkpoint's path with ``.onnx``).
 
     Parameters
@@ -152,10 +192,22 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, tta: bool
         The ``.onnx`` file to write.
     tta : bool, optional
         Bake test-time augmentation in (doubles the cost); the checkpoint's setting by default.
+    members : list of path, optional
+        More checkpoints of the same classes and preprocessing: the file is then their ensemble
+        with `checkpoint` (`ensemble_onnx_bytes`), one network pass per model.
     """
+    from .inference import check_same_inputs
+
     out = onnx_path(checkpoint, out, ".onnx")
     model, info = load_checkpoint(checkpoint)
-    return write_onnx(onnx_bytes(model, info, tta), out)
+    if not members:
+        return write_onnx(onnx_bytes(model, info, tta), out)
+    loaded = [(model, info)]
+    for member in members:
+        other, other_info = load_checkpoint(member)
+        check_same_inputs(member, other_info, checkpoint, info)
+        loaded.append((other, other_info))
+    return write_onnx(ensemble_onnx_bytes(loaded, tta, [str(checkpoint), *map(str, members)]), out)
 
 
 def onnx_path(checkpoint: str | Path, out: str | Path | None, ending: str) -> Path:

@@ -150,7 +150,39 @@ class EnsembleRuntime:
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean probabilities (``N x C``) and OOD scores in threshold units (``N``)."""
         outputs = [m.run(images) for m in self.members]
-        probs = np.mean([p for p, _ in outputs], axis=0)
-        if self.threshold is None:
-            return probs, np.full(len(probs), np.nan)
-        return probs, np.mean([s / m.threshold for (_, s), m in zip(outputs, self.members)], axis=0)
+        probs, scores = combine_members(outputs, [m.threshold for m in self.members])
+        return probs, (np.full(len(probs), np.nan) if scores is None else scores)
+
+
+def combine_members(outputs: list, thresholds: list):
+    """An ensemble's ``(probabilities, scores)`` from its members' ``(probabilities, scores)``:
+    the mean probabilities, and the mean of each member's score over its threshold (None when a
+    threshold is None). Works alike on numpy arrays (`EnsembleRuntime`) and torch tensors
+    (`EnsembleModel`, the exported graph)."""
+    probs = sum(p for p, _ in outputs) / len(outputs)
+    if any(t is None for t in thresholds):
+        return probs, None
+    return probs, sum(s / float(t) for (_, s), t in zip(outputs, thresholds)) / len(outputs)
+
+
+class EnsembleModel(nn.Module):
+    """Several `InferenceModel`s as one module, computing what `EnsembleRuntime` computes
+    (`combine_members`), so that an ensemble exports to one ONNX graph.
+
+    Parameters
+    ----------
+    members : list of InferenceModel
+    thresholds : list of float or None
+        Each member's OOD threshold; with a None the scores are NaN (no rejection).
+    """
+
+    def __init__(self, members: list, thresholds: list):
+        super().__init__()
+        if len(members) != len(thresholds) or len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, one threshold each; got {len(members)} and {len(thresholds)}")
+        self.members = nn.ModuleList(members)
+        self.thresholds = list(thresholds)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs, scores = combine_members([member(images) for member in self.members], self.thresholds)
+        return probs, (torch.full_like(probs[:, 0], float("nan")) if scores is None else scores)
