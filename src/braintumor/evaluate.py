@@ -383,16 +383,14 @@ def predict_test_split(
 
         raise DataError(f"the {protocol} protocol leaves no test images in {data}", "use more data or another protocol")
     probs = predict_images(model, images[split.test], tta=info.tta, temperature=info.temperature, tta_view=info.tta_view)
+    every = [probs]  # each model's own, for an ensemble
     if members:
-        every = [probs]
         for member in members:
             other, other_info = load_checkpoint(member)
             check_ensemble_member(member, other_info, info, dataset, split)
             every.append(predict_images(other, images[split.test], tta=other_info.tta, temperature=other_info.temperature,
                                         tta_view=other_info.tta_view))
         probs = np.mean(every, axis=0)
-    else:
-        every = []
     context = {
         "model": str(checkpoint),
         "backbone": info.backbone,
@@ -413,7 +411,7 @@ def predict_test_split(
     found = file_groups(paths, progress=progress) if groups else None
     sources = [dataset.splits[i] for i in split.test]
     return TestPredictions(probs, dataset.labels[split.test], paths, found, info, context, dataset.skipped, sources,
-                           [str(m) for m in members], every)
+                           [str(m) for m in members], every if members else [])
 
 
 def check_ensemble_member(member, member_info, info, dataset, split) -> None:

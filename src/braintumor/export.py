@@ -87,7 +87,7 @@ def onnx_bytes(model, info: ModelInfo, tta: bool | None = None) -> bytes:
     tta = info.tta if tta is None else bool(tta)
     meta = info.to_dict()
     meta["tta"] = tta
-    return _export(_inference_model(model, info, tta), meta, info.preprocess.image_size)
+    return _export(_inference_model(model, info, tta, OODStats.load_from(info)), meta, info.preprocess.image_size)
 
 
 def ensemble_onnx_bytes(members: list, tta: bool | None = None, names: list | None = None) -> bytes:
@@ -110,7 +110,7 @@ def ensemble_onnx_bytes(members: list, tta: bool | None = None, names: list | No
     ttas = [info.tta if tta is None else bool(tta) for info in infos]
     detectors = [OODStats.load_from(info) for info in infos]
     thresholds = [None if d is None else float(d.threshold) for d in detectors]
-    module = EnsembleModel([_inference_model(m, i, t) for (m, i), t in zip(members, ttas)], thresholds)
+    module = EnsembleModel([_inference_model(m, i, t, d) for (m, i), t, d in zip(members, ttas, detectors)], thresholds)
     meta = infos[0].to_dict()
     meta.update(tta=all(ttas), temperature=1.0, metrics={})  # each member's temperature is inside the graph
     meta["extra"].pop("ood", None)
@@ -122,9 +122,9 @@ def ensemble_onnx_bytes(members: list, tta: bool | None = None, names: list | No
     return _export(module, meta, infos[0].preprocess.image_size)
 
 
-def _inference_model(model, info: ModelInfo, tta: bool) -> InferenceModel:
+def _inference_model(model, info: ModelInfo, tta: bool, ood: OODStats | None) -> InferenceModel:
     size = info.preprocess.image_size
-    return InferenceModel(static_same_padding(model, size), info.temperature, tta, OODStats.load_from(info), info.tta_view, size).eval()
+    return InferenceModel(static_same_padding(model, size), info.temperature, tta, ood, info.tta_view, size).eval()
 
 
 def _export(module: nn.Module, meta: dict, size: int) -> bytes:
