@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from braintumor.cli import _print_validation, main
+from braintumor.cli import _print_validation, build_parser, main
 
 
 def _run(*args, cwd=None):
@@ -330,3 +330,9 @@ def test_interrupted_training_leaves_a_checkpoint_that_resumes(tmp_path, sig):
     assert "resuming" in resumed.stderr  # from the last epoch whose checkpoint was complete
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, done + 3))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+def test_with_given_several_times_keeps_every_model(command):
+    args = build_parser().parse_args([command, "a.safetensors", "--with", "b.safetensors", "--with", "c.safetensors", "d.safetensors"])
+    assert args.members == ["b.safetensors", "c.safetensors", "d.safetensors"]

@@ -199,11 +199,16 @@ def test_export_command_with_several_models(tiny_checkpoint, tmp_path, capsys):
     from synthetic import perturbed_copy, tumor_slice
 
     other = perturbed_copy(tiny_checkpoint, tmp_path / "other.safetensors")
+    third = perturbed_copy(tiny_checkpoint, tmp_path / "third.safetensors", seed=2)
     for i in range(3):
         Image.fromarray(tumor_slice(i, np.random.default_rng(i), 128)).save(tmp_path / f"s{i}.png")
-    assert main(["export", str(tiny_checkpoint), "--with", str(other), "--out", str(tmp_path / "e.onnx"), "-q"]) == 0
-    reference = Predictor([tiny_checkpoint, other], runtime="torch").predict([tmp_path])
-    for a, b in zip(reference, Predictor(tmp_path / "e.onnx").predict([tmp_path])):
+    # --with given twice keeps both models (it once kept only the last)
+    assert main(["export", str(tiny_checkpoint), "--with", str(other), "--with", str(third),
+                 "--out", str(tmp_path / "e.onnx"), "-q"]) == 0
+    exported = Predictor(tmp_path / "e.onnx")
+    assert [m["model"] for m in exported.runtime.info.extra["ensemble"]] == [str(tiny_checkpoint), str(other), str(third)]
+    reference = Predictor([tiny_checkpoint, other, third], runtime="torch").predict([tmp_path])
+    for a, b in zip(reference, exported.predict([tmp_path])):
         assert a.path == b.path and a.label == b.label and a.accepted == b.accepted
         assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in a.probabilities) < 1e-4
     capsys.readouterr()

@@ -203,16 +203,23 @@ def test_an_ensemble_averages_its_members_calibrated_probabilities(tmp_path, che
     for i in range(5):
         Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(folder / f"{i}.png")
     other = _other_checkpoint(tmp_path / "other.safetensors", seed=1, temperature=2.5)
-    for runtime in ("torch", "onnx"):
+    from braintumor.export import OnnxRuntime, export_onnx
+
+    other_onnx = export_onnx(other, tmp_path / "other.onnx")
+    # torch: a runtime per member; onnx: one graph of both; a checkpoint and an .onnx file: a session each
+    for runtime, members, kind in [("torch", [checkpoint, other], EnsembleRuntime), ("onnx", [checkpoint, other], OnnxRuntime),
+                                   ("onnx", [checkpoint, other_onnx], EnsembleRuntime)]:
         alone = [np.array([list(r.probabilities.values()) for r in Predictor(m, runtime=runtime).predict([folder])])
                  for m in (checkpoint, other)]
         assert np.abs(alone[0] - alone[1]).max() > 1e-3  # two different models
-        ensemble = Predictor([checkpoint, other], runtime=runtime)
-        assert isinstance(ensemble.runtime, EnsembleRuntime) and ensemble.paths == [checkpoint, other]
+        ensemble = Predictor(members, runtime=runtime)
+        assert type(ensemble.runtime) is kind and ensemble.paths == members
         results = ensemble.predict([folder])
         mean = np.array([list(r.probabilities.values()) for r in results])
-        np.testing.assert_allclose(mean, (alone[0] + alone[1]) / 2, atol=1e-6)
+        np.testing.assert_allclose(mean, (alone[0] + alone[1]) / 2, atol=1e-5)
         assert [r.top_class for r in results] == [ensemble.classes[i] for i in mean.argmax(1)]
+    assert [m["model"] for m in Predictor([checkpoint, other], runtime="onnx").runtime.info.extra["ensemble"]] == [
+        str(checkpoint), str(other)]
     single = Predictor([checkpoint])  # a list of one is that model
     assert not isinstance(single.runtime, EnsembleRuntime) and single.model is not None
 
@@ -233,8 +240,10 @@ def test_an_ensembles_ood_score_is_the_mean_over_thresholds_and_mismatched_membe
         assert pair.accepted == one.accepted and pair.label == one.label
     # a member without a detector: nothing is rejected, and the note names that member
     other = _other_checkpoint(tmp_path / "no-ood.safetensors", seed=1, temperature=1.0)
-    mixed = Predictor([checkpoint, other], runtime="torch")
-    assert mixed.threshold is None and "m.safetensors has no out-of-distribution statistics" in no_detector_note(mixed)
+    for runtime in ("torch", "onnx"):
+        mixed = Predictor([checkpoint, other], runtime=runtime)
+        assert mixed.threshold is None and "m.safetensors has no out-of-distribution statistics" in no_detector_note(mixed)
+    assert "no-ood.safetensors has no" in no_detector_note(Predictor([other, checkpoint], runtime="onnx"))
     with pytest.raises(BrainTumorError, match="does not share the classes and preprocessing"):
         Predictor([tiny_checkpoint, checkpoint], runtime="torch")  # 128 px against 32 px
 

@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", metavar="MODEL2",
                    help="also score this checkpoint on the same test images and report the accuracy difference "
                         "with a paired 95%% interval (is MODEL really better than MODEL2?)")
-    p.add_argument("--with", dest="members", nargs="+", metavar="MODEL",
+    p.add_argument("--with", dest="members", nargs="+", action="extend", metavar="MODEL",
                    help="score MODEL and these checkpoints as one ensemble (their calibrated probabilities averaged) on MODEL's "
                         "test split; each must have held those images out (same --protocol and --seed, e.g. other --train-seed "
                         "runs), and --out is needed. With --against MODEL: the ensemble's gain over one model, paired")
@@ -457,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="file to write (default: the checkpoint's path with .onnx)")
     p.add_argument("--no-tta", dest="tta", action="store_false", default=None,
                    help="leave test-time augmentation (the rotated-mirror view) out of the graph (2x faster)")
-    p.add_argument("--with", dest="members", nargs="+", metavar="MODEL",
+    p.add_argument("--with", dest="members", nargs="+", action="extend", metavar="MODEL",
                    help="export MODEL and these checkpoints as one ensemble graph (what predict --model A --model B ... "
                         "computes: the calibrated probabilities averaged, one network pass per model)")
     p.add_argument("--int8", action="store_true",

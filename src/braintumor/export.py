@@ -156,23 +156,31 @@ def _export(module: nn.Module, meta: dict, size: int) -> bytes:
     return graph.SerializeToString()
 
 
-def cached_onnx_bytes(checkpoint: str | Path, model, info: ModelInfo, tta: bool | None = None) -> bytes:
+def cached_onnx_bytes(checkpoint: str | Path, model, info: ModelInfo, tta: bool | None = None,
+                      members: list | tuple = ()) -> bytes:
     """`onnx_bytes` of a checkpoint, kept in the cache folder so that only the first use pays the
-    export (a few seconds). The key covers the checkpoint's bytes, `tta`, and the versions of
-    torch and of the code that defines the graph, so a stale graph is never reused."""
+    export (a few seconds). With `members` (more ``(path, model, info)`` of the same inputs), the
+    `ensemble_onnx_bytes` of them all. The key covers every checkpoint's bytes in order, `tta`,
+    and the versions of torch and of the code that defines the graph, so a stale graph is never
+    reused."""
     from . import __version__
     from .data import cache_dir
 
-    tta = info.tta if tta is None else bool(tta)
-    key = hashlib.sha256(Path(checkpoint).read_bytes())
+    key = hashlib.sha256()
+    for path in [checkpoint, *(m[0] for m in members)]:
+        key.update(hashlib.sha256(Path(path).read_bytes()).digest())
     # the code that builds the graph, and the code that writes and reads the metadata it carries
     for source in ("inference.py", "ood.py", "export.py", "augment.py", "checkpoint.py", "preprocess.py"):
         key.update((Path(__file__).parent / source).read_bytes())
-    key.update(f"{tta}|{__version__}|{torch.__version__}|{OPSET}".encode())
+    key.update(f"{tta}|{__version__}|{torch.__version__}|{OPSET}".encode())  # None: each checkpoint's own
     path = cache_dir() / "onnx" / f"{key.hexdigest()[:32]}.onnx"
     if path.is_file():
         return path.read_bytes()
-    data = onnx_bytes(model, info, tta)
+    if members:
+        data = ensemble_onnx_bytes([(model, info), *((m, i) for _, m, i in members)], tta,
+                                   [str(checkpoint), *(str(p) for p, _, _ in members)])
+    else:
+        data = onnx_bytes(model, info, tta)
     try:  # the cache is a convenience: a read-only home only costs the export next time
         write_onnx(data, path)
     except OSError:
@@ -238,6 +246,9 @@ class OnnxRuntime:
         An ``.onnx`` file written by `export_onnx`, or its bytes.
     threads : int, optional
         Intra-op threads (default: all cores).
+    spin : bool
+        Let idle threads spin for the next piece of work (lowest latency for one session); off
+        where several sessions take turns on the same cores, as an ensemble's members do.
 
     Attributes
     ----------
@@ -250,13 +261,15 @@ class OnnxRuntime:
 
     name = "onnx"
 
-    def __init__(self, source: str | Path | bytes, threads: int | None = None):
+    def __init__(self, source: str | Path | bytes, threads: int | None = None, spin: bool = True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         label = "the exported model" if isinstance(source, bytes) else str(source)
         if not isinstance(source, bytes):
             source = Path(source)
