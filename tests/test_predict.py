@@ -229,15 +229,17 @@ def test_an_ensembles_ood_score_is_the_mean_over_thresholds_and_mismatched_membe
     from braintumor.errors import BrainTumorError
     from braintumor.predict import no_detector_note
 
-    alone = Predictor(tiny_checkpoint, runtime="torch")
-    twice = Predictor([tiny_checkpoint, tiny_checkpoint], runtime="torch")
-    assert twice.threshold == 1.0 and no_detector_note(twice) is None
-    for one, pair in zip(alone.predict([mixed_folder]), twice.predict([mixed_folder])):
-        if one.error:
-            assert pair.error == one.error
-            continue
-        assert pair.ood_score == pytest.approx(one.ood_score / alone.threshold, rel=1e-6)
-        assert pair.accepted == one.accepted and pair.label == one.label
+    for runtime in ("torch", "onnx"):  # onnx: one graph, built on first use (it once broke the members' detectors)
+        alone = Predictor(tiny_checkpoint, runtime=runtime)
+        twice = Predictor([tiny_checkpoint, tiny_checkpoint], runtime=runtime)
+        assert twice.threshold == 1.0 and twice.member_thresholds == [alone.threshold] * 2
+        assert no_detector_note(twice) is None
+        for one, pair in zip(alone.predict([mixed_folder]), twice.predict([mixed_folder])):
+            if one.error:
+                assert pair.error == one.error
+                continue
+            assert pair.ood_score == pytest.approx(one.ood_score / alone.threshold, rel=1e-5)
+            assert pair.accepted == one.accepted and pair.label == one.label
     # a member without a detector: nothing is rejected, and the note names that member
     other = _other_checkpoint(tmp_path / "no-ood.safetensors", seed=1, temperature=1.0)
     for runtime in ("torch", "onnx"):

@@ -6,6 +6,7 @@ A JSON copy of the metadata is written beside it for people to read. Loading nev
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ class ModelInfo:
     arrays: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
-        return {
+        """The metadata as plain data, a copy: changing it leaves this info as it is."""
+        return copy.deepcopy({
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "braintumor_version": __version__,
@@ -62,7 +64,7 @@ class ModelInfo:
             "data_fingerprint": self.data_fingerprint,
             "metrics": self.metrics,
             "extra": self.extra,
-        }
+        })
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelInfo":
