@@ -205,7 +205,8 @@ class Predictor:
         paths = [Path(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple)) else [checkpoint]
         if not paths:
             raise BrainTumorError("no model given", "pass one checkpoint, or several for an ensemble")
-        members = [_load_member(path, threads, tta, spin=len(paths) == 1) for path in paths]
+        spin = len(paths) == 1  # threads spin only where no other session waits for the cores
+        members = [_load_member(path, threads, tta, spin) for path in paths]
         self.path, self.model, self.info, _ = members[0]
         self.paths = [m[0] for m in members]
         self.models = [m[1] for m in members]  # the PyTorch networks (None for .onnx members), for Grad-CAM
@@ -217,7 +218,7 @@ class Predictor:
             rest = [(path, model, info) for path, model, info, _ in members[1:]]
             self.runtime = OnnxRuntime(cached_onnx_bytes(self.path, self.model, self.info, tta, rest), threads)
         else:
-            runtimes = [onnx or _runtime(path, model, info, runtime, threads, tta, spin=len(members) == 1)
+            runtimes = [onnx or _runtime(path, model, info, runtime, threads, tta, spin)
                         for path, model, info, onnx in members]
             self.runtime = runtimes[0] if len(runtimes) == 1 else EnsembleRuntime(runtimes)
         # each model's own OOD threshold (None: no detector), for `no_detector_note`
