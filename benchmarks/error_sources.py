@@ -30,7 +30,7 @@ from _common import machine, run_and_split, runs_parser, write  # noqa: E402
 
 from braintumor.classes import CLASSES  # noqa: E402
 from braintumor.figures import plot_thumbnails  # noqa: E402
-from braintumor.predict import predict_images  # noqa: E402
+from braintumor.inference import predict_images  # noqa: E402
 
 
 def tally(sources: list[str], labels: np.ndarray, predicted: np.ndarray) -> dict:

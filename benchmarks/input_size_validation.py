@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import add_score, machine, nll_sum, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
 
 from braintumor.data import load_images  # noqa: E402
-from braintumor.predict import predict_images  # noqa: E402
+from braintumor.inference import predict_images  # noqa: E402
 
 
 def main() -> None:

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import data_option, machine, write  # noqa: E402
 
 from braintumor.checkpoint import load_checkpoint  # noqa: E402
-from braintumor.export import OnnxRuntime, onnx_bytes  # noqa: E402
+from braintumor.export import onnx_bytes  # noqa: E402
+from braintumor.runtime import OnnxRuntime  # noqa: E402
 from braintumor.ood import auroc  # noqa: E402
 from braintumor.oodset import ood_images  # noqa: E402
 from braintumor.protocols import checkpoint_data  # noqa: E402

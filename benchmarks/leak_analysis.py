@@ -29,7 +29,7 @@ from _common import data_option, machine, write  # noqa: E402
 def _test_predictions(run: Path, data: str, protocol: str, seed: int, temperature_one: bool = False):
     from braintumor.checkpoint import load_checkpoint
     from braintumor.data import load_images, scan
-    from braintumor.predict import predict_images
+    from braintumor.inference import predict_images
     from braintumor.protocols import make_split
 
     model, info = load_checkpoint(run / "model.safetensors")

@@ -34,6 +34,7 @@ from braintumor.checkpoint import load_checkpoint  # noqa: E402
 from braintumor.data import default_data_dir  # noqa: E402
 from braintumor.imageio import is_image_file, read_image  # noqa: E402
 from braintumor.predict import DEFAULT_MODEL  # noqa: E402
+from braintumor.runtime import OnnxRuntime  # noqa: E402
 
 
 def pads_after_optimisation(data: bytes) -> int:
@@ -70,7 +71,7 @@ def main() -> None:
         finally:
             export.static_same_padding = keep
         graphs["constant"] = export.onnx_bytes(model, info, tta)
-        runtimes = {name: export.OnnxRuntime(data, threads=args.threads) for name, data in graphs.items()}
+        runtimes = {name: OnnxRuntime(data, threads=args.threads) for name, data in graphs.items()}
         outputs = {name: runtime.run(images) for name, runtime in runtimes.items()}  # also the warm-up
         times = {name: [] for name in graphs}
         for _ in range(args.rounds):

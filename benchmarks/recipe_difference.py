@@ -33,7 +33,7 @@ from _common import (best_val_acc, data_option, epochs_run, full_validation, mac
                      run_and_split, seed_groups, write)
 
 from braintumor.duplicates import duplicate_groups  # noqa: E402
-from braintumor.predict import predict_images  # noqa: E402
+from braintumor.inference import predict_images  # noqa: E402
 from braintumor.protocols import excluded_indices  # noqa: E402
 from braintumor.stats import paired_difference  # noqa: E402
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from braintumor.augment import MirrorView
+from braintumor.views import MirrorView
 from braintumor.checkpoint import ModelInfo, load_checkpoint, read_info, save_checkpoint
 from braintumor.errors import CheckpointError
 from braintumor.models import create_model

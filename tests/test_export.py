@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.augment import MirrorView
 from braintumor.checkpoint import load_checkpoint
 from braintumor.cli import main
 from braintumor.errors import CheckpointError
-from braintumor.export import OnnxRuntime, export_onnx, onnx_bytes
-from braintumor.inference import TorchRuntime
-from braintumor.predict import Predictor, predict_images
+from braintumor.export import export_onnx, onnx_bytes
+from braintumor.inference import TorchRuntime, predict_images
+from braintumor.predict import Predictor
+from braintumor.runtime import OnnxRuntime
+from braintumor.views import MirrorView
 
 
 @pytest.fixture(scope="module")

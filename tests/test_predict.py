@@ -14,8 +14,9 @@ from PIL import Image
 
 from braintumor.checkpoint import ModelInfo, save_checkpoint
 from braintumor.cli import main
+from braintumor.inference import predict_images
 from braintumor.models import create_model
-from braintumor.predict import Predictor, expand_inputs, predict_images, write_csv
+from braintumor.predict import Predictor, expand_inputs, write_csv
 from braintumor.preprocess import Preprocess
 
 
@@ -42,7 +43,8 @@ def test_tta_averages_image_and_mirror():
 
 
 def test_tta_with_a_rotated_mirror_averages_image_and_that_view():
-    from braintumor.augment import MirrorView, to_float
+    from braintumor.augment import to_float
+    from braintumor.views import MirrorView
 
     torch.manual_seed(0)
     model = create_model(pretrained=False, drop_rate=0.0).eval()
@@ -195,7 +197,7 @@ def _other_checkpoint(path, seed: int, temperature: float):
 
 
 def test_an_ensemble_averages_its_members_calibrated_probabilities(tmp_path, checkpoint):
-    from braintumor.inference import EnsembleRuntime
+    from braintumor.runtime import EnsembleRuntime
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -203,7 +205,8 @@ def test_an_ensemble_averages_its_members_calibrated_probabilities(tmp_path, che
     for i in range(5):
         Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(folder / f"{i}.png")
     other = _other_checkpoint(tmp_path / "other.safetensors", seed=1, temperature=2.5)
-    from braintumor.export import OnnxRuntime, export_onnx
+    from braintumor.export import export_onnx
+    from braintumor.runtime import OnnxRuntime
 
     other_onnx = export_onnx(other, tmp_path / "other.onnx")
     # torch: a runtime per member; onnx: one graph of both; a checkpoint and an .onnx file: a session each
@@ -258,3 +261,51 @@ def test_predict_command_with_several_models_prints_the_ensembles_answer(checkpo
     row = json.loads(capsys.readouterr().out)[0]
     expected = Predictor([checkpoint, other], runtime="torch").predict([image])[0].probabilities
     assert row["probabilities"] == pytest.approx(expected, abs=1e-9)
+
+
+_PREDICT_IN_A_NEW_PROCESS = """
+import json, sys
+from braintumor.predict import Predictor
+predictor = Predictor(sys.argv[1:-1], runtime="onnx")
+result = predictor.predict([sys.argv[-1]])[0]
+print(json.dumps({"probabilities": result.probabilities, "ood_score": result.ood_score,
+                  "thresholds": predictor.member_thresholds,
+                  "imported": [m for m in ("torch", "timm") if m in sys.modules]}))
+"""
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_a_cached_graph_predicts_without_importing_torch(tiny_checkpoint, tmp_path, members):
+    import os
+    import subprocess
+    import sys
+
+    from synthetic import perturbed_copy, tumor_slice
+
+    models = [tiny_checkpoint, perturbed_copy(tiny_checkpoint, tmp_path / "other.safetensors")][:members]
+    image = tmp_path / "slice.png"
+    Image.fromarray(tumor_slice(2, np.random.default_rng(3), 128)).save(image)
+    first = Predictor(models, runtime="onnx")  # the first use exports the graph (with PyTorch) and caches it
+    expected = first.predict([image])[0]
+    # BRAINTUMOR_CACHE (set for every test) carries the cache over to the new process
+    done = subprocess.run([sys.executable, "-c", _PREDICT_IN_A_NEW_PROCESS, *map(str, models), str(image)],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["imported"] == []
+    assert got["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+    assert got["ood_score"] == pytest.approx(expected.ood_score, rel=1e-5)
+    assert got["thresholds"] == pytest.approx(first.member_thresholds) and None not in got["thresholds"]
+
+
+def test_the_networks_load_when_asked_for(checkpoint):
+    from braintumor.checkpoint import load_checkpoint
+
+    Predictor(checkpoint, runtime="onnx")  # caches the graph
+    predictor = Predictor(checkpoint, runtime="onnx")
+    loaded, _ = load_checkpoint(checkpoint)
+    state = predictor.model.state_dict()
+    assert state.keys() == loaded.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in loaded.state_dict().items())
+    assert predictor.models[0] is predictor.model  # loaded once
+    assert Predictor([checkpoint, checkpoint], runtime="onnx").model is None  # an ensemble has no single network

@@ -10,7 +10,8 @@ import pytest
 from braintumor.checkpoint import load_checkpoint
 from braintumor.cli import main
 from braintumor.errors import BrainTumorError, DataError
-from braintumor.export import OnnxRuntime, onnx_bytes
+from braintumor.export import onnx_bytes
+from braintumor.runtime import OnnxRuntime
 from braintumor.predict import Predictor
 from braintumor.quantize import _calibration_rows, quantize_checkpoint, quantize_graph
 

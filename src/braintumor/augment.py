@@ -5,14 +5,14 @@ through `grid_sample`), then brightness, contrast and gamma jitter. Vertical fli
 an upside-down head is not a slice a scanner produces. `erase` (optional, ``--erase-prob``)
 overwrites a random rectangle of some images with noise; `mixup` (optional, ``--mixup-alpha``)
 blends a batch with a shuffled copy of itself; `remap_contrast` (optional, ``--contrast-prob``)
-changes tissue contrast so that an MRI sequence's look stops telling classes apart. `MirrorView`
-is the fixed view that test-time augmentation averages with each image.
+changes tissue contrast so that an MRI sequence's look stops telling classes apart.
+(The fixed view that test-time augmentation averages with each image is
+`braintumor.views.MirrorView`.)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -169,53 +169,3 @@ def mixup(x: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[to
     lam = float(betaincinv(alpha, alpha, torch.rand(1, generator=generator, dtype=torch.float64).item()))
     perm = torch.randperm(x.shape[0], generator=generator)
     return x.mul(lam).add_(x[perm], alpha=1 - lam), perm, lam
-
-
-@dataclass(frozen=True)
-class MirrorView:
-    """The second view of test-time augmentation: the image mirrored left-right, then rotated by
-    `angle` degrees and zoomed by `zoom` about its centre; predictions average the logits of
-    the image and this view.
-
-    A plain mirror (angle 0, zoom 1) is exact, and what checkpoints without a ``tta_view`` use.
-    Brain slices are nearly symmetric, so a plain mirror adds little that the network has not
-    already seen; a slightly rotated mirror decorrelates the two views' errors. On the validation sets
-    of seven benchmark runs (2,051 images) the mirror rotated by 8 degrees gave 96.3% against
-    95.6% for the plain mirror (``benchmarks/tta_validation.py``).
-    """
-
-    angle: float = 0.0
-    zoom: float = 1.0
-
-    def __post_init__(self):
-        if not -180 <= self.angle <= 180:
-            raise ValueError(f"tta angle must be within ±180 degrees, got {self.angle}")
-        if not 0.5 <= self.zoom <= 2:
-            raise ValueError(f"tta zoom must be in [0.5, 2], got {self.zoom}")
-
-    @property
-    def plain(self) -> bool:
-        return self.angle == 0 and self.zoom == 1
-
-    def grid(self, size: int) -> torch.Tensor:
-        """The ``1 x size x size x 2`` sampling grid of `grid_sample` for a square image."""
-        a = math.radians(self.angle)
-        cos, sin = math.cos(a) / self.zoom, math.sin(a) / self.zoom
-        theta = torch.tensor([[[-cos, -sin, 0.0], [-sin, cos, 0.0]]])  # mirror: x → -x before the rotation
-        return F.affine_grid(theta, [1, 3, size, size], align_corners=False)
-
-    def apply(self, x: torch.Tensor, grid: torch.Tensor | None = None) -> torch.Tensor:
-        """The view of a batch ``N x 3 x S x S``; `grid` is ``self.grid(S)`` if precomputed."""
-        if self.plain:
-            return torch.flip(x, dims=[3])
-        grid = (self.grid(x.shape[-1]) if grid is None else grid).to(x.dtype).expand(x.shape[0], -1, -1, -1)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return x.contiguous(memory_format=torch.channels_last)
-
-    def to_dict(self) -> dict:
-        return {"angle": self.angle, "zoom": self.zoom}
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "MirrorView":
-        d = d or {}
-        return cls(angle=float(d.get("angle", 0.0)), zoom=float(d.get("zoom", 1.0)))

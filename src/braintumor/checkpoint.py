@@ -2,6 +2,7 @@
 to use them (classes, backbone, preprocessing, training config, data fingerprint, metrics).
 
 A JSON copy of the metadata is written beside it for people to read. Loading never unpickles.
+Reading the metadata alone (`read_metadata`) needs neither PyTorch nor the weights.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
 
 from . import __version__
-from .augment import MirrorView
-from .errors import CheckpointError
-from .models import Classifier, create_model
+from .errors import BrainTumorError, CheckpointError
 from .preprocess import Preprocess
+from .views import MirrorView
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import Classifier
 
 FORMAT = "braintumor-checkpoint"
 FORMAT_VERSION = 1
@@ -91,6 +95,8 @@ def save_checkpoint(path: str | Path, model: Classifier, info: ModelInfo, half: 
     half : bool
         Store floating-point weights as float16 (halves the file; used for the shipped model).
     """
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
@@ -112,31 +118,44 @@ def save_checkpoint(path: str | Path, model: Classifier, info: ModelInfo, half: 
     return path
 
 
-def read_info(path: str | Path) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
-    """Read a checkpoint's metadata and tensors, validating its format and version."""
+def read_metadata(path: str | Path) -> ModelInfo:
+    """A checkpoint's `ModelInfo`, validated, without its weights or arrays (``arrays`` is left
+    empty): reads the file's header only, and imports no PyTorch."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}", "pass the .safetensors file written by `braintumor train`")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             metadata = f.metadata() or {}
-        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{path} is not a braintumor checkpoint (not a readable safetensors file: {exc})",
-            "pass the model .safetensors written by `braintumor train`",
-        ) from None
+        raise _unreadable(path, exc) from None
     raw = metadata.get("braintumor")
     if raw is None:
         raise CheckpointError(
             f"{path} is a safetensors file but not a braintumor checkpoint (no braintumor metadata)",
             "pass the model .safetensors written by `braintumor train`",
         )
-    info = parse_info(raw, str(path), "retrain the model")
+    return parse_info(raw, str(path), "retrain the model")
+
+
+def read_info(path: str | Path) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
+    """Read a checkpoint's metadata and tensors, validating its format and version."""
+    from safetensors.torch import load_file
+
+    info = read_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise _unreadable(Path(path), exc) from None
     info.arrays = {k[len(ARRAY_PREFIX) :]: tensors.pop(k) for k in list(tensors) if k.startswith(ARRAY_PREFIX)}
     return info, tensors
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a braintumor checkpoint (not a readable safetensors file: {exc})",
+        "pass the model .safetensors written by `braintumor train`",
+    )
 
 
 def parse_info(raw: str, label: str, remedy: str) -> ModelInfo:
@@ -177,6 +196,8 @@ def parse_info(raw: str, label: str, remedy: str) -> ModelInfo:
 
 def load_checkpoint(path: str | Path) -> tuple[Classifier, ModelInfo]:
     """Load a model for inference (eval mode, float32) and its `ModelInfo`."""
+    from .models import create_model
+
     info, tensors = read_info(path)
     model = create_model(info.backbone, len(info.classes), info.preprocess, pretrained=False, drop_rate=info.drop_rate)
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
@@ -188,3 +209,11 @@ def load_checkpoint(path: str | Path) -> tuple[Classifier, ModelInfo]:
             "the file is damaged or was written by an incompatible version; retrain the model",
         ) from None
     return model.eval(), info
+
+
+def check_same_inputs(path, info, first, first_info) -> None:
+    """Raise a `BrainTumorError` unless checkpoint `path` (its `info`) takes the same inputs and
+    gives the same classes as `first`, so that their probabilities can be averaged."""
+    if info.preprocess != first_info.preprocess or list(info.classes) != list(first_info.classes):
+        raise BrainTumorError(f"{path} does not share the classes and preprocessing of {first}, so they cannot be averaged",
+                              "ensemble models trained with the same --image-size, cropping and classes")

@@ -365,7 +365,7 @@ def predict_test_split(
     from .checkpoint import load_checkpoint
     from .data import load_images, scan
     from .duplicates import file_groups
-    from .predict import predict_images
+    from .inference import predict_images
     from .protocols import run_fold, run_split
 
     checkpoint = Path(checkpoint)
@@ -419,7 +419,7 @@ def check_ensemble_member(member, member_info, info, dataset, split) -> None:
     its test split: the same classes, preprocessing and data, and none of the test images in the
     member's own training or validation part (re-created from its config), which would make the
     ensemble's figure a leaking one."""
-    from .inference import check_same_inputs
+    from .checkpoint import check_same_inputs
     from .protocols import run_split
 
     check_same_inputs(member, member_info, "the first model", info)

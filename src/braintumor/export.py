@@ -11,24 +11,22 @@ exports to one such graph (`ensemble_onnx_bytes`).
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import ModelInfo, load_checkpoint, parse_info
-from .errors import BrainTumorError, CheckpointError
+from .checkpoint import ModelInfo, check_same_inputs, load_checkpoint
+from .errors import BrainTumorError
 from .inference import EnsembleModel, InferenceModel
 from .ood import OODStats
+from .runtime import METADATA_KEY, onnx_cache_path
 
 OPSET = 17
-METADATA_KEY = "braintumor"
 
 
 def static_same_padding(model: nn.Module, image_size: int) -> nn.Module:
@@ -94,7 +92,7 @@ def ensemble_onnx_bytes(members: list, tta: bool | None = None, names: list | No
     """Serialise an ensemble as one ONNX graph with the inputs and outputs of `onnx_bytes`: the
     members' calibrated probabilities averaged, the OOD score the mean of each member's score over
     its threshold (so the file's threshold is 1; none when a member has no detector), as
-    `braintumor.inference.EnsembleRuntime` computes them.
+    `braintumor.runtime.EnsembleRuntime` computes them.
 
     Parameters
     ----------
@@ -158,22 +156,10 @@ def _export(module: nn.Module, meta: dict, size: int) -> bytes:
 
 def cached_onnx_bytes(checkpoint: str | Path, model, info: ModelInfo, tta: bool | None = None,
                       members: list | tuple = ()) -> bytes:
-    """`onnx_bytes` of a checkpoint, kept in the cache folder so that only the first use pays the
-    export (a few seconds). With `members` (more ``(path, model, info)`` of the same inputs), the
-    `ensemble_onnx_bytes` of them all. The key covers every checkpoint's bytes in order, `tta`,
-    and the versions of torch and of the code that defines the graph, so a stale graph is never
-    reused."""
-    from . import __version__
-    from .data import cache_dir
-
-    key = hashlib.sha256()
-    for path in [checkpoint, *(m[0] for m in members)]:
-        key.update(hashlib.sha256(Path(path).read_bytes()).digest())
-    # the code that builds the graph, and the code that writes and reads the metadata it carries
-    for source in ("inference.py", "ood.py", "export.py", "augment.py", "checkpoint.py", "preprocess.py"):
-        key.update((Path(__file__).parent / source).read_bytes())
-    key.update(f"{tta}|{__version__}|{torch.__version__}|{OPSET}".encode())  # None: each checkpoint's own
-    path = cache_dir() / "onnx" / f"{key.hexdigest()[:32]}.onnx"
+    """`onnx_bytes` of a checkpoint, kept at `braintumor.runtime.onnx_cache_path` so that only the
+    first use pays the export (a few seconds). With `members` (more ``(path, model, info)`` of the
+    same inputs), the `ensemble_onnx_bytes` of them all."""
+    path = onnx_cache_path([checkpoint, *(m[0] for m in members)], tta)
     if path.is_file():
         return path.read_bytes()
     if members:
@@ -204,8 +190,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, tta: bool
         More checkpoints of the same classes and preprocessing: the file is then their ensemble
         with `checkpoint` (`ensemble_onnx_bytes`), one network pass per model.
     """
-    from .inference import check_same_inputs
-
     out = onnx_path(checkpoint, out, ".onnx")
     model, info = load_checkpoint(checkpoint)
     if not members:
@@ -235,74 +219,3 @@ def write_onnx(data: bytes, out: Path) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, out)
     return out
-
-
-class OnnxRuntime:
-    """Runs an exported model in onnxruntime on the CPU.
-
-    Parameters
-    ----------
-    source : path or bytes
-        An ``.onnx`` file written by `export_onnx`, or its bytes.
-    threads : int, optional
-        Intra-op threads (default: all cores).
-    spin : bool
-        Let idle threads spin for the next piece of work (lowest latency for one session); off
-        where several sessions take turns on the same cores, as an ensemble's members do.
-
-    Attributes
-    ----------
-    info : ModelInfo
-        From the file's metadata (no weights; ``tta`` is what the graph does).
-    classes : list of str
-    threshold : float or None
-        OOD scores above it are rejected; None when the model has no detector.
-    """
-
-    name = "onnx"
-
-    def __init__(self, source: str | Path | bytes, threads: int | None = None, spin: bool = True):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if not spin:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        label = "the exported model" if isinstance(source, bytes) else str(source)
-        if not isinstance(source, bytes):
-            source = Path(source)
-            if not source.is_file():
-                raise CheckpointError(f"ONNX model not found: {source}", "write one with `braintumor export MODEL`")
-            source = str(source)
-        try:
-            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise CheckpointError(f"{label} is not a readable ONNX model ({str(exc).splitlines()[0]})",
-                                  "write one with `braintumor export MODEL`") from None
-        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        if raw is None:
-            raise CheckpointError(f"{label} is an ONNX model but not one exported by braintumor",
-                                  "write one with `braintumor export MODEL`")
-        self.info = parse_info(raw, label, "export the model again with `braintumor export MODEL`")
-        self.classes = list(self.info.classes)
-        self.tta = self.info.tta
-        ood = self.info.extra.get("ood")
-        self.threshold = float(ood["threshold"]) if ood else None
-
-    def run(self, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (``N x C``) and OOD scores (``N``) of preprocessed uint8 images.
-
-        Images go through in chunks of `batch_size`: on a 2-core CPU onnxruntime ran Lite0 at
-        160 px at 490 images/s in chunks of 8 and 400 in chunks of 32 (caches).
-        """
-        probs, scores = [], []
-        for start in range(0, len(images), batch_size):
-            batch = np.ascontiguousarray(images[start : start + batch_size], dtype=np.uint8)
-            p, s = self.session.run(None, {"images": batch})
-            probs.append(p)
-            scores.append(s)
-        if not probs:
-            return np.zeros((0, len(self.classes))), np.zeros(0)
-        return np.concatenate(probs).astype(np.float64), np.concatenate(scores).astype(np.float64)

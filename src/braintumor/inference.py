@@ -5,7 +5,7 @@ out-of-distribution scores out.
 network, test-time augmentation with a mirrored view, temperature, softmax and the Mahalanobis
 score), so that prediction in PyTorch and the exported ONNX graph (`braintumor.export`) are the
 same computation.
-`TorchRuntime` runs it in PyTorch; `braintumor.export.OnnxRuntime` offers the same interface.
+`TorchRuntime` runs it in PyTorch; `braintumor.runtime.OnnxRuntime` offers the same interface.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import MirrorView, to_float
+from .augment import to_float
+from .views import MirrorView
 from .ood import OODStats, forward_with_ood_features
+from .runtime import combine_members
 
 
 class InferenceModel(nn.Module):
@@ -69,6 +71,47 @@ class InferenceModel(nn.Module):
         return probabilities, scores
 
 
+@torch.inference_mode()
+def predict_images(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    batch_size: int = 64,
+    tta: bool = False,
+    bf16: bool = False,
+    temperature: float = 1.0,
+    tta_view: MirrorView = MirrorView(),
+) -> np.ndarray:
+    """Class probabilities for preprocessed ``N x S x S x 3`` uint8 images.
+
+    Parameters
+    ----------
+    tta : bool
+        Average the logits of each image and its test-time view.
+    tta_view : MirrorView
+        That view: the mirror, possibly rotated (the checkpoint's ``info.tta_view``).
+    bf16 : bool
+        Run in bfloat16 autocast (faster on CPUs with AVX-512 BF16; used during training).
+    temperature : float
+        Divide logits by this before the softmax (calibration, see issue on calibration).
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_float(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            if tta:  # one forward pass over the images and their views
+                both = model(torch.cat([x, tta_view.apply(x)])).float()
+                logits = (both[: len(x)] + both[len(x) :]) / 2
+            else:
+                logits = model(x).float()
+        out.append(torch.softmax(logits / temperature, dim=1).numpy())
+    model.train(was_training)
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out).astype(np.float64)
+
+
 class TorchRuntime:
     """Runs an `InferenceModel` in PyTorch.
 
@@ -108,61 +151,6 @@ class TorchRuntime:
         if not probs:
             return np.zeros((0, len(self.classes))), np.zeros(0)
         return np.concatenate(probs).astype(np.float64), np.concatenate(scores).astype(np.float64)
-
-
-def check_same_inputs(path, info, first, first_info) -> None:
-    """Raise a `BrainTumorError` unless checkpoint `path` (its `info`) takes the same inputs and
-    gives the same classes as `first`, so that their probabilities can be averaged."""
-    from .errors import BrainTumorError
-
-    if info.preprocess != first_info.preprocess or list(info.classes) != list(first_info.classes):
-        raise BrainTumorError(f"{path} does not share the classes and preprocessing of {first}, so they cannot be averaged",
-                              "ensemble models trained with the same --image-size, cropping and classes")
-
-
-class EnsembleRuntime:
-    """Runs several runtimes (`TorchRuntime` or `braintumor.export.OnnxRuntime`) on the same
-    preprocessed images: the probabilities are the mean of the members' calibrated ones.
-
-    The out-of-distribution score is the mean of each member's score divided by its own
-    threshold, so the ensemble's threshold is 1 (and None, no rejection, when a member has no
-    detector). Members must share classes and preprocessing (`check_same_inputs`).
-
-    Attributes
-    ----------
-    members : list
-    classes : list of str
-    threshold : float or None
-    tta : bool
-        Whether every member averages its test-time view.
-    """
-
-    name = "ensemble"
-
-    def __init__(self, members: list):
-        if len(members) < 2:
-            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
-        self.members = list(members)
-        self.classes = list(members[0].classes)
-        self.threshold = 1.0 if all(m.threshold is not None for m in members) else None
-        self.tta = all(m.tta for m in members)
-
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean probabilities (``N x C``) and OOD scores in threshold units (``N``)."""
-        outputs = [m.run(images) for m in self.members]
-        probs, scores = combine_members(outputs, [m.threshold for m in self.members])
-        return probs, (np.full(len(probs), np.nan) if scores is None else scores)
-
-
-def combine_members(outputs: list, thresholds: list):
-    """An ensemble's ``(probabilities, scores)`` from its members' ``(probabilities, scores)``:
-    the mean probabilities, and the mean of each member's score over its threshold (None when a
-    threshold is None). Works alike on numpy arrays (`EnsembleRuntime`) and torch tensors
-    (`EnsembleModel`, the exported graph)."""
-    probs = sum(p for p, _ in outputs) / len(outputs)
-    if any(t is None for t in thresholds):
-        return probs, None
-    return probs, sum(s / float(t) for (_, s), t in zip(outputs, thresholds)) / len(outputs)
 
 
 class EnsembleModel(nn.Module):

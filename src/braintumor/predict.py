@@ -11,57 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from .augment import MirrorView, to_float
 from .errors import BrainTumorError, ImageError
 from .imageio import is_image_file, iter_frames
 
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "default.safetensors"
 NOT_BRAIN_MRI = "not_brain_mri"
 RUNTIMES = ("auto", "torch", "onnx")
-
-
-@torch.inference_mode()
-def predict_images(
-    model: torch.nn.Module,
-    images: np.ndarray,
-    batch_size: int = 64,
-    tta: bool = False,
-    bf16: bool = False,
-    temperature: float = 1.0,
-    tta_view: MirrorView = MirrorView(),
-) -> np.ndarray:
-    """Class probabilities for preprocessed ``N x S x S x 3`` uint8 images.
-
-    Parameters
-    ----------
-    tta : bool
-        Average the logits of each image and its test-time view.
-    tta_view : MirrorView
-        That view: the mirror, possibly rotated (the checkpoint's ``info.tta_view``).
-    bf16 : bool
-        Run in bfloat16 autocast (faster on CPUs with AVX-512 BF16; used during training).
-    temperature : float
-        Divide logits by this before the softmax (calibration, see issue on calibration).
-    """
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = to_float(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            if tta:  # one forward pass over the images and their views
-                both = model(torch.cat([x, tta_view.apply(x)])).float()
-                logits = (both[: len(x)] + both[len(x) :]) / 2
-            else:
-                logits = model(x).float()
-        out.append(torch.softmax(logits / temperature, dim=1).numpy())
-    model.train(was_training)
-    if not out:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(out).astype(np.float64)
 
 
 @dataclass
@@ -124,42 +81,6 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[Prediction
     return files, errors
 
 
-def _load_member(checkpoint: str | Path | None, threads: int | None, tta: bool | None, spin: bool):
-    """``(path, model, info, onnx)`` of one model for `Predictor`: an ``.onnx`` file comes with its
-    `OnnxRuntime` and no ``model``; a checkpoint with its PyTorch ``model`` and no runtime yet."""
-    from .checkpoint import load_checkpoint
-    from .export import OnnxRuntime
-
-    path = Path(checkpoint) if checkpoint else DEFAULT_MODEL
-    if checkpoint is None and not path.is_file():
-        raise BrainTumorError("no model shipped with this installation", "pass --model PATH to a checkpoint")
-    if path.suffix == ".onnx":
-        if tta is not None:
-            raise BrainTumorError("tta is fixed inside an exported .onnx model", "re-export it with or without --no-tta")
-        onnx = OnnxRuntime(path, threads, spin)
-        return path, None, onnx.info, onnx
-    model, info = load_checkpoint(path)
-    return path, model.to(memory_format=torch.channels_last), info, None
-
-
-def _runtime(path: Path, model, info, runtime: str, threads: int | None, tta: bool | None, spin: bool):
-    """The runtime that runs one checkpoint's `model`: onnxruntime (its graph cached) or PyTorch."""
-    from .export import OnnxRuntime, cached_onnx_bytes
-    from .inference import TorchRuntime
-
-    if runtime == "onnx":
-        return OnnxRuntime(cached_onnx_bytes(path, model, info, tta), threads, spin)
-    return TorchRuntime(model, info, tta)
-
-
-def _threshold(info) -> float | None:
-    """A checkpoint's out-of-distribution threshold, None when it has no detector."""
-    from .ood import OODStats
-
-    ood = OODStats.load_from(info)
-    return None if ood is None else float(ood.threshold)
-
-
 class Predictor:
     """A loaded model with its preprocessing, for predicting files.
 
@@ -172,13 +93,15 @@ class Predictor:
         member), and an image is rejected as out-of-distribution when the mean of the members'
         scores, each divided by its threshold, exceeds 1. In onnxruntime, checkpoints run as one
         cached graph (`braintumor.export.ensemble_onnx_bytes`); otherwise, or with ``.onnx``
-        members, each model runs on its own (`EnsembleRuntime`).
+        members, each model runs on its own (`braintumor.runtime.EnsembleRuntime`).
     threads : int, optional
         Intra-op threads of torch or onnxruntime (default: all cores).
     runtime : {"auto", "torch", "onnx"}
-        Run the network in PyTorch, or export it to ONNX (cached, see `cached_onnx_bytes`) and
-        run it in onnxruntime, about twice as fast on a CPU. ``auto`` (default) picks onnxruntime
-        when it is installed.
+        Run the network in PyTorch, or export it to ONNX (cached, see
+        `braintumor.runtime.onnx_cache_path`) and run it in onnxruntime, about twice as fast on
+        a CPU. ``auto`` (default) picks onnxruntime when it is installed. With a cached graph,
+        PyTorch is not even imported: a process that predicts one image starts in well under a
+        second (`models` still loads the networks when asked).
     tta : bool, optional
         Override the checkpoint's test-time augmentation (off is twice as fast).
 
@@ -193,42 +116,93 @@ class Predictor:
         self, checkpoint: str | Path | list | None = None, threads: int | None = None, runtime: str = "auto",
         tta: bool | None = None,
     ):
-        from .export import OnnxRuntime, cached_onnx_bytes
-        from .inference import EnsembleRuntime, check_same_inputs
+        from .checkpoint import check_same_inputs, read_metadata
+        from .runtime import EnsembleRuntime, OnnxRuntime
 
         if runtime not in RUNTIMES:
             raise BrainTumorError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
         if runtime == "auto":
             runtime = "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
-        if threads:
-            torch.set_num_threads(threads)
-        paths = [Path(c) for c in checkpoint] if isinstance(checkpoint, (list, tuple)) else [checkpoint]
-        if not paths:
+        given = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+        if not given:
             raise BrainTumorError("no model given", "pass one checkpoint, or several for an ensemble")
-        spin = len(paths) == 1  # threads spin only where no other session waits for the cores
-        members = [_load_member(path, threads, tta, spin) for path in paths]
-        self.path, self.model, self.info, _ = members[0]
-        self.paths = [m[0] for m in members]
-        self.models = [m[1] for m in members]  # the PyTorch networks (None for .onnx members), for Grad-CAM
-        for path, _, info, _ in members[1:]:
+        if checkpoint is None and not DEFAULT_MODEL.is_file():
+            raise BrainTumorError("no model shipped with this installation", "pass --model PATH to a checkpoint")
+        self.paths = [Path(c) if c else DEFAULT_MODEL for c in given]
+        self.path = self.paths[0]
+        spin = len(self.paths) == 1  # threads spin only where no other session waits for the cores
+        if tta is not None and any(p.suffix == ".onnx" for p in self.paths):
+            raise BrainTumorError("tta is fixed inside an exported .onnx model", "re-export it with or without --no-tta")
+        exported = {i: OnnxRuntime(p, threads, spin) for i, p in enumerate(self.paths) if p.suffix == ".onnx"}
+        infos = [exported[i].info if i in exported else read_metadata(p) for i, p in enumerate(self.paths)]
+        self.info = infos[0]
+        for path, info in zip(self.paths[1:], infos[1:]):
             check_same_inputs(path, info, self.path, self.info)
-        if runtime == "onnx" and len(members) > 1 and None not in self.models:
-            # one graph for the whole ensemble, cached like a single model's: for three models
-            # about 1.2 times the throughput of a session per member (predict_speed_ensemble3*.json)
-            rest = [(path, model, info) for path, model, info, _ in members[1:]]
-            self.runtime = OnnxRuntime(cached_onnx_bytes(self.path, self.model, self.info, tta, rest), threads)
+        self._loaded: list = [None] * len(self.paths)  # (PyTorch network, full ModelInfo), on first use
+        # below, `member_thresholds`: each model's own OOD threshold (None: no detector), for `no_detector_note`
+        if runtime == "onnx" and not exported:
+            # every model a checkpoint: one graph, the ensemble's too (for three models about 1.2
+            # times the throughput of a session per member, predict_speed_ensemble3*.json)
+            self.runtime = OnnxRuntime(self._graph(tta), threads)
+            self.member_thresholds = self.runtime.member_thresholds
         else:
-            runtimes = [onnx or _runtime(path, model, info, runtime, threads, tta, spin)
-                        for path, model, info, onnx in members]
+            if runtime == "torch" and threads:
+                import torch
+
+                torch.set_num_threads(threads)
+            runtimes = [exported.get(i) or self._member_runtime(i, runtime, threads, tta, spin)
+                        for i in range(len(self.paths))]
             self.runtime = runtimes[0] if len(runtimes) == 1 else EnsembleRuntime(runtimes)
-        # each model's own OOD threshold (None: no detector), for `no_detector_note`
-        self.member_thresholds = [onnx.threshold if onnx else _threshold(info) for _, _, info, onnx in members]
-        if len(members) > 1:
-            self.model = None  # one network; an ensemble's are in `models`
+            self.member_thresholds = [r.threshold for r in runtimes]
         self.classes = list(self.info.classes)
         self.threshold = self.runtime.threshold
-        # decoding threads, kept for the predictor's life (starting them costs ~2 ms per call)
         self._pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="decode")
+
+    @property
+    def models(self) -> list:
+        """The models' PyTorch networks (None for ``.onnx`` members), loaded on first use:
+        Grad-CAM needs them; prediction in onnxruntime from a cached graph does not."""
+        return [None if p.suffix == ".onnx" else self._checkpoint(i)[0] for i, p in enumerate(self.paths)]
+
+    @property
+    def model(self):
+        """The PyTorch network of a single checkpoint (None for an ensemble or an ``.onnx`` file)."""
+        return self.models[0] if len(self.paths) == 1 else None
+
+    def _checkpoint(self, i: int) -> tuple:
+        """``(network, ModelInfo with its arrays)`` of checkpoint `i`, loaded (with PyTorch) once."""
+        if self._loaded[i] is None:
+            import torch
+
+            from .checkpoint import load_checkpoint
+
+            model, info = load_checkpoint(self.paths[i])
+            self._loaded[i] = (model.to(memory_format=torch.channels_last), info)
+        return self._loaded[i]
+
+    def _member_runtime(self, i: int, runtime: str, threads: int | None, tta: bool | None, spin: bool):
+        """The runtime of checkpoint `i` on its own: its cached graph in onnxruntime, or PyTorch."""
+        from .runtime import OnnxRuntime
+
+        if runtime == "onnx":
+            return OnnxRuntime(self._graph(tta, [i]), threads, spin)
+        from .inference import TorchRuntime
+
+        return TorchRuntime(*self._checkpoint(i), tta)
+
+    def _graph(self, tta: bool | None, members: list | None = None) -> bytes:
+        """The ONNX graph of checkpoints `members` (default: all), as one ensemble: read from the
+        cache, else exported with PyTorch (only the first use of these checkpoints)."""
+        from .runtime import onnx_cache_path
+
+        members = list(range(len(self.paths))) if members is None else members
+        cached = onnx_cache_path([self.paths[i] for i in members], tta)
+        if cached.is_file():
+            return cached.read_bytes()
+        from .export import cached_onnx_bytes
+
+        first, *rest = [(self.paths[i], *self._checkpoint(i)) for i in members]
+        return cached_onnx_bytes(*first, tta, rest)
 
     def _load(self, path: Path, frame: int | None) -> list[tuple[int | None, np.ndarray]] | str:
         """Decode and preprocess every frame of a file, or return the reason it cannot be read."""

@@ -133,7 +133,7 @@ def fidelity(float_graph: bytes, int8_graph: bytes, images: np.ndarray, labels: 
              progress: bool = False) -> dict:
     """Both graphs on labelled images (the validation set): the figures stored under ``extra["int8"]``,
     and, when `accept` is given, the int8 graph's out-of-distribution threshold at that quantile."""
-    from .export import OnnxRuntime
+    from .runtime import OnnxRuntime
     from .ood import threshold_at
 
     graphs = tqdm((float_graph, int8_graph), desc="checking float32 and int8 on validation", unit="graph",

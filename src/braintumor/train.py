@@ -26,18 +26,19 @@ from timm.optim import param_groups_layer_decay
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
-from .augment import MirrorView, augment, erase, mixup, remap_contrast, to_float
+from .augment import augment, erase, mixup, remap_contrast, to_float
 from .calibration import as_logits, fit_temperature
 from .checkpoint import ModelInfo, load_checkpoint, read_info, save_checkpoint
 from .classes import CLASSES
 from .data import default_data_dir, load_images, scan
 from .distill import distill_loss, load_teachers, teacher_probs
 from .errors import BrainTumorError
+from .inference import predict_images
 from .models import DEFAULT_BACKBONE, create_model, depthwise_in_float32, freeze_early_layers
 from .ood import fit_model_ood
-from .predict import predict_images
 from .preprocess import Preprocess
 from .protocols import run_labels, run_split, uncorrected_copies
+from .views import MirrorView
 
 
 @dataclass
