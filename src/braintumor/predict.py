@@ -139,7 +139,7 @@ class Predictor:
         for path, info in zip(self.paths[1:], infos[1:]):
             check_same_inputs(path, info, self.path, self.info)
         self._loaded: list = [None] * len(self.paths)  # (PyTorch network, full ModelInfo), on first use
-        # below, `member_thresholds`: each model's own OOD threshold (None: no detector), for `no_detector_note`
+        # `member_thresholds`: each model's own OOD threshold (None: no detector), for `no_detector_note`
         if runtime == "onnx" and not exported:
             # every model a checkpoint: one graph, the ensemble's too (for three models about 1.2
             # times the throughput of a session per member, predict_speed_ensemble3*.json)
@@ -156,6 +156,7 @@ class Predictor:
             self.member_thresholds = [r.threshold for r in runtimes]
         self.classes = list(self.info.classes)
         self.threshold = self.runtime.threshold
+        # decoding threads, kept for the predictor's life (starting them costs ~2 ms per call)
         self._pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="decode")
 
     @property
