@@ -141,7 +141,7 @@ def test_predict_table_and_json(trained, tmp_path):
         (["train", "--data", "{tmp}/missing"], "data folder not found"),
         (["data", "info", "--data", "{tmp}"], "no class folders"),
         (["predict", "{tmp}", "--model", "{model}"], "holds no"),
-        (["predict", "x.jpg", "--model", "{tmp}/junk.safetensors"], "not a braintumor checkpoint"),
+        (["predict", "{image}", "--model", "{tmp}/junk.safetensors"], "not a braintumor checkpoint"),
         (["evaluate", "{tmp}/junk.safetensors"], "not a braintumor checkpoint"),
         (["train", "--data", "{tmp}", "--epochs", "0"], "epochs must be at least 1"),
         (["train", "--data", "{tmp}", "--folds", "3", "--no-test"], "--no-test does not combine with --folds"),
@@ -149,9 +149,10 @@ def test_predict_table_and_json(trained, tmp_path):
     ],
 )
 def test_expected_errors_are_one_clear_message(trained, tmp_path, capsys, args, message):
-    _, out, _ = trained
+    data, out, _ = trained
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
-    args = [a.format(tmp=tmp_path, model=out / "model.safetensors") for a in args]
+    image = data / "Testing" / "glioma_tumor" / "img (0).jpg"
+    args = [a.format(tmp=tmp_path, model=out / "model.safetensors", image=image) for a in args]
     code = main(args)
     err = capsys.readouterr().err
     assert code != 0

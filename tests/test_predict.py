@@ -309,3 +309,25 @@ def test_the_networks_load_when_asked_for(checkpoint):
     assert all(torch.equal(state[k], v) for k, v in loaded.state_dict().items())
     assert predictor.models[0] is predictor.model  # loaded once
     assert Predictor([checkpoint, checkpoint], runtime="onnx").model is None  # an ensemble has no single network
+
+
+def test_a_first_export_is_announced_and_the_models_own_tta_spelled_out_reuses_its_graph(checkpoint, capsys):
+    from braintumor.data import cache_dir
+
+    def graphs() -> int:
+        return len(list((cache_dir() / "onnx").glob("*.onnx")))
+
+    Predictor(checkpoint, runtime="onnx", progress=True)
+    assert "exporting m.safetensors to ONNX" in capsys.readouterr().err and graphs() == 1
+    Predictor(checkpoint, runtime="onnx", tta=True, progress=True)  # the checkpoint's own setting
+    assert capsys.readouterr().err == "" and graphs() == 1
+    Predictor(checkpoint, runtime="onnx", tta=False)
+    assert graphs() == 2
+
+
+def test_predict_command_refuses_empty_input_before_loading_a_model(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    # the model does not exist either: the inputs are checked first, so their error is the one shown
+    assert main(["predict", str(tmp_path / "empty"), "--model", str(tmp_path / "missing.safetensors")]) != 0
+    err = capsys.readouterr().err
+    assert "nothing to predict" in err and "missing.safetensors" not in err

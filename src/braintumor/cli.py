@@ -160,19 +160,17 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .predict import Predictor, expand_inputs
-
-    from .predict import no_detector_note, write_csv
+    from .predict import Predictor, expand_inputs, no_detector_note, write_csv
 
     if args.json and args.csv == "-":
         raise BrainTumorError("--json and --csv - would both write to stdout", "write the CSV to a file: --csv results.csv")
-    predictor = Predictor(args.model, threads=args.threads, runtime=args.runtime, tta=args.tta)
     files, problems = expand_inputs(args.inputs)
     if not files:
         raise BrainTumorError(
             "nothing to predict: " + "; ".join(f"{p.path}: {p.error}" for p in problems),
             "pass image files (JPEG, PNG, BMP, TIFF, DICOM) or folders that contain them",
         )
+    predictor = Predictor(args.model, threads=args.threads, runtime=args.runtime, tta=args.tta, progress=not args.quiet)
     if no_detector_note(predictor):
         print(no_detector_note(predictor), file=sys.stderr)
     results = predictor.predict(args.inputs, batch_size=args.batch_size, progress=not args.quiet, frame=args.frame)

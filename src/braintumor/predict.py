@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -104,6 +105,8 @@ class Predictor:
         second (`models` still loads the networks when asked).
     tta : bool, optional
         Override the checkpoint's test-time augmentation (off is twice as fast).
+    progress : bool
+        Say on stderr when a graph is exported before its first use (a few seconds).
 
     Examples
     --------
@@ -114,7 +117,7 @@ class Predictor:
 
     def __init__(
         self, checkpoint: str | Path | list | None = None, threads: int | None = None, runtime: str = "auto",
-        tta: bool | None = None,
+        tta: bool | None = None, progress: bool = False,
     ):
         from .checkpoint import check_same_inputs, read_metadata
         from .runtime import EnsembleRuntime, OnnxRuntime
@@ -135,7 +138,7 @@ class Predictor:
             raise BrainTumorError("tta is fixed inside an exported .onnx model", "re-export it with or without --no-tta")
         exported = {i: OnnxRuntime(p, threads, spin) for i, p in enumerate(self.paths) if p.suffix == ".onnx"}
         infos = [exported[i].info if i in exported else read_metadata(p) for i, p in enumerate(self.paths)]
-        self.info = infos[0]
+        self.info, self._infos, self._progress = infos[0], infos, progress
         for path, info in zip(self.paths[1:], infos[1:]):
             check_same_inputs(path, info, self.path, self.info)
         self._loaded: list = [None] * len(self.paths)  # (PyTorch network, full ModelInfo), on first use
@@ -197,10 +200,16 @@ class Predictor:
         from .runtime import onnx_cache_path
 
         members = list(range(len(self.paths))) if members is None else members
+        if tta is not None and all(self._infos[i].tta == bool(tta) for i in members):
+            tta = None  # each model's own setting spelled out: the same graph, so the same cache entry
         cached = onnx_cache_path([self.paths[i] for i in members], tta)
         if cached.is_file():
             return cached.read_bytes()
         from .export import cached_onnx_bytes
+
+        if self._progress:
+            names = ", ".join(self.paths[i].name for i in members)
+            print(f"exporting {names} to ONNX for onnxruntime (first use only, a few seconds)", file=sys.stderr)
 
         first, *rest = [(self.paths[i], *self._checkpoint(i)) for i in members]
         return cached_onnx_bytes(*first, tta, rest)
