@@ -2,7 +2,7 @@
 `EnsembleRuntime` (several runtimes averaged), and where the graph of a checkpoint is cached.
 
 `braintumor predict` with a cached graph imports neither torch nor timm: it starts in a fraction
-of a second and a few hundred megabytes, where loading the network in PyTorch costs seconds and
+of a second and about 140 MB (`benchmarks/startup_speed.py`), where loading the network in PyTorch costs seconds and
 over a gigabyte. The graph itself is written with PyTorch (`braintumor.export`), once per
 checkpoint, and kept at `onnx_cache_path`.
 """
