@@ -148,6 +148,10 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
+    if args.external:
+        return _evaluate_external(args)
+    if args.train_data or not args.copy_check:
+        raise BrainTumorError("--train-data and --no-copy-check go with --external", "add --external DIR, or drop them")
     metrics = evaluate(args.model, args.data, args.protocol, args.seed, args.out, progress=not args.quiet, against=args.against,
                        members=args.members or ())
     _print_metrics(metrics, args.json)
@@ -156,6 +160,24 @@ def _cmd_evaluate(args) -> int:
         low, high = a["difference_ci"]
         print(f"against {a['model']}: {100 * a['accuracy']:.2f}% ({a['correct']}/{metrics['n']}); difference "
               f"{100 * a['difference']:+.2f} points (95% CI {100 * low:+.2f} to {100 * high:+.2f})")
+    return 0
+
+
+def _evaluate_external(args) -> int:
+    from .external import check_external_args, evaluate_external
+
+    check_external_args(args.protocol, args.seed, args.against)
+    if args.out is None:
+        raise BrainTumorError("--external needs --out: the checkpoint's folder holds the report of its own test split",
+                              "pass --out, e.g. --out runs/external")
+    metrics = evaluate_external(args.model, args.external, args.out, args.train_data, args.members or (),
+                                check_copies=args.copy_check, progress=not args.quiet)
+    _print_metrics(metrics, args.json)
+    if not args.json and "training_copies" in metrics:
+        c, u = metrics["training_copies"], metrics.get("unseen")
+        print(f"{c['with_a_copy']} of {c['images']} images have a copy among the model's training images"
+              + (f"; on the other {u['n']}: accuracy {100 * u['accuracy']:.2f}% ({u['correct']}/{u['n']}), "
+                 f"macro-F1 {u['macro_f1']:.4f}" if u else "; none is new to the model"))
     return 0
 
 
@@ -420,6 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score MODEL and these checkpoints as one ensemble (their calibrated probabilities averaged) on MODEL's "
                         "test split; each must have held those images out (same --protocol and --seed, e.g. other --train-seed "
                         "runs), and --out is needed. With --against MODEL: the ensemble's gain over one model, paired")
+    p.add_argument("--external", metavar="DIR",
+                   help="score every image of DIR, a labelled dataset the model was not trained on (<class>/<image>), "
+                        "and check it for copies of the model's training and validation images: the report gives the "
+                        "figures on all images and on those without a copy, and lists the copies in "
+                        "training_copies.csv; needs --out")
+    p.add_argument("--train-data", metavar="DIR",
+                   help="with --external: where the model's training dataset is now (default: the folder it records)")
+    p.add_argument("--no-copy-check", dest="copy_check", action="store_false",
+                   help="with --external: skip the check for copies of training images (when the training data is not at hand)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -201,6 +201,8 @@ def write_report(
         lines += [f"The 95% confidence intervals come from a percentile bootstrap of the test set's {unit} (2,000 "
                   "resamples): they cover the chance of testing on this sample of images, not the variation between "
                   "training runs or splits.", ""]
+    if metrics.get("training_copies"):
+        lines += _copies_lines(metrics["training_copies"], metrics.get("unseen"))
     if metrics.get("against"):
         lines += _against_lines(metrics["against"], metrics)
     if metrics.get("by_source"):
@@ -288,6 +290,27 @@ def _source_lines(by_source: dict, classes: list[str]) -> list[str]:
         recall = [f"{m['recall'][c]:.3f}" if c in m["recall"] else "–" for c in classes]
         lines.append(f"| {name} | {m['n']} | {m['correct']} | {_pct(m['accuracy'])}{_ci(m.get('accuracy_ci'), percent=True)} | "
                      + " | ".join(recall) + " |")
+    return lines + [""]
+
+
+def _copies_lines(copies: dict, unseen: dict | None) -> list[str]:
+    """The report section of `braintumor.external`'s check for copies of training images."""
+    levels = copies["per_level"]
+    lines = ["## Copies of the model's training images", "",
+             f"{copies['with_a_copy']} of {copies['images']} images have a copy among the {copies['compared_with']:,} "
+             f"images the model trained or was early-stopped on ({copies['train_data']}): {levels['byte']} "
+             f"byte-identical, {levels['pixel']} pixel-identical, {levels['near']} near-duplicate; "
+             f"{copies['label_conflicts']} of them filed there under another class. Figures on images with a copy "
+             "measure memory, not generalisation; the list is in [training_copies.csv](training_copies.csv).", "",
+             "| class | images | with a copy |", "|---|---:|---:|"]
+    lines += [f"| {c} | {v['images']} | {v['with_a_copy']} |" for c, v in copies["per_class"].items()]
+    if unseen:
+        lines += ["", f"**On the {unseen['n']} images without a copy: accuracy {_pct(unseen['accuracy'])} "
+                      f"({unseen['correct']}/{unseen['n']}){_ci(unseen.get('accuracy_ci'), percent=True)}, macro-F1 "
+                      f"{unseen['macro_f1']:.4f}{_ci(unseen.get('macro_f1_ci'))}, ECE {unseen['ece']:.4f}.** "
+                      "This is the figure that speaks for new images."]
+    else:
+        lines += ["", "**Every image has a copy among the training images: this folder says nothing about new images.**"]
     return lines + [""]
 
 
@@ -481,10 +504,12 @@ def evaluate(
     return report_predictions(test, Path(out) if out else Path(checkpoint).parent, against=comparison)
 
 
-def report_predictions(test: TestPredictions, out: Path, against: dict | None = None) -> dict:
+def report_predictions(test: TestPredictions, out: Path, against: dict | None = None, extra: dict | None = None) -> dict:
     """Metrics of `predict_test_split`'s output, with the report written to `out` (plus the
     training curves when `out` holds the run's ``metrics.jsonl``), and `against`, a
-    `paired_comparison`, when given. Returns the metrics dict."""
+    `paired_comparison`, when given. `extra` entries are added to the metrics before the report
+    is written (``training_copies`` and ``unseen`` of `braintumor.external` get a section).
+    Returns the metrics dict."""
     from .calibration import expected_calibration_error, with_temperature
 
     info, context = test.info, test.context
@@ -499,10 +524,12 @@ def report_predictions(test: TestPredictions, out: Path, against: dict | None = 
         metrics["by_source"] = metrics_by_source(test.labels, test.probs, test.sources, info.classes, test.groups)
     if against is not None:
         metrics["against"] = against
+    metrics.update(extra or {})
     history = None
     if (out / "metrics.jsonl").is_file():
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    title = f"braintumor — {context['protocol']} protocol, seed {context['split seed']}"
+    title = (f"braintumor — {context['protocol']} protocol, seed {context['split seed']}" if "split seed" in context
+             else f"braintumor — {context['protocol']} data")
     report = write_report(out, metrics, info.classes, test.skipped, history, title, context)
     metrics["report"] = str(report)
     return metrics

@@ -1,0 +1,237 @@
+"""External validation: score a checkpoint on every image of a labelled folder it was not
+trained on, and find out whether that folder is as new to the model as it looks.
+
+Public brain-MRI datasets are built from one another (several later collections include the
+Sartaj images, re-encoded or not), so an "external" test set often holds copies of the images
+a model trained on. `training_copies` hashes both sides (`braintumor.duplicates`: byte,
+pixel and near-duplicate levels) and marks every external image that has a copy among the
+images the model trained or early-stopped on; `evaluate_external` reports the figures on all
+images and on the unseen ones alone, and lists the copies in ``training_copies.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from .duplicates import (DEFAULT_THRESHOLD, ImageHashes, check_threshold, connected_groups, equal_pairs, group_ids,
+                         hash_dataset)
+from .errors import BrainTumorError, DataError
+
+LEVELS = ("byte", "pixel", "near")
+
+
+def _concat(a: ImageHashes, b: ImageHashes) -> ImageHashes:
+    return ImageHashes(*(np.concatenate([x, y]) for x, y in
+                         [(a.file_digest, b.file_digest), (a.pixel_digest, b.pixel_digest), (a.perceptual, b.perceptual),
+                          (a.errors, b.errors), (a.sizes, b.sizes)]))
+
+
+def _first_training_row(ids: np.ndarray, n_ext: int) -> np.ndarray:
+    """For group ids of the rows [external; training], the first training row (counted from 0
+    among the training rows) in each external row's group, or -1 when its group has none."""
+    first = {}
+    for k in range(len(ids) - 1, n_ext - 1, -1):
+        first[ids[k]] = k - n_ext
+    return np.array([first.get(g, -1) for g in ids[:n_ext]], dtype=int)
+
+
+def training_copies(checkpoint, info, external: ImageHashes, train_data=None, threshold: int = DEFAULT_THRESHOLD,
+                    progress: bool = True) -> dict:
+    """Which external images have a copy among the images a checkpoint trained or was
+    early-stopped on (its training and validation parts, re-created from its stored config).
+
+    Parameters
+    ----------
+    checkpoint : path
+        The checkpoint, named in messages.
+    info : ModelInfo
+        Its stored information (training config, preprocessing, data fingerprint).
+    external : ImageHashes
+        Hashes of the external images (`braintumor.duplicates.hash_dataset`).
+    train_data : path, optional
+        Where the model's training dataset is now (default: the folder its config records).
+    threshold : int
+        Near-duplicate Hamming threshold in bits, as for ``braintumor audit``.
+
+    Returns
+    -------
+    dict
+        ``level``: per external image "byte", "pixel", "near" or "" (no copy), the closest
+        level found; ``match``: the training image it copies (a path, or None); ``match_label``:
+        that image's class index (-1: none); ``seen``: how many training and validation images
+        were compared.
+
+    Raises
+    ------
+    DataError
+        When the training data is not recorded, not found, or not the dataset the checkpoint
+        was trained on.
+    """
+    from .protocols import checkpoint_data
+
+    threshold = check_threshold(threshold)
+    _, dataset, split = checkpoint_data(checkpoint, info, train_data, progress=progress)
+    rows = np.sort(np.concatenate([split.train, split.val]))
+    hashes = hash_dataset(dataset, progress=progress)
+    seen = ImageHashes(hashes.file_digest[rows], hashes.pixel_digest[rows], hashes.perceptual[rows],
+                       hashes.errors[rows], hashes.sizes[rows])
+    both, n = _concat(external, seen), len(external)
+    level = np.full(n, "", dtype=object)
+    match = np.full(n, -1)
+    # Weaker levels first, so that an exact copy is reported as such.
+    for name, ids in (("near", group_ids(both, threshold)),
+                      ("pixel", connected_groups(len(both), *equal_pairs(both.pixel_digest))),
+                      ("byte", connected_groups(len(both), *equal_pairs(both.file_digest)))):
+        found = _first_training_row(ids, n)
+        level[found >= 0], match[found >= 0] = name, found[found >= 0]
+    paths = [str(dataset.paths[rows[m]]) if m >= 0 else None for m in match]
+    labels = np.array([int(dataset.labels[rows[m]]) if m >= 0 else -1 for m in match])
+    return {"level": level.astype(str), "match": paths, "match_label": labels, "seen": len(rows),
+            "train_data": str(dataset.root)}
+
+
+def evaluate_external(
+    checkpoint: str | Path,
+    data: str | Path,
+    out: str | Path,
+    train_data: str | Path | None = None,
+    members: list | tuple = (),
+    threshold: int = DEFAULT_THRESHOLD,
+    check_copies: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Score a checkpoint (or an ensemble) on every image of a labelled folder and write a report.
+
+    Parameters
+    ----------
+    checkpoint : path
+        A ``.safetensors`` checkpoint.
+    data : path
+        The external dataset, laid out as for training (``<class>/<image>``, or with
+        ``Training``/``Testing`` folders: both are scored).
+    out : path
+        Report folder (created): ``report.md``, ``test_metrics.json``, figures, and
+        ``training_copies.csv``.
+    train_data : path, optional
+        Where each model's training dataset is now, for the copy check (default: the folder its
+        config records).
+    members : list of path
+        More checkpoints of the same preprocessing, averaged with the first (an ensemble).
+    threshold : int
+        Near-duplicate Hamming threshold for the copy check.
+    check_copies : bool
+        Compare the images with the models' training images (needs their training data).
+
+    Returns
+    -------
+    dict
+        The metrics, as `braintumor.evaluate.evaluate` returns them, plus ``training_copies``
+        (counts per level, label conflicts) and ``unseen`` (the metrics of the images without
+        a copy) when the check ran.
+    """
+    from .checkpoint import check_same_inputs, load_checkpoint
+    from .data import load_images, scan
+    from .evaluate import TestPredictions, classification_metrics, report_predictions
+    from .inference import predict_images
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    model, info = load_checkpoint(checkpoint)
+    loaded = [(checkpoint, model, info)] + [(Path(m), *load_checkpoint(m)) for m in members]
+    for path, _, other in loaded[1:]:
+        check_same_inputs(path, other, checkpoint, info)
+    dataset = scan(data, info.train_config.get("class_map") or None)
+    images, dataset = load_images(dataset, info.preprocess, progress=progress)
+    if len(dataset) == 0:
+        raise DataError(f"none of the images under {data} could be read", "pass a folder of readable JPEG, PNG, BMP or TIFF images")
+    hashes = hash_dataset(dataset, progress=progress)
+    groups = group_ids(hashes, DEFAULT_THRESHOLD)
+    copies = None
+    if check_copies:  # before the scoring, so that a missing training folder fails fast
+        found = []
+        for path, _, i in loaded:
+            try:
+                found.append(training_copies(path, i, hashes, train_data, threshold, progress))
+            except DataError as exc:
+                raise DataError(f"cannot check {data} for copies of {path}'s training images: {exc.message}",
+                                "pass --train-data with the dataset the model was trained on, or --no-copy-check "
+                                "to score the folder without that check") from exc
+        copies = _merge(found)
+    every = [predict_images(m, images, tta=i.tta, temperature=i.temperature, tta_view=i.tta_view) for _, m, i in loaded]
+    probs = np.mean(every, axis=0)
+    context = {
+        "model": str(checkpoint),
+        "backbone": info.backbone,
+        "image size": info.preprocess.image_size,
+        "data": str(data),
+        "protocol": "external",
+        "test images": f"all {len(dataset)} readable images of the folder",
+        **({"ensemble": f"{len(loaded)} models averaged: " + ", ".join(str(p) for p, _, _ in loaded)} if members else {}),
+        "trained on": ", ".join(sorted({f"{i.train_config.get('data')} ({i.train_config.get('protocol', 'original')}, "
+                                        f"seed {i.train_config.get('seed', 0)})" for _, _, i in loaded})),
+    }
+    test = TestPredictions(probs, dataset.labels, list(dataset.paths), groups, info, context, dataset.skipped,
+                           list(dataset.splits), [str(m) for m in members], every if members else [])
+    extra = {}
+    if copies is not None:
+        extra["training_copies"] = _summary(copies, dataset, info.classes)
+        unseen = copies["level"] == ""
+        if unseen.any():
+            sub = classification_metrics(dataset.labels[unseen], probs[unseen], list(info.classes), groups=groups[unseen])
+            extra["unseen"] = {k: sub[k] for k in ("n", "correct", "accuracy", "accuracy_ci", "macro_f1",
+                                                   "macro_f1_ci", "loss", "ece") if k in sub}
+        out.mkdir(parents=True, exist_ok=True)
+        _write_copies(out, dataset, copies, info.classes, probs)
+    return report_predictions(test, out, extra=extra)
+
+
+def _merge(found: list[dict]) -> dict:
+    """One copy per external image over several models' training sets: the strongest level."""
+    rank = {"": 0, "near": 1, "pixel": 2, "byte": 3}
+    best = dict(found[0])
+    for other in found[1:]:
+        better = np.array([rank[b] > rank[a] for a, b in zip(best["level"], other["level"])], dtype=bool)
+        best["level"] = np.where(better, other["level"], best["level"])
+        best["match"] = [o if u else m for m, o, u in zip(best["match"], other["match"], better)]
+        best["match_label"] = np.where(better, other["match_label"], best["match_label"])
+    best["seen"] = sum(f["seen"] for f in found)
+    best["train_data"] = ", ".join(sorted({f["train_data"] for f in found}))
+    return best
+
+
+def _summary(copies: dict, dataset, classes) -> dict:
+    level, labels = copies["level"], dataset.labels
+    has = level != ""
+    conflicts = has & (copies["match_label"] != labels)
+    return {
+        "images": len(level),
+        "with_a_copy": int(has.sum()),
+        "per_level": {name: int((level == name).sum()) for name in LEVELS},
+        "per_class": {c: {"images": int((labels == k).sum()), "with_a_copy": int((has & (labels == k)).sum())}
+                      for k, c in enumerate(classes)},
+        "label_conflicts": int(conflicts.sum()),
+        "compared_with": copies["seen"],
+        "train_data": copies["train_data"],
+    }
+
+
+def _write_copies(out: Path, dataset, copies: dict, classes, probs) -> Path:
+    path = out / "training_copies.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "predicted", "level", "training_copy", "training_label"])
+        for k, p in enumerate(dataset.paths):
+            if copies["level"][k]:
+                w.writerow([str(p), classes[dataset.labels[k]], classes[int(np.argmax(probs[k]))], copies["level"][k],
+                            copies["match"][k], classes[copies["match_label"][k]]])
+    return path
+
+
+def check_external_args(protocol=None, seed=None, against=None) -> None:
+    """`--external` scores a whole folder: a protocol's split, seed or paired comparison does not apply."""
+    given = [name for name, v in (("--protocol", protocol), ("--seed", seed), ("--against", against)) if v is not None]
+    if given:
+        raise BrainTumorError(f"{', '.join(given)} cannot be combined with --external (every image of the folder is scored)",
+                              "drop " + ", ".join(given) + ", or evaluate a protocol's test split without --external")
