@@ -148,3 +148,19 @@ def test_merging_members_keeps_the_strongest_copy_of_each_image():
     assert merged["match"] == ["u/c.png", "t/a.png", "t/b.png"]
     assert list(merged["match_label"]) == [0, 1, 2]
     assert merged["seen"] == 22 and merged["train_data"] == "d1, d2"
+
+
+def test_default_names_the_shipped_model(monkeypatch):
+    from braintumor import external
+    from braintumor.predict import DEFAULT_MODEL
+
+    seen = {}
+
+    def fake(model, *args, **kwargs):  # stands in for the scoring, which needs the model's training data
+        seen["model"] = model
+        raise external.DataError("stop here")
+
+    monkeypatch.setattr(external, "evaluate_external", fake)
+    code, _, err = _run("evaluate", "default", "--external", "somewhere", "--out", "x", "-q")
+    assert code == 2 and "stop here" in err
+    assert Path(seen["model"]) == DEFAULT_MODEL

@@ -148,6 +148,10 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
+    if args.model == "default" and not Path(args.model).exists():
+        from .predict import DEFAULT_MODEL
+
+        args.model = str(DEFAULT_MODEL)
     if args.external:
         return _evaluate_external(args)
     if args.train_data or not args.copy_check:
@@ -430,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = command("evaluate", "evaluate a checkpoint on a protocol's test split and write a report")
-    p.add_argument("model", help="checkpoint (.safetensors) written by `braintumor train`")
+    p.add_argument("model", help="checkpoint (.safetensors) written by `braintumor train`; 'default' for the model "
+                                 "shipped with the package")
     p.add_argument("--data", help="dataset folder (default: the one the model was trained on)")
     p.add_argument("--protocol", choices=["original", "official", "dedup"], help="default: the model's training protocol")
     p.add_argument("--seed", type=int, help="split seed (default: the model's)")

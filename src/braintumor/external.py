@@ -60,7 +60,9 @@ def training_copies(checkpoint, info, external: ImageHashes, train_data=None, th
     -------
     dict
         ``level``: per external image "byte", "pixel", "near" or "" (no copy), the closest
-        level found; ``match``: the training image it copies (a path, or None); ``match_label``:
+        level found ("near": in one near-duplicate group with a training image, groups being
+        connected components of near pairs, as ``--protocol dedup`` forms them); ``match``: a
+        training image of that group (a path, or None); ``match_label``:
         that image's class index (-1: none); ``seen``: how many training and validation images
         were compared.
 
