@@ -124,10 +124,11 @@ def test_no_copy_check_scores_the_folder_alone(external, tmp_path):
     (["--out", "x", "--seed", "1"], "--seed cannot be combined with --external"),
     (["--out", "x", "--protocol", "dedup"], "--protocol cannot be combined with --external"),
     (["--out", "x", "--train-data", "/nonexistent/data"], "--no-copy-check"),
+    (["--out", "RUN"], "holds a training run"),
 ])
 def test_bad_external_arguments_are_one_clear_error(external, tmp_path, extra, message):
     checkpoint, root, _ = external
-    extra = [str(tmp_path / e) if e == "x" else e for e in extra]
+    extra = [str(tmp_path / e) if e == "x" else str(checkpoint.parent) if e == "RUN" else e for e in extra]
     code, _, err = _run("evaluate", checkpoint, "--external", root, *extra, "-q")
     assert code == 2 and message in err and "Traceback" not in err
 

@@ -174,6 +174,9 @@ def _evaluate_external(args) -> int:
     if args.out is None:
         raise BrainTumorError("--external needs --out: the checkpoint's folder holds the report of its own test split",
                               "pass --out, e.g. --out runs/external")
+    if (Path(args.out) / "model.safetensors").exists():
+        raise BrainTumorError(f"{args.out} holds a training run, whose report.md is the run's own",
+                              "pass another --out for the external report, e.g. --out runs/external")
     metrics = evaluate_external(args.model, args.external, args.out, args.train_data, args.members or (),
                                 check_copies=args.copy_check, progress=not args.quiet)
     _print_metrics(metrics, args.json)
@@ -433,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the test metrics (with --no-test: the validation figures) as JSON")
     p.set_defaults(func=_cmd_train)
 
-    p = command("evaluate", "evaluate a checkpoint on a protocol's test split and write a report")
+    p = command("evaluate", "evaluate a checkpoint on a protocol's test split (or, with --external, on every image of "
+                            "another labelled folder) and write a report")
     p.add_argument("model", help="checkpoint (.safetensors) written by `braintumor train`; 'default' for the model "
                                  "shipped with the package")
     p.add_argument("--data", help="dataset folder (default: the one the model was trained on)")

@@ -415,10 +415,7 @@ def predict_test_split(
                                         tta_view=other_info.tta_view))
         probs = np.mean(every, axis=0)
     context = {
-        "model": str(checkpoint),
-        "backbone": info.backbone,
-        "image size": info.preprocess.image_size,
-        "data": str(data),
+        **model_context(checkpoint, info, data),
         "protocol": protocol,
         "split seed": seed,
         **({"training seed": cfg["train_seed"]} if cfg.get("train_seed") is not None else {}),
@@ -435,6 +432,12 @@ def predict_test_split(
     sources = [dataset.splits[i] for i in split.test]
     return TestPredictions(probs, dataset.labels[split.test], paths, found, info, context, dataset.skipped, sources,
                            [str(m) for m in members], every if members else [])
+
+
+def model_context(checkpoint, info: ModelInfo, data) -> dict:
+    """The first lines of a report's description: which model, scored on which data."""
+    return {"model": str(checkpoint), "backbone": info.backbone, "image size": info.preprocess.image_size,
+            "data": str(data)}
 
 
 def check_ensemble_member(member, member_info, info, dataset, split) -> None:

@@ -136,7 +136,7 @@ def evaluate_external(
     """
     from .checkpoint import check_same_inputs, load_checkpoint
     from .data import load_images, scan
-    from .evaluate import TestPredictions, classification_metrics, report_predictions
+    from .evaluate import TestPredictions, classification_metrics, model_context, report_predictions
     from .inference import predict_images
 
     checkpoint, out = Path(checkpoint), Path(out)
@@ -164,10 +164,7 @@ def evaluate_external(
     every = [predict_images(m, images, tta=i.tta, temperature=i.temperature, tta_view=i.tta_view) for _, m, i in loaded]
     probs = np.mean(every, axis=0)
     context = {
-        "model": str(checkpoint),
-        "backbone": info.backbone,
-        "image size": info.preprocess.image_size,
-        "data": str(data),
+        **model_context(checkpoint, info, data),
         "protocol": "external",
         "test images": f"all {len(dataset)} readable images of the folder",
         **({"ensemble": f"{len(loaded)} models averaged: " + ", ".join(str(p) for p, _, _ in loaded)} if members else {}),
