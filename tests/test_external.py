@@ -141,14 +141,15 @@ def test_copy_options_without_external_are_refused(external):
 
 def test_merging_members_keeps_the_strongest_copy_of_each_image():
     a = {"level": np.array(["", "near", "byte"]), "match": [None, "t/a.png", "t/b.png"], "match_label": np.array([-1, 1, 2]),
-         "seen": 10, "train_data": "d1"}
+         "seen": 10, "seen_paths": [f"t/{i}.png" for i in range(10)], "train_data": "d1"}
     b = {"level": np.array(["pixel", "", "near"]), "match": ["u/c.png", None, "u/d.png"], "match_label": np.array([0, -1, 2]),
-         "seen": 12, "train_data": "d2"}
+         "seen": 12, "seen_paths": [f"u/{i}.png" for i in range(12)], "train_data": "d2"}
     merged = _merge([a, b])
     assert list(merged["level"]) == ["pixel", "near", "byte"]
     assert merged["match"] == ["u/c.png", "t/a.png", "t/b.png"]
     assert list(merged["match_label"]) == [0, 1, 2]
     assert merged["seen"] == 22 and merged["train_data"] == "d1, d2"
+    assert _merge([a, a])["seen"] == 10  # two members of one training set compare with its images once
 
 
 def test_default_names_the_shipped_model(monkeypatch):

@@ -64,7 +64,7 @@ def training_copies(checkpoint, info, external: ImageHashes, train_data=None, th
         connected components of near pairs, as ``--protocol dedup`` forms them); ``match``: a
         training image of that group (a path, or None); ``match_label``:
         that image's class index (-1: none); ``seen``: how many training and validation images
-        were compared.
+        were compared, ``seen_paths`` which.
 
     Raises
     ------
@@ -91,8 +91,9 @@ def training_copies(checkpoint, info, external: ImageHashes, train_data=None, th
         level[found >= 0], match[found >= 0] = name, found[found >= 0]
     paths = [str(dataset.paths[rows[m]]) if m >= 0 else None for m in match]
     labels = np.array([int(dataset.labels[rows[m]]) if m >= 0 else -1 for m in match])
+    seen_paths = [str(dataset.paths[r]) for r in rows]
     return {"level": level.astype(str), "match": paths, "match_label": labels, "seen": len(rows),
-            "train_data": str(dataset.root)}
+            "seen_paths": seen_paths, "train_data": str(dataset.root)}
 
 
 def evaluate_external(
@@ -195,7 +196,7 @@ def _merge(found: list[dict]) -> dict:
         best["level"] = np.where(better, other["level"], best["level"])
         best["match"] = [o if u else m for m, o, u in zip(best["match"], other["match"], better)]
         best["match_label"] = np.where(better, other["match_label"], best["match_label"])
-    best["seen"] = sum(f["seen"] for f in found)
+    best["seen"] = len(set().union(*(f["seen_paths"] for f in found)))  # members may share training images
     best["train_data"] = ", ".join(sorted({f["train_data"] for f in found}))
     return best
 
