@@ -26,6 +26,18 @@ def test_metrics_against_hand_computed_case():
     assert m["loss"] == pytest.approx(expected_loss)
 
 
+def test_macro_f1_of_a_one_class_folder_averages_the_classes_that_occur():
+    # 10 pituitary images, 9 right and one called meningioma: F1 of pituitary 18/19, of
+    # meningioma 0; glioma and no_tumor occur nowhere and do not count
+    labels = np.full(10, 3)
+    pred = np.array([3] * 9 + [1])
+    m = classification_metrics(labels, np.eye(4)[pred] * 0.9 + 0.025, CLASSES)
+    assert m["macro_f1"] == pytest.approx((18 / 19 + 0) / 2)
+    assert m["per_class"]["glioma"]["support"] == 0
+    perfect = classification_metrics(labels, np.eye(4)[labels], CLASSES)
+    assert perfect["macro_f1"] == 1.0 and perfect["macro_f1_ci"] == [1.0, 1.0]
+
+
 def test_bad_shapes():
     with pytest.raises(ValueError, match="N x C"):
         classification_metrics(np.array([0, 1]), np.zeros((3, 4)), CLASSES)

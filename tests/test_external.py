@@ -133,10 +133,30 @@ def test_bad_external_arguments_are_one_clear_error(external, tmp_path, extra, m
     assert code == 2 and message in err and "Traceback" not in err
 
 
-def test_copy_options_without_external_are_refused(external):
+@pytest.mark.parametrize("option", [["--no-copy-check"], ["--class-map", "a=glioma"]])
+def test_copy_options_without_external_are_refused(external, option):
     checkpoint, _, _ = external
-    code, _, err = _run("evaluate", checkpoint, "--no-copy-check", "-q")
+    code, _, err = _run("evaluate", checkpoint, *option, "-q")
     assert code == 2 and "--external" in err
+
+
+def test_a_folder_of_other_class_names_is_scored_with_class_map(external, tmp_path):
+    checkpoint, _, _ = external
+    rng = np.random.default_rng(5)
+    for i in range(4):
+        save_png(distinct_slice(rng, 64), tmp_path / "data" / "Tumor P" / f"{i}.png")
+    code, _, err = _run("evaluate", checkpoint, "--external", tmp_path / "data", "--out", tmp_path / "ext", "-q",
+                        "--no-copy-check")
+    assert code == 2 and "unknown class folder 'Tumor P'" in err and "--class-map" in err
+    code, printed, _ = _run("evaluate", checkpoint, "--external", tmp_path / "data", "--out", tmp_path / "ext", "-q",
+                            "--no-copy-check", "--class-map", "Tumor P=pituitary", "--json")
+    assert code == 0
+    metrics = json.loads(printed)
+    assert metrics["n"] == 4 and metrics["per_class"]["pituitary"]["support"] == 4
+    # macro-F1 over pituitary and whatever it was taken for, not over four classes
+    pred = np.array(metrics["confusion_matrix"])[CLASSES.index("pituitary")]
+    occurring = {"pituitary"} | {c for c, n in zip(CLASSES, pred) if n}
+    assert metrics["macro_f1"] == pytest.approx(np.mean([metrics["per_class"][c]["f1"] for c in occurring]))
 
 
 def test_merging_members_keeps_the_strongest_copy_of_each_image():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from braintumor.stats import accuracy_of, bootstrap_ci, macro_f1_of, one_vs_rest_auc, paired_difference, resampled_confusions
+from braintumor.stats import accuracy_of, bootstrap_ci, macro_f1_of, occurring_classes, one_vs_rest_auc, paired_difference, resampled_confusions
 
 
 def _frequencies(values: np.ndarray) -> dict[float, float]:
@@ -49,6 +49,20 @@ def test_resampled_metrics_agree_with_scikit_learn_on_the_full_sample():
     expected = f1_score(labels, pred, labels=[0, 1, 2, 3], average="macro", zero_division=0)
     assert macro_f1_of(cm) == pytest.approx(expected)
     assert accuracy_of(cm) == pytest.approx((labels == pred).mean())
+
+
+def test_macro_f1_over_the_occurring_classes_is_scikit_learns_default():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 60)  # classes 0-1 true; 2 predicted now and then; 3 never seen
+    pred = np.where(rng.random(60) < 0.8, labels, 2)
+    cm = np.zeros((4, 4))
+    np.add.at(cm, (labels, pred), 1)
+    present = occurring_classes(labels, pred, 4)
+    assert present.tolist() == [True, True, True, False]
+    assert macro_f1_of(cm, present) == pytest.approx(f1_score(labels, pred, average="macro", zero_division=0))
+    # one class, all right: 1, in every resample, where averaging all four classes would say 0.25
+    one = np.full(30, 3)
+    assert bootstrap_ci(one, one, 4)["macro_f1"] == [1.0, 1.0]
 
 
 def test_same_seed_same_interval():

@@ -154,8 +154,9 @@ def _cmd_evaluate(args) -> int:
         args.model = str(DEFAULT_MODEL)
     if args.external:
         return _evaluate_external(args)
-    if args.train_data or not args.copy_check:
-        raise BrainTumorError("--train-data and --no-copy-check go with --external", "add --external DIR, or drop them")
+    if args.train_data or not args.copy_check or args.class_map:
+        raise BrainTumorError("--train-data, --no-copy-check and --class-map go with --external",
+                              "add --external DIR, or drop them (a protocol's test split keeps the model's own class names)")
     metrics = evaluate(args.model, args.data, args.protocol, args.seed, args.out, progress=not args.quiet, against=args.against,
                        members=args.members or ())
     _print_metrics(metrics, args.json)
@@ -168,6 +169,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _evaluate_external(args) -> int:
+    from .classes import parse_class_map
     from .external import check_external_args, evaluate_external
 
     check_external_args(args.protocol, args.seed, args.against)
@@ -178,7 +180,8 @@ def _evaluate_external(args) -> int:
         raise BrainTumorError(f"{args.out} holds a training run, whose report.md is the run's own",
                               "pass another --out for the external report, e.g. --out runs/external")
     metrics = evaluate_external(args.model, args.external, args.out, args.train_data, args.members or (),
-                                check_copies=args.copy_check, progress=not args.quiet)
+                                check_copies=args.copy_check, class_map=parse_class_map(args.class_map),
+                                progress=not args.quiet)
     _print_metrics(metrics, args.json)
     if not args.json and "training_copies" in metrics:
         c, u = metrics["training_copies"], metrics.get("unseen")
@@ -460,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --external: where the model's training dataset is now (default: the folder it records)")
     p.add_argument("--no-copy-check", dest="copy_check", action="store_false",
                    help="with --external: skip the check for copies of training images (when the training data is not at hand)")
+    p.add_argument("--class-map", help="with --external: the folder's class names that are not known spellings, "
+                                       "e.g. 'Tumor_G=glioma,healthy_brain=no_tumor'")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_cmd_evaluate)
 

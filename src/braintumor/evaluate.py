@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str], groups=None) -> dict:
     """Metrics of predicted probabilities `probs` (``N x C``) against integer `labels`.
 
-    Returns a JSON-ready dict: n, accuracy, loss (mean negative log-likelihood), macro_f1,
+    Returns a JSON-ready dict: n, accuracy, loss (mean negative log-likelihood), macro_f1 (over
+    the classes that occur among the labels or the predictions),
     per_class {class: precision, recall, f1, support, roc_auc}, confusion_matrix (rows = true
     class), accuracy_ci and macro_f1_ci (95% percentile bootstrap, 2,000 resamples, seed 0),
     macro_roc_auc (mean over the classes that have one), ece with ece_ci (95% bootstrap, 1,000
@@ -36,7 +37,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
     images count one by one, and ``ci_groups`` is None.
     """
     from .calibration import ece_if_calibrated, ece_interval, expected_calibration_error, reliability_bins
-    from .stats import bootstrap_ci, one_vs_rest_auc
+    from .stats import bootstrap_ci, occurring_classes, one_vs_rest_auc
 
     labels = np.asarray(labels, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
@@ -56,7 +57,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[
         "correct": int((pred == labels).sum()),
         "accuracy": float((pred == labels).mean()),
         "loss": float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean()),
-        "macro_f1": float(f1.mean()),
+        "macro_f1": float(f1[occurring_classes(labels, pred, len(classes))].mean()),
         "accuracy_ci": ci["accuracy"],
         "macro_f1_ci": ci["macro_f1"],
         "ci_groups": None if groups is None else int(len(np.unique(groups))),

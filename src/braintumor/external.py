@@ -104,6 +104,7 @@ def evaluate_external(
     members: list | tuple = (),
     threshold: int = DEFAULT_THRESHOLD,
     check_copies: bool = True,
+    class_map: dict[str, str] | None = None,
     progress: bool = True,
 ) -> dict:
     """Score a checkpoint (or an ensemble) on every image of a labelled folder and write a report.
@@ -127,6 +128,9 @@ def evaluate_external(
         Near-duplicate Hamming threshold for the copy check.
     check_copies : bool
         Compare the images with the models' training images (needs their training data).
+    class_map : dict, optional
+        Folder names of `data` that are not known spellings of a class, ``{folder: class}``,
+        on top of the first model's own (`braintumor.classes.parse_class_map`).
 
     Returns
     -------
@@ -145,7 +149,7 @@ def evaluate_external(
     loaded = [(checkpoint, model, info)] + [(Path(m), *load_checkpoint(m)) for m in members]
     for path, _, other in loaded[1:]:
         check_same_inputs(path, other, checkpoint, info)
-    dataset = scan(data, info.train_config.get("class_map") or None)
+    dataset = scan(data, {**(info.train_config.get("class_map") or {}), **(class_map or {})} or None)
     images, dataset = load_images(dataset, info.preprocess, progress=progress)
     if len(dataset) == 0:
         raise DataError(f"none of the images under {data} could be read", "pass a folder of readable JPEG, PNG, BMP or TIFF images")

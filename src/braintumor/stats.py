@@ -88,19 +88,33 @@ def accuracy_of(confusions: np.ndarray) -> np.ndarray:
     return np.trace(confusions, axis1=-2, axis2=-1) / confusions.sum(axis=(-2, -1))
 
 
-def macro_f1_of(confusions: np.ndarray) -> np.ndarray:
+def occurring_classes(labels, pred, n_classes: int) -> np.ndarray:
+    """Boolean mask of the classes that occur among `labels` or `pred`: those macro-F1 averages.
+
+    This is scikit-learn's convention when no class list is given. A folder of one class
+    scored with a four-class model then has the F1 of that class (and of any class it is
+    mistaken for), not that figure diluted by the classes nobody asked about.
+    """
+    present = np.zeros(n_classes, dtype=bool)
+    present[np.asarray(labels, dtype=int)] = True
+    present[np.asarray(pred, dtype=int)] = True
+    return present
+
+
+def macro_f1_of(confusions: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
     """Macro-averaged F1 of each confusion matrix in a stack.
 
-    A class with no true and no predicted samples scores 0, as in scikit-learn with
-    ``zero_division=0`` and every class listed, so that a resample agrees with
-    `braintumor.evaluate.classification_metrics`.
+    `classes`, a boolean mask (`occurring_classes`), picks the classes averaged (default: all).
+    A picked class with no true and no predicted samples in a matrix (a bootstrap resample
+    that missed it) scores 0, as in scikit-learn with ``zero_division=0``, so that a resample
+    agrees with `braintumor.evaluate.classification_metrics`.
     """
     tp = np.diagonal(confusions, axis1=-2, axis2=-1)
     fp = confusions.sum(axis=-2) - tp
     fn = confusions.sum(axis=-1) - tp
     denominator = 2 * tp + fp + fn
     f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype=float), where=denominator > 0)
-    return f1.mean(axis=-1)
+    return f1.mean(axis=-1) if classes is None else f1[..., np.asarray(classes, dtype=bool)].mean(axis=-1)
 
 
 def bootstrap_ci(
@@ -119,7 +133,8 @@ def bootstrap_ci(
     labels, pred : array of int
         True and predicted class index of each test image.
     n_classes : int
-        Number of classes (classes absent from the test set still count in macro-F1).
+        Number of classes. Macro-F1 averages those that occur among `labels` or `pred`
+        (`occurring_classes`), the same set in every resample.
     level : float
         Coverage of the interval, in (0, 1).
     resamples : int
@@ -142,7 +157,7 @@ def bootstrap_ci(
     tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     return {
         "accuracy": [float(v) for v in np.percentile(accuracy_of(confusions), tails)],
-        "macro_f1": [float(v) for v in np.percentile(macro_f1_of(confusions), tails)],
+        "macro_f1": [float(v) for v in np.percentile(macro_f1_of(confusions, occurring_classes(labels, pred, n_classes)), tails)],
     }
 
 
