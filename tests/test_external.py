@@ -17,7 +17,7 @@ from braintumor.classes import CLASSES
 from braintumor.cli import main
 from braintumor.data import scan
 from braintumor.duplicates import hash_dataset
-from braintumor.external import _merge, training_copies
+from braintumor.external import _closest_training_rows, _merge, training_copies
 from braintumor.protocols import checkpoint_data
 from planted import distinct_slice, jpeg_roundtrip, save_png
 
@@ -81,6 +81,25 @@ def test_each_copy_of_a_training_image_is_found_at_its_level_and_held_out_images
             assert train_set.labels[train_set.paths.index(Path(match))] == label == CLASSES.index(p.parent.name)
         else:
             assert match is None and label == -1
+    # all three copies name the one training image they were made from, the re-encoding too
+    copied = {level: (m, b) for level, m, b in zip(found["level"], found["match"], found["bits"]) if level}
+    assert len({m for m, _ in copied.values()}) == 1
+    assert copied["byte"][1] == copied["pixel"][1] == 0 and 0 <= copied["near"][1] <= 8
+
+
+def test_a_near_copy_names_the_nearest_training_image_of_its_group_not_the_first():
+    # rows: one external image, then training images A (first), B, C. A links to the external
+    # image only through B (a chain, as connected components allow); B is the nearest.
+    base = np.uint64(0)
+    flip = lambda bits: np.uint64(sum(1 << b for b in bits))  # noqa: E731
+    ext = base
+    perceptual = np.array([[ext, ext],
+                           [flip(range(14)), flip(range(14))],  # A: 14 bits from the external image
+                           [flip(range(5)), flip(range(5))],    # B: 5 bits
+                           [flip(range(9)), flip(range(9))]], dtype=np.uint64)  # C: 9 bits
+    ids = np.zeros(4, dtype=int)  # one group
+    best, bits = _closest_training_rows(ids, perceptual, 1, np.array([0]))
+    assert best.tolist() == [1] and bits.tolist() == [5]  # training row 1 is B
 
 
 def test_external_evaluation_reports_all_images_and_the_unseen_ones(external, tmp_path):
@@ -160,14 +179,14 @@ def test_a_folder_of_other_class_names_is_scored_with_class_map(external, tmp_pa
 
 
 def test_merging_members_keeps_the_strongest_copy_of_each_image():
-    a = {"level": np.array(["", "near", "byte"]), "match": [None, "t/a.png", "t/b.png"], "match_label": np.array([-1, 1, 2]),
-         "seen": 10, "seen_paths": [f"t/{i}.png" for i in range(10)], "train_data": "d1"}
-    b = {"level": np.array(["pixel", "", "near"]), "match": ["u/c.png", None, "u/d.png"], "match_label": np.array([0, -1, 2]),
-         "seen": 12, "seen_paths": [f"u/{i}.png" for i in range(12)], "train_data": "d2"}
+    a = {"level": np.array(["", "near", "byte", "near"]), "match": [None, "t/a.png", "t/b.png", "t/e.png"],
+         "match_label": np.array([-1, 1, 2, 3]), "bits": np.array([-1, 3, 0, 6]), "seen": 10, "seen_paths": [f"t/{i}.png" for i in range(10)], "train_data": "d1"}
+    b = {"level": np.array(["pixel", "", "near", "near"]), "match": ["u/c.png", None, "u/d.png", "u/f.png"],
+         "match_label": np.array([0, -1, 2, 3]), "bits": np.array([0, -1, 2, 1]), "seen": 12, "seen_paths": [f"u/{i}.png" for i in range(12)], "train_data": "d2"}
     merged = _merge([a, b])
-    assert list(merged["level"]) == ["pixel", "near", "byte"]
-    assert merged["match"] == ["u/c.png", "t/a.png", "t/b.png"]
-    assert list(merged["match_label"]) == [0, 1, 2]
+    assert list(merged["level"]) == ["pixel", "near", "byte", "near"]
+    assert merged["match"] == ["u/c.png", "t/a.png", "t/b.png", "u/f.png"]  # of two near copies, the nearer
+    assert list(merged["match_label"]) == [0, 1, 2, 3] and list(merged["bits"]) == [0, 3, 0, 1]
     assert merged["seen"] == 22 and merged["train_data"] == "d1, d2"
     assert _merge([a, a])["seen"] == 10  # two members of one training set compare with its images once
 

@@ -302,7 +302,8 @@ def _copies_lines(copies: dict, unseen: dict | None) -> list[str]:
              f"images the model trained or was early-stopped on ({copies['train_data']}): {levels['byte']} "
              f"byte-identical, {levels['pixel']} pixel-identical, {levels['near']} near-duplicate; "
              f"{copies['label_conflicts']} of them filed there under another class. Figures on images with a copy "
-             "measure memory, not generalisation; the list is in [training_copies.csv](training_copies.csv).", "",
+             "measure memory, not generalisation. [training_copies.csv](training_copies.csv) lists them, each with the "
+             "training image it copies (for a near-duplicate, the nearest of its group) and their hash distance in bits.", "",
              "| class | images | with a copy |", "|---|---:|---:|"]
     lines += [f"| {c} | {v['images']} | {v['with_a_copy']} |" for c, v in copies["per_class"].items()]
     if unseen:

@@ -38,6 +38,31 @@ def _first_training_row(ids: np.ndarray, n_ext: int) -> np.ndarray:
     return np.array([first.get(g, -1) for g in ids[:n_ext]], dtype=int)
 
 
+def _hash_distance(perceptual: np.ndarray, a: int, b: np.ndarray) -> np.ndarray:
+    """The larger of the pHash and dHash Hamming distances from row `a` to rows `b`, as
+    `braintumor.duplicates.near_pairs` measures a pair."""
+    x = perceptual[b] ^ perceptual[a]
+    return np.maximum(np.bitwise_count(x[:, 0]), np.bitwise_count(x[:, 1])).astype(int)
+
+
+def _closest_training_rows(ids: np.ndarray, perceptual: np.ndarray, n_ext: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the external rows `rows` (with a training image in their near-duplicate group), the
+    training row of that group nearest by perceptual hash, and its distance in bits.
+
+    Groups are connected components, so a group's first training image may be linked to the
+    external one only through a chain of others; the nearest is the copy a person would check.
+    """
+    members = {}
+    for k in range(n_ext, len(ids)):
+        members.setdefault(ids[k], []).append(k)
+    best, bits = np.empty(len(rows), dtype=int), np.empty(len(rows), dtype=int)
+    for out, r in enumerate(rows):
+        candidates = np.array(members[ids[r]])
+        d = _hash_distance(perceptual, r, candidates)
+        best[out], bits[out] = candidates[np.argmin(d)] - n_ext, d.min()
+    return best, bits
+
+
 def training_copies(checkpoint, info, external: ImageHashes, train_data=None, threshold: int = DEFAULT_THRESHOLD,
                     progress: bool = True) -> dict:
     """Which external images have a copy among the images a checkpoint trained or was
@@ -61,9 +86,11 @@ def training_copies(checkpoint, info, external: ImageHashes, train_data=None, th
     dict
         ``level``: per external image "byte", "pixel", "near" or "" (no copy), the closest
         level found ("near": in one near-duplicate group with a training image, groups being
-        connected components of near pairs, as ``--protocol dedup`` forms them); ``match``: a
-        training image of that group (a path, or None); ``match_label``:
-        that image's class index (-1: none); ``seen``: how many training and validation images
+        connected components of near pairs, as ``--protocol dedup`` forms them); ``match``: the
+        training image of that group nearest by perceptual hash (a path, or None); ``bits``: its
+        hash distance (0 for byte and pixel copies; above the threshold when the two are linked
+        only through other images of the group; -1: none); ``match_label``: that image's class
+        index (-1: none); ``seen``: how many training and validation images
         were compared, ``seen_paths`` which.
 
     Raises
@@ -83,16 +110,22 @@ def training_copies(checkpoint, info, external: ImageHashes, train_data=None, th
     both, n = _concat(external, seen), len(external)
     level = np.full(n, "", dtype=object)
     match = np.full(n, -1)
+    bits = np.full(n, -1)
     # Weaker levels first, so that an exact copy is reported as such.
     for name, ids in (("near", group_ids(both, threshold)),
                       ("pixel", connected_groups(len(both), *equal_pairs(both.pixel_digest))),
                       ("byte", connected_groups(len(both), *equal_pairs(both.file_digest)))):
         found = _first_training_row(ids, n)
+        if name == "near":  # every image of a byte or pixel group is the same image; not so for near
+            has = np.flatnonzero(found >= 0)
+            found[has], bits[has] = _closest_training_rows(ids, both.perceptual, n, has)
+        else:
+            bits[found >= 0] = 0
         level[found >= 0], match[found >= 0] = name, found[found >= 0]
     paths = [str(dataset.paths[rows[m]]) if m >= 0 else None for m in match]
     labels = np.array([int(dataset.labels[rows[m]]) if m >= 0 else -1 for m in match])
     seen_paths = [str(dataset.paths[r]) for r in rows]
-    return {"level": level.astype(str), "match": paths, "match_label": labels, "seen": len(rows),
+    return {"level": level.astype(str), "match": paths, "match_label": labels, "bits": bits, "seen": len(rows),
             "seen_paths": seen_paths, "train_data": str(dataset.root)}
 
 
@@ -192,14 +225,17 @@ def evaluate_external(
 
 
 def _merge(found: list[dict]) -> dict:
-    """One copy per external image over several models' training sets: the strongest level."""
+    """One copy per external image over several models' training sets: the strongest level,
+    and of two near copies the nearer."""
     rank = {"": 0, "near": 1, "pixel": 2, "byte": 3}
     best = dict(found[0])
     for other in found[1:]:
-        better = np.array([rank[b] > rank[a] for a, b in zip(best["level"], other["level"])], dtype=bool)
+        better = np.array([rank[b] > rank[a] or (b == a == "near" and nb < na)
+                           for a, b, na, nb in zip(best["level"], other["level"], best["bits"], other["bits"])], dtype=bool)
         best["level"] = np.where(better, other["level"], best["level"])
         best["match"] = [o if u else m for m, o, u in zip(best["match"], other["match"], better)]
         best["match_label"] = np.where(better, other["match_label"], best["match_label"])
+        best["bits"] = np.where(better, other["bits"], best["bits"])
     best["seen"] = len(set().union(*(f["seen_paths"] for f in found)))  # members may share training images
     best["train_data"] = ", ".join(sorted({f["train_data"] for f in found}))
     return best
@@ -225,11 +261,11 @@ def _write_copies(out: Path, dataset, copies: dict, classes, probs) -> Path:
     path = out / "training_copies.csv"
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "predicted", "level", "training_copy", "training_label"])
+        w.writerow(["path", "label", "predicted", "level", "training_copy", "training_label", "hash_bits"])
         for k, p in enumerate(dataset.paths):
             if copies["level"][k]:
                 w.writerow([str(p), classes[dataset.labels[k]], classes[int(np.argmax(probs[k]))], copies["level"][k],
-                            copies["match"][k], classes[copies["match_label"][k]]])
+                            copies["match"][k], classes[copies["match_label"][k]], int(copies["bits"][k])])
     return path
 
 
