@@ -155,11 +155,12 @@ def _export(module: nn.Module, meta: dict, size: int) -> bytes:
 
 
 def cached_onnx_bytes(checkpoint: str | Path, model, info: ModelInfo, tta: bool | None = None,
-                      members: list | tuple = ()) -> bytes:
+                      members: list | tuple = (), path: Path | None = None) -> bytes:
     """`onnx_bytes` of a checkpoint, kept at `braintumor.runtime.onnx_cache_path` so that only the
     first use pays the export (a few seconds). With `members` (more ``(path, model, info)`` of the
-    same inputs), the `ensemble_onnx_bytes` of them all."""
-    path = onnx_cache_path([checkpoint, *(m[0] for m in members)], tta)
+    same inputs), the `ensemble_onnx_bytes` of them all. `path`, that cache path if the caller
+    has it already (computing it hashes every checkpoint's bytes)."""
+    path = onnx_cache_path([checkpoint, *(m[0] for m in members)], tta) if path is None else path
     if path.is_file():
         return path.read_bytes()
     if members:

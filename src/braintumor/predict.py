@@ -212,7 +212,7 @@ class Predictor:
             print(f"exporting {names} to ONNX for onnxruntime (first use only, a few seconds)", file=sys.stderr)
 
         first, *rest = [(self.paths[i], *self._checkpoint(i)) for i in members]
-        return cached_onnx_bytes(*first, tta, rest)
+        return cached_onnx_bytes(*first, tta, rest, path=cached)
 
     def _load(self, path: Path, frame: int | None) -> list[tuple[int | None, np.ndarray]] | str:
         """Decode and preprocess every frame of a file, or return the reason it cannot be read."""
