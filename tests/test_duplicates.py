@@ -5,7 +5,9 @@ from PIL import Image
 from braintumor.data import scan
 from braintumor.duplicates import (
     DEFAULT_THRESHOLD,
+    ImageHashes,
     check_threshold,
+    copies_in,
     connected_groups,
     content_box,
     duplicate_groups,
@@ -137,3 +139,24 @@ def test_rgb_and_grayscale_files_of_one_image_match(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     h = hash_files([tmp_path / "gray.png", tmp_path / "rgb.png"], progress=False)
     assert h.pixel_digest[0] == h.pixel_digest[1]
+
+
+def _hashes(files, pixels, perceptual) -> ImageHashes:
+    perceptual = np.array([[p, p] for p in perceptual], dtype=np.uint64)  # pHash and dHash alike
+    n = len(files)
+    return ImageHashes(np.array(files), np.array(pixels), perceptual, np.full(n, ""), np.zeros((n, 3), dtype=np.int64))
+
+
+def test_copies_in_finds_each_query_images_copy_at_its_strictest_level_and_nearest_image():
+    flip = lambda k: sum(1 << b for b in range(k))  # noqa: E731  (the lowest k bits set)
+    far = 0xFFFF_FFFF_0000_0000
+    # reference rows: A (12 bits from the query's near image, linked to it only through B),
+    # B (5 bits), C (9 bits; linked through B too), D (copied byte for byte), E (copied pixel for pixel)
+    reference = _hashes(["a", "b", "c", "d", "e"], ["pa", "pb", "pc", "pd", "pe"],
+                        [flip(12), flip(5), flip(9), far, far >> 8])
+    query = _hashes(["d", "x", "y", "z"], ["pd", "pe", "py", "pz"], [far, far >> 8, 0, 0x0F0F_0F0F_0F0F_0F0F])
+    found = copies_in(query, reference, threshold=8)
+    assert found["level"].tolist() == ["byte", "pixel", "near", ""]
+    assert found["match"].tolist() == [3, 4, 1, -1]  # the near image names B, the nearest, not A, the first
+    assert found["bits"].tolist() == [0, 0, 5, -1]
+    assert copies_in(query, reference, threshold=4)["level"].tolist() == ["byte", "pixel", "", ""]

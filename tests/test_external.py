@@ -17,7 +17,7 @@ from braintumor.classes import CLASSES
 from braintumor.cli import main
 from braintumor.data import scan
 from braintumor.duplicates import hash_dataset
-from braintumor.external import _closest_training_rows, _merge, training_copies
+from braintumor.external import _merge, training_copies
 from braintumor.protocols import checkpoint_data
 from planted import distinct_slice, jpeg_roundtrip, save_png
 
@@ -85,21 +85,6 @@ def test_each_copy_of_a_training_image_is_found_at_its_level_and_held_out_images
     copied = {level: (m, b) for level, m, b in zip(found["level"], found["match"], found["bits"]) if level}
     assert len({m for m, _ in copied.values()}) == 1
     assert copied["byte"][1] == copied["pixel"][1] == 0 and 0 <= copied["near"][1] <= 8
-
-
-def test_a_near_copy_names_the_nearest_training_image_of_its_group_not_the_first():
-    # rows: one external image, then training images A (first), B, C. A links to the external
-    # image only through B (a chain, as connected components allow); B is the nearest.
-    base = np.uint64(0)
-    flip = lambda bits: np.uint64(sum(1 << b for b in bits))  # noqa: E731
-    ext = base
-    perceptual = np.array([[ext, ext],
-                           [flip(range(14)), flip(range(14))],  # A: 14 bits from the external image
-                           [flip(range(5)), flip(range(5))],    # B: 5 bits
-                           [flip(range(9)), flip(range(9))]], dtype=np.uint64)  # C: 9 bits
-    ids = np.zeros(4, dtype=int)  # one group
-    best, bits = _closest_training_rows(ids, perceptual, 1, np.array([0]))
-    assert best.tolist() == [1] and bits.tolist() == [5]  # training row 1 is B
 
 
 def test_external_evaluation_reports_all_images_and_the_unseen_ones(external, tmp_path):

@@ -123,6 +123,18 @@ class ImageHashes:
     def readable(self) -> np.ndarray:
         return self.errors == ""
 
+    def take(self, rows) -> "ImageHashes":
+        """The hashes of rows `rows` only."""
+        rows = np.asarray(rows, dtype=int)
+        return ImageHashes(self.file_digest[rows], self.pixel_digest[rows], self.perceptual[rows], self.errors[rows],
+                           self.sizes[rows])
+
+    def concat(self, other: "ImageHashes") -> "ImageHashes":
+        """These rows, then `other`'s."""
+        return ImageHashes(*(np.concatenate([a, b]) for a, b in
+                             [(self.file_digest, other.file_digest), (self.pixel_digest, other.pixel_digest),
+                              (self.perceptual, other.perceptual), (self.errors, other.errors), (self.sizes, other.sizes)]))
+
     def __len__(self) -> int:
         return len(self.file_digest)
 
@@ -249,6 +261,65 @@ def group_ids(hashes: ImageHashes, threshold: int = DEFAULT_THRESHOLD) -> np.nda
     i = np.concatenate([readable[ni], ei])
     j = np.concatenate([readable[nj], ej])
     return connected_groups(len(hashes), i, j)
+
+
+def copies_in(query: ImageHashes, reference: ImageHashes, threshold: int = DEFAULT_THRESHOLD) -> dict:
+    """Which `query` images have a copy among the `reference` images, and which copy.
+
+    The two sets are grouped together at each level (byte-identical, pixel-identical,
+    near-duplicate groups as `group_ids` forms them); a query image whose group holds a
+    reference image has a copy, at the strictest level where it does.
+
+    Returns
+    -------
+    dict
+        Per query image: ``level``, "byte", "pixel", "near" or "" (no copy); ``match``, the row
+        of its copy in `reference` (-1: none), for a near copy the reference image of its group
+        nearest by perceptual hash; ``bits``, the hash distance to that copy (0 for byte and
+        pixel copies; above `threshold` when the two are linked only through other images of
+        the group, as connected components allow; -1: none).
+    """
+    threshold = check_threshold(threshold)
+    both, n = query.concat(reference), len(query)
+    level, match, bits = np.full(n, "", dtype=object), np.full(n, -1), np.full(n, -1)
+    # Weaker levels first, so that an exact copy is reported as such.
+    for name, ids in (("near", group_ids(both, threshold)),
+                      ("pixel", connected_groups(len(both), *equal_pairs(both.pixel_digest))),
+                      ("byte", connected_groups(len(both), *equal_pairs(both.file_digest)))):
+        found = _first_reference_row(ids, n)
+        has = np.flatnonzero(found >= 0)
+        if name == "near":  # every image of a byte or pixel group is the same image; not so for near
+            found[has], bits[has] = _nearest_reference_rows(ids, both.perceptual, n, has)
+        else:
+            bits[has] = 0
+        level[has], match[has] = name, found[has]
+    return {"level": level.astype(str), "match": match, "bits": bits}
+
+
+def _first_reference_row(ids: np.ndarray, n_query: int) -> np.ndarray:
+    """For group ids of the rows [query; reference], the first reference row (counted from 0
+    among the reference rows) in each query row's group, or -1 when its group has none."""
+    first = {}
+    for k in range(len(ids) - 1, n_query - 1, -1):
+        first[ids[k]] = k - n_query
+    return np.array([first.get(g, -1) for g in ids[:n_query]], dtype=int)
+
+
+def _nearest_reference_rows(ids: np.ndarray, perceptual: np.ndarray, n_query: int,
+                            rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the query rows `rows` (each with a reference image in its group), the reference row
+    of that group nearest by perceptual hash, and the distance: the larger of the pHash and
+    dHash Hamming distances, as `near_pairs` measures a pair."""
+    members = {}
+    for k in range(n_query, len(ids)):
+        members.setdefault(ids[k], []).append(k)
+    best, bits = np.empty(len(rows), dtype=int), np.empty(len(rows), dtype=int)
+    for out, r in enumerate(rows):
+        candidates = np.array(members[ids[r]])
+        x = perceptual[candidates] ^ perceptual[r]
+        d = np.maximum(np.bitwise_count(x[:, 0]), np.bitwise_count(x[:, 1])).astype(int)
+        best[out], bits[out] = candidates[np.argmin(d)] - n_query, d.min()
+    return best, bits
 
 
 def duplicate_groups(dataset: Dataset, threshold: int = DEFAULT_THRESHOLD, progress: bool = True) -> np.ndarray:

@@ -16,51 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .duplicates import (DEFAULT_THRESHOLD, ImageHashes, check_threshold, connected_groups, equal_pairs, group_ids,
-                         hash_dataset)
+from .duplicates import DEFAULT_THRESHOLD, ImageHashes, check_threshold, copies_in, group_ids, hash_dataset
 from .errors import BrainTumorError, DataError
 
 LEVELS = ("byte", "pixel", "near")
-
-
-def _concat(a: ImageHashes, b: ImageHashes) -> ImageHashes:
-    return ImageHashes(*(np.concatenate([x, y]) for x, y in
-                         [(a.file_digest, b.file_digest), (a.pixel_digest, b.pixel_digest), (a.perceptual, b.perceptual),
-                          (a.errors, b.errors), (a.sizes, b.sizes)]))
-
-
-def _first_training_row(ids: np.ndarray, n_ext: int) -> np.ndarray:
-    """For group ids of the rows [external; training], the first training row (counted from 0
-    among the training rows) in each external row's group, or -1 when its group has none."""
-    first = {}
-    for k in range(len(ids) - 1, n_ext - 1, -1):
-        first[ids[k]] = k - n_ext
-    return np.array([first.get(g, -1) for g in ids[:n_ext]], dtype=int)
-
-
-def _hash_distance(perceptual: np.ndarray, a: int, b: np.ndarray) -> np.ndarray:
-    """The larger of the pHash and dHash Hamming distances from row `a` to rows `b`, as
-    `braintumor.duplicates.near_pairs` measures a pair."""
-    x = perceptual[b] ^ perceptual[a]
-    return np.maximum(np.bitwise_count(x[:, 0]), np.bitwise_count(x[:, 1])).astype(int)
-
-
-def _closest_training_rows(ids: np.ndarray, perceptual: np.ndarray, n_ext: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For the external rows `rows` (with a training image in their near-duplicate group), the
-    training row of that group nearest by perceptual hash, and its distance in bits.
-
-    Groups are connected components, so a group's first training image may be linked to the
-    external one only through a chain of others; the nearest is the copy a person would check.
-    """
-    members = {}
-    for k in range(n_ext, len(ids)):
-        members.setdefault(ids[k], []).append(k)
-    best, bits = np.empty(len(rows), dtype=int), np.empty(len(rows), dtype=int)
-    for out, r in enumerate(rows):
-        candidates = np.array(members[ids[r]])
-        d = _hash_distance(perceptual, r, candidates)
-        best[out], bits[out] = candidates[np.argmin(d)] - n_ext, d.min()
-    return best, bits
 
 
 def training_copies(checkpoint, info, external: ImageHashes, train_data=None, threshold: int = DEFAULT_THRESHOLD,
@@ -84,14 +43,11 @@ def training_copies(checkpoint, info, external: ImageHashes, train_data=None, th
     Returns
     -------
     dict
-        ``level``: per external image "byte", "pixel", "near" or "" (no copy), the closest
-        level found ("near": in one near-duplicate group with a training image, groups being
-        connected components of near pairs, as ``--protocol dedup`` forms them); ``match``: the
-        training image of that group nearest by perceptual hash (a path, or None); ``bits``: its
-        hash distance (0 for byte and pixel copies; above the threshold when the two are linked
-        only through other images of the group; -1: none); ``match_label``: that image's class
-        index (-1: none); ``seen``: how many training and validation images
-        were compared, ``seen_paths`` which.
+        Per external image, as `braintumor.duplicates.copies_in` finds them: ``level`` ("byte",
+        "pixel", "near" or ""), ``match`` (the training image it copies, a path, or None),
+        ``bits`` (their hash distance) and ``match_label`` (that image's class index; -1:
+        none). Then ``seen``, how many training and validation images were compared, and
+        ``seen_paths``, which.
 
     Raises
     ------
@@ -101,31 +57,17 @@ def training_copies(checkpoint, info, external: ImageHashes, train_data=None, th
     """
     from .protocols import checkpoint_data
 
-    threshold = check_threshold(threshold)
+    threshold = check_threshold(threshold)  # before the training data is read
     _, dataset, split = checkpoint_data(checkpoint, info, train_data, progress=progress)
     rows = np.sort(np.concatenate([split.train, split.val]))
     hashes = hash_dataset(dataset, progress=progress)
-    seen = ImageHashes(hashes.file_digest[rows], hashes.pixel_digest[rows], hashes.perceptual[rows],
-                       hashes.errors[rows], hashes.sizes[rows])
-    both, n = _concat(external, seen), len(external)
-    level = np.full(n, "", dtype=object)
-    match = np.full(n, -1)
-    bits = np.full(n, -1)
-    # Weaker levels first, so that an exact copy is reported as such.
-    for name, ids in (("near", group_ids(both, threshold)),
-                      ("pixel", connected_groups(len(both), *equal_pairs(both.pixel_digest))),
-                      ("byte", connected_groups(len(both), *equal_pairs(both.file_digest)))):
-        found = _first_training_row(ids, n)
-        if name == "near":  # every image of a byte or pixel group is the same image; not so for near
-            has = np.flatnonzero(found >= 0)
-            found[has], bits[has] = _closest_training_rows(ids, both.perceptual, n, has)
-        else:
-            bits[found >= 0] = 0
-        level[found >= 0], match[found >= 0] = name, found[found >= 0]
+    seen = hashes.take(rows)
+    found = copies_in(external, seen, threshold)
+    match = found["match"]
     paths = [str(dataset.paths[rows[m]]) if m >= 0 else None for m in match]
     labels = np.array([int(dataset.labels[rows[m]]) if m >= 0 else -1 for m in match])
     seen_paths = [str(dataset.paths[r]) for r in rows]
-    return {"level": level.astype(str), "match": paths, "match_label": labels, "bits": bits, "seen": len(rows),
+    return {"level": found["level"], "match": paths, "match_label": labels, "bits": found["bits"], "seen": len(rows),
             "seen_paths": seen_paths, "train_data": str(dataset.root)}
 
 
