@@ -130,3 +130,59 @@ def test_an_audit_without_duplicates_removes_an_earlier_contact_sheet(tmp_path):
     assert result["levels"]["near"]["groups"] == 0
     assert not (tmp_path / "out" / "contact_sheet.png").exists()
     assert "contact_sheet.png" not in (tmp_path / "out" / "audit.md").read_text()
+
+
+def test_against_finds_each_copy_of_the_audited_images_in_another_folder(planted_tree, tmp_path):
+    import csv
+    import shutil
+
+    from PIL import Image
+
+    from planted import save_png
+
+    root = shutil.copytree(planted_tree[0], tmp_path / "data")
+    # on top of the planted byte copy (glioma) and near copy (no_tumor) in Testing: a pixel-level
+    # copy, and a byte copy of a pituitary image filed under meningioma (a label conflict)
+    save_png(np.asarray(Image.open(root / "Training/glioma_tumor/img 1.png")), root / "Testing/glioma_tumor/resaved.png",
+             compress_level=1)
+    (root / "Testing/meningioma_tumor/misfiled.png").write_bytes((root / "Training/pituitary_tumor/img 1.png").read_bytes())
+    out = tmp_path / "out"
+    result = audit(root / "Training", out=out, progress=False, against=root / "Testing")
+    a = result["against"]
+    assert a["images"] == a["readable"] == 4 * 2 + 4
+    assert a["with_a_copy"] == 4 and a["per_level"] == {"byte": 2, "pixel": 1, "near": 1}
+    assert a["label_conflicts"] == 1
+    assert a["per_class"]["glioma"] == {"images": 4, "with_a_copy": 2}
+    got = {c["path"]: (c["level"], c["copy"], c["copy_class"]) for c in a["copies"]}
+    assert got == {"glioma_tumor/copy.png": ("byte", "glioma_tumor/img 0.png", "glioma"),
+                   "glioma_tumor/resaved.png": ("pixel", "glioma_tumor/img 1.png", "glioma"),
+                   "no_tumor/near.jpg": ("near", "no_tumor/img 0.png", "no_tumor"),
+                   "meningioma_tumor/misfiled.png": ("byte", "pituitary_tumor/img 1.png", "pituitary")}
+    with (out / "against.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert (out / "against_sheet.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out / "audit.md").read_text()
+    assert "## Copies of these images in" in report and "4 of its 12 readable images" in report
+    # the Testing folder's own images, distinct from Training's, are not copies
+    assert not any(c["path"].endswith("img 0.png") for c in a["copies"])
+    # audited again without --against: the earlier cross files go
+    audit(root / "Training", out=out, progress=False)
+    assert not (out / "against.csv").exists() and not (out / "against_sheet.png").exists()
+
+
+def test_against_a_folder_that_overlaps_the_audited_one_is_refused(planted_tree, capsys):
+    root, _ = planted_tree
+    with pytest.raises(DataError, match="overlaps the audited folder"):
+        audit(root, progress=False, against=root / "Testing")
+    assert main(["audit", str(root / "Testing"), "--against", str(root), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "overlaps" in err and "--against" in err and "Traceback" not in err
+
+
+def test_cli_audit_against_prints_the_copies(planted_tree, tmp_path, capsys):
+    root, _ = planted_tree
+    assert main(["audit", str(root / "Training"), "--against", str(root / "Testing"), "--out", str(tmp_path), "-q"]) == 0
+    assert "2 of the 10 readable images" in capsys.readouterr().out
+    assert main(["audit", str(root / "Training"), "--against", str(root / "Testing"), "--out", str(tmp_path), "-q",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["against"]["per_level"] == {"byte": 1, "pixel": 0, "near": 1}

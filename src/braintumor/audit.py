@@ -5,10 +5,15 @@ within and across the Training/Testing folders, and label conflicts: one image f
 classes. It also checks whether the files' width, height and compression alone predict the class
 (`braintumor.shortcuts`). Writes ``audit.json`` (every group with its files), ``audit.md`` (counts
 per class and per split pair) and ``contact_sheet.png`` (example groups side by side).
+
+With ``--against OTHER`` it also checks another folder, such as an external test set, for copies
+of the dataset's images (`braintumor.duplicates.copies_in`) and lists them in ``against.csv``
+with example pairs in ``against_sheet.png``: what a model trained on the dataset would have seen.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -16,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import Dataset, scan
-from .duplicates import DEFAULT_THRESHOLD, check_threshold, connected_groups, equal_pairs, group_ids, hash_dataset
+from .duplicates import (DEFAULT_THRESHOLD, check_threshold, connected_groups, copies_in, equal_pairs, group_ids,
+                         hash_dataset)
 from .errors import DataError
 from .imageio import read_image
 from .shortcuts import file_features, shortcut_check
@@ -115,6 +121,7 @@ def audit(
     class_map: dict[str, str] | None = None,
     progress: bool = True,
     cache: bool = True,
+    against: str | Path | None = None,
 ) -> dict:
     """Find duplicate images in a dataset folder and write the audit report.
 
@@ -128,6 +135,9 @@ def audit(
         Report folder (created); no files are written when None.
     cache : bool
         Reuse and store image hashes in the cache folder (``$BRAINTUMOR_CACHE``).
+    against : path, optional
+        Another labelled folder (not inside `data`, nor holding it) to check for copies of
+        `data`'s images (`copies_against`); `class_map` applies to it too.
 
     Returns
     -------
@@ -137,10 +147,13 @@ def audit(
     Raises
     ------
     DataError
-        When the folder holds no images, none can be read, or `threshold` is out of range.
+        When the folder holds no images, none can be read, or `threshold` is out of range;
+        when `against` overlaps `data`.
     """
     threshold = check_threshold(threshold)
     start = time.time()
+    if against is not None:
+        _check_apart(Path(data), Path(against))
     dataset = scan(data, class_map)
     hashes = hash_dataset(dataset, cache=cache, progress=progress)
     keep = hashes.readable
@@ -172,9 +185,100 @@ def audit(
         "groups": groups,
         "skipped": [{"path": p, "reason": r} for p, r in skipped],
     }
+    if against is not None:
+        result["against"] = copies_against(dataset, hashes, against, threshold, class_map, cache, progress)
+        result["seconds"] = round(time.time() - start, 1)
     if out is not None:
         result["report"] = str(write_audit(result, Path(out)))
     return result
+
+
+def _check_apart(data: Path, other: Path) -> None:
+    a, b = data.resolve(), other.resolve()
+    if a == b or a in b.parents or b in a.parents:
+        raise DataError(f"--against {other} overlaps the audited folder {data}: its images would be copies of themselves",
+                        "pass two separate folders, e.g. audit DATA/Training --against DATA/Testing")
+
+
+def copies_against(dataset: Dataset, hashes, other: str | Path, threshold: int = DEFAULT_THRESHOLD,
+                   class_map: dict[str, str] | None = None, cache: bool = True, progress: bool = True) -> dict:
+    """Which images of the folder `other` have a copy in `dataset` (hashed as `hashes`).
+
+    Returns
+    -------
+    dict
+        ``root``, ``images``, ``readable``; ``with_a_copy`` and its split ``per_level`` (byte,
+        pixel, near: the strictest level each image has a copy at) and ``per_class`` (of
+        `other`'s labels); ``label_conflicts``, copies filed under another class than the image
+        they copy; ``copies``, one record per copy (path, class, level, the copy in `dataset`
+        with its class, their perceptual-hash distance in bits); ``skipped``.
+    """
+    found_in = scan(other, class_map)
+    other_hashes = hash_dataset(found_in, cache=cache, progress=progress)
+    if not other_hashes.readable.any():
+        raise DataError(f"none of the {len(found_in)} images under {found_in.root} could be read",
+                        f"first failure: {found_in.paths[0]}: {other_hashes.errors[0]}")
+    found = copies_in(other_hashes, hashes, threshold)
+    level, match, labels = found["level"], found["match"], found_in.labels
+    has = level != ""
+    copy_label = np.where(match >= 0, dataset.labels[np.maximum(match, 0)], -1)
+    classes = dataset.classes
+    copies = [{"path": found_in.paths[k].relative_to(found_in.root).as_posix(), "class": classes[labels[k]],
+               "level": str(level[k]), "copy": dataset.paths[match[k]].relative_to(dataset.root).as_posix(),
+               "copy_class": classes[copy_label[k]], "hash_bits": int(found["bits"][k])} for k in np.flatnonzero(has)]
+    return {
+        "root": str(found_in.root),
+        "images": len(found_in),
+        "readable": int(other_hashes.readable.sum()),
+        "with_a_copy": int(has.sum()),
+        "per_level": {name: int((level == name).sum()) for name in LEVELS},
+        "per_class": {c: {"images": int((labels == k).sum()), "with_a_copy": int((has & (labels == k)).sum())}
+                      for k, c in enumerate(classes)},
+        "label_conflicts": int((has & (copy_label != labels)).sum()),
+        "copies": copies,
+        "skipped": [{"path": p, "reason": r} for p, r in found_in.skipped]
+                   + [{"path": str(p), "reason": str(e)} for p, e in zip(found_in.paths, other_hashes.errors) if e],
+    }
+
+
+def _against_lines(result: dict, out: Path) -> list[str]:
+    """The report section of `copies_against`, with its CSV and example sheet written to `out`."""
+    a = result["against"]
+    levels = a["per_level"]
+    with (out / "against.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "class", "level", "copy", "copy_class", "hash_bits"])
+        w.writeheader()
+        w.writerows(a["copies"])
+    lines = [f"## Copies of these images in {a['root']}", "",
+             f"{a['with_a_copy']} of its {a['readable']} readable images ({a['images']} in all) have a copy here: "
+             f"{levels['byte']} byte-identical, {levels['pixel']} pixel-identical, {levels['near']} near-duplicate; "
+             f"{a['label_conflicts']} of them filed under another class than the image they copy. A model trained on "
+             f"{result['root']} and tested on {a['root']} has seen these; "
+             "[against.csv](against.csv) lists each with its copy and their hash distance in bits.", "",
+             "| class | images | with a copy here |", "|---|---:|---:|"]
+    lines += [f"| {c} | {v['images']} | {v['with_a_copy']} |" for c, v in a["per_class"].items()]
+    pairs = _against_examples(a, result["root"])
+    if pairs:
+        plot_contact_sheet(pairs, Path("/"), out / "against_sheet.png", per_row=2)
+        lines += ["", "![copies and the images they copy](against_sheet.png)"]
+    else:
+        (out / "against_sheet.png").unlink(missing_ok=True)
+    return lines + [""]
+
+
+def _against_examples(a: dict, root: str, rows: int = 8) -> list[dict]:
+    """Pairs for the sheet: label conflicts first, then the near copies farthest from their match
+    (the ones a person would most want to see), then the rest."""
+    order = sorted(a["copies"], key=lambda c: (c["class"] == c["copy_class"], c["level"] != "near", -c["hash_bits"]))
+    pairs = []
+    for c in order[:rows]:
+        conflict = c["class"] != c["copy_class"]
+        pairs.append({"id": len(pairs), "label_conflict": conflict, "pixel_identical": c["level"] != "near",
+                      "caption": f"{'label conflict' if conflict else 'copy'}\n{c['level']}, {c['hash_bits']} bits",
+                      "files": [
+                          {"path": str((Path(a["root"]) / c["path"]).resolve()), "class": c["class"], "split": Path(a["root"]).name},
+                          {"path": str((Path(root) / c["copy"]).resolve()), "class": c["copy_class"], "split": Path(root).name}]})
+    return pairs
 
 
 def write_audit(result: dict, out: Path) -> Path:
@@ -237,8 +341,14 @@ def write_audit(result: dict, out: Path) -> Path:
     if examples:
         lines += ["", "## Examples", "", "![example groups](contact_sheet.png)", "",
                   "Every group with its files is listed in [audit.json](audit.json)."]
-    lines += ["", f"## Skipped files: {len(result['skipped'])}", ""]
-    lines += [f"- `{s['path']}`: {s['reason']}" for s in result["skipped"][:50]] or ["None."]
+    if "against" in result:
+        lines += ["", *_against_lines(result, out)]
+    else:
+        for stale in ("against.csv", "against_sheet.png"):  # an earlier audit's
+            (out / stale).unlink(missing_ok=True)
+    skipped = result["skipped"] + result.get("against", {}).get("skipped", [])
+    lines += ["", f"## Skipped files: {len(skipped)}", ""]
+    lines += [f"- `{s['path']}`: {s['reason']}" for s in skipped[:50]] or ["None."]
     path = out / "audit.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -286,7 +396,8 @@ def pick_examples(groups: list[dict], rows: int = 10) -> list[dict]:
 
 
 def plot_contact_sheet(groups: list[dict], root: Path, path: Path, per_row: int = 6, thumb: int = 128) -> None:
-    """One row per group: up to `per_row` thumbnails captioned with class, split and file name."""
+    """One row per group: up to `per_row` thumbnails captioned with class, split and file name
+    (a group's ``caption``, if it has one, labels its row)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,7 +407,7 @@ def plot_contact_sheet(groups: list[dict], root: Path, path: Path, per_row: int 
     fig, axes = plt.subplots(len(groups), per_row, figsize=(1.9 * per_row, 2.2 * len(groups)), dpi=90, squeeze=False)
     for row, group in zip(axes, groups):
         kind = "label conflict" if group["label_conflict"] else "identical" if group["pixel_identical"] else "near"
-        row[0].set_ylabel(f"group {group['id']}\n{kind}, {len(group['files'])} images", fontsize=8)
+        row[0].set_ylabel(group.get("caption") or f"group {group['id']}\n{kind}, {len(group['files'])} images", fontsize=8)
         for ax, item in zip(row, group["files"] + [None] * per_row):
             ax.set_xticks([])
             ax.set_yticks([])

@@ -345,7 +345,8 @@ def _cmd_audit(args) -> int:
     from .duplicates import DEFAULT_THRESHOLD
 
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    result = audit(args.data, threshold, args.out, parse_class_map(args.class_map), progress=not args.quiet)
+    result = audit(args.data, threshold, args.out, parse_class_map(args.class_map), progress=not args.quiet,
+                   against=args.against)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "groups"}, indent=2))
         return 0
@@ -360,6 +361,11 @@ def _cmd_audit(args) -> int:
     if "accuracy" in shortcut:
         print(f"  image size and compression alone predict the class of {shortcut['accuracy']:.1%} of the images "
               f"(largest class: {shortcut['majority']:.1%})")
+    if "against" in result:
+        a = result["against"]
+        print(f"  {a['with_a_copy']} of the {a['readable']} readable images of {a['root']} have a copy here "
+              f"({a['per_level']['byte']} byte, {a['per_level']['pixel']} pixel, {a['per_level']['near']} near; "
+              f"{a['label_conflicts']} under another class)")
     print(f"report: {result['report']}")
     return 0
 
@@ -540,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=int, default=None, help="near-duplicate Hamming threshold in bits, 0..24 (default: 8)")
     p.add_argument("--out", default="audit", help="report folder for audit.md, audit.json, contact_sheet.png (default: audit)")
     p.add_argument("--class-map", help="extra folder-to-class names, e.g. 'tumor_g=glioma,healthy=no_tumor'")
+    p.add_argument("--against", metavar="OTHER",
+                   help="also check OTHER, another labelled folder such as an external test set, for copies of DATA's "
+                        "images (a model trained on DATA has seen them): counts, against.csv and against_sheet.png")
     p.add_argument("--json", action="store_true", help="print the audit (without the group list) as JSON")
     p.set_defaults(func=_cmd_audit)
 
