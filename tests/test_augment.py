@@ -79,6 +79,26 @@ def test_erase_fills_one_rectangle_with_noise_in_the_chosen_share_of_images():
         erase(x, 1.5, torch.Generator())
 
 
+def test_degrade_blurs_the_chosen_share_of_images_and_leaves_the_others():
+    from braintumor.augment import degrade
+
+    stripes = (torch.arange(32) % 2).float().view(1, 1, 1, 32).expand(200, 3, 32, 32).contiguous()  # 1-px stripes
+    out = degrade(stripes, 0.5, torch.Generator().manual_seed(0), noise=0.0)
+    same = (out == stripes).flatten(1).all(1)
+    assert 70 < (~same).sum() < 130  # about half, at p = 0.5
+    # a degraded image has lost its finest detail: neighbouring columns differ far less
+    def detail(x):
+        return (x[..., 1:] - x[..., :-1]).abs().mean(dim=(1, 2, 3))
+    assert torch.all(detail(out[~same]) < 0.5 * detail(stripes[~same]))
+    assert out.min() >= 0 and out.max() <= 1
+    noisy = degrade(torch.full((50, 3, 16, 16), 0.5), 1.0, torch.Generator().manual_seed(1), scale=(1.0, 1.0))
+    assert 0 < noisy.std() < 0.04  # noise only, no stronger than asked
+    assert torch.equal(out, degrade(stripes, 0.5, torch.Generator().manual_seed(0), noise=0.0))  # seeded
+    assert torch.equal(degrade(stripes, 0.0, torch.Generator()), stripes)
+    with pytest.raises(ValueError, match="prob"):
+        degrade(stripes, 1.5, torch.Generator())
+
+
 def test_remap_contrast_keeps_order_or_inverts_the_head_and_leaves_the_background_dark():
     from braintumor.augment import remap_contrast
 

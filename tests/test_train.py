@@ -20,7 +20,7 @@ def test_schedule_warms_up_then_decays():
 
 @pytest.mark.parametrize("field, value", [
     ("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("label_smoothing", 1.0), ("low_res_scale", 1.1), ("low_res_scale", 0.1),
-    ("low_res_fraction", 1.0), ("drop_path_rate", 1.0), ("mixup_alpha", -0.1), ("erase_prob", 1.5), ("contrast_prob", 1.5), ("balance_sources", 1.5),
+    ("low_res_fraction", 1.0), ("drop_path_rate", 1.0), ("mixup_alpha", -0.1), ("erase_prob", 1.5), ("contrast_prob", 1.5), ("degrade_prob", -0.1), ("balance_sources", 1.5),
     ("balance_sources", -0.1), ("time_limit_min", -1.0), ("train_seed", -1),
     ("relabel", {"a.png": "tumour"}), ("relabel", ["a.png"]),
 ])
@@ -223,7 +223,8 @@ def test_progressive_resizing_trains_small_then_at_the_served_size(tiny_tree, tm
     assert json.loads((out / "model.json").read_text())["preprocess"]["image_size"] == 48
 
 
-@pytest.mark.parametrize("function, option, value", [("mixup", "mixup_alpha", 0.3), ("erase", "erase_prob", 0.5), ("remap_contrast", "contrast_prob", 0.5)])
+@pytest.mark.parametrize("function, option, value", [("mixup", "mixup_alpha", 0.3), ("erase", "erase_prob", 0.5), ("remap_contrast", "contrast_prob", 0.5),
+                                                      ("degrade", "degrade_prob", 0.5)])
 def test_an_optional_augmentation_reaches_every_training_batch_and_only_when_asked(
     function, option, value, tiny_tree, tmp_path, monkeypatch
 ):

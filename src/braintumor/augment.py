@@ -5,7 +5,9 @@ through `grid_sample`), then brightness, contrast and gamma jitter. Vertical fli
 an upside-down head is not a slice a scanner produces. `erase` (optional, ``--erase-prob``)
 overwrites a random rectangle of some images with noise; `mixup` (optional, ``--mixup-alpha``)
 blends a batch with a shuffled copy of itself; `remap_contrast` (optional, ``--contrast-prob``)
-changes tissue contrast so that an MRI sequence's look stops telling classes apart.
+changes tissue contrast so that an MRI sequence's look stops telling classes apart; `degrade`
+(optional, ``--degrade-prob``) blurs images by a random loss of resolution and adds noise, as
+scans from smaller or noisier sources look.
 (The fixed view that test-time augmentation averages with each image is
 `braintumor.views.MirrorView`.)
 """
@@ -153,6 +155,41 @@ def remap_contrast(
         mapped[f] = torch.where(head, inverted.pow_(gamma.view(-1, 1, 1, 1).to(x.dtype)), 0.0)
     out = x.clone()
     out[picked] = mapped
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+def degrade(
+    x: torch.Tensor,
+    prob: float,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.35, 0.85),
+    noise: float = 0.04,
+) -> torch.Tensor:
+    """Image degradation: with probability `prob` per image, lose resolution and add noise.
+
+    A chosen image is shrunk to a share of its side drawn uniformly from `scale` (antialiased)
+    and enlarged back (bilinear), then gets Gaussian noise of a standard deviation drawn
+    uniformly from ``[0, noise]``. Sartaj's sources differ in resolution and sharpness, and in
+    its Training folder those go with the class (``braintumor audit``'s shortcut check): a
+    network shown degraded copies cannot lean on sharpness alone. All draws go through
+    `generator`. `x` is ``N x C x H x W`` in [0, 1].
+    """
+    if not 0 <= prob <= 1:
+        raise ValueError(f"degrade prob must be in [0, 1], got {prob}")
+    n, _, h, w = x.shape
+    chosen = torch.rand(n, generator=generator) < prob
+    shares = torch.rand(n, generator=generator) * (scale[1] - scale[0]) + scale[0]
+    sigmas = torch.rand(n, generator=generator) * noise
+    picked = torch.nonzero(chosen).flatten()
+    if picked.numel() == 0:
+        return x
+    out = x.clone()
+    for k in picked.tolist():
+        size = (max(2, round(h * float(shares[k]))), max(2, round(w * float(shares[k]))))
+        small = F.interpolate(x[k : k + 1], size=size, mode="bilinear", antialias=True, align_corners=False)
+        out[k : k + 1] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    grain = torch.randn(picked.numel(), *x.shape[1:], generator=generator, dtype=x.dtype)
+    out[picked] = (out[picked] + grain * sigmas[picked].view(-1, 1, 1, 1).to(x.dtype)).clamp_(0, 1)
     return out.contiguous(memory_format=torch.channels_last)
 
 

@@ -66,6 +66,7 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixup-alpha", type=float, help="mixup: train on blends of image pairs and of their labels, blend weight ~ Beta(a, a), e.g. 0.2 (default: 0, off)")
     p.add_argument("--erase-prob", type=float, help="random erasing: share of training images that get one random rectangle overwritten by noise, e.g. 0.5 (default: 0, off)")
     p.add_argument("--contrast-prob", type=float, help="contrast remapping: share of training images whose intensities pass through a random monotone curve, half of them with the head inverted (T1-like to T2-like), e.g. 0.5 (default: 0, off)")
+    p.add_argument("--degrade-prob", type=float, help="degradation: share of training images blurred by a random loss of resolution (shrunk to 35-85%% of their side and enlarged back) plus Gaussian noise, e.g. 0.5 (default: 0, off)")
     p.add_argument("--balance-sources", type=float, metavar="A", help="draw each epoch's images with weight n^-A, n the training images of the same top-level folder (Training/, Testing/): 1 shows every source equally often (default: 0, off)")
     p.add_argument("--sample-groups", action="store_true", default=None, help="each epoch, train on one randomly drawn image of every near-duplicate group instead of every image (copies count once; shorter epochs)")
     p.add_argument("--probe-head", action="store_true", default=None, help="linear probing first (LP-FT): fit the head by logistic regression on the frozen ImageNet features before fine-tuning (default: off)")

@@ -26,7 +26,7 @@ from timm.optim import param_groups_layer_decay
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
-from .augment import augment, erase, mixup, remap_contrast, to_float
+from .augment import augment, degrade, erase, mixup, remap_contrast, to_float
 from .calibration import as_logits, fit_temperature
 from .checkpoint import ModelInfo, load_checkpoint, read_info, save_checkpoint
 from .classes import CLASSES
@@ -78,6 +78,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # 0: off; else mix each batch with a shuffled copy, weight ~ Beta(a, a)
     erase_prob: float = 0.0  # random erasing: share of training images with one rectangle overwritten by noise
     contrast_prob: float = 0.0  # share of training images whose tissue contrast is remapped (half inverted)
+    degrade_prob: float = 0.0  # share of training images blurred by a random loss of resolution, plus noise
     # Source balancing: each epoch draws its images (with replacement) with weight n ** -a, where n
     # is the number of training images from the same top-level folder (Training/, Testing/, ...).
     # 0: off (every image once per epoch); 1: every source equally often.
@@ -136,6 +137,7 @@ class TrainConfig:
             ("mixup_alpha", 0 <= self.mixup_alpha <= 10, "in [0, 10]"),
             ("erase_prob", 0 <= self.erase_prob <= 1, "in [0, 1]"),
             ("contrast_prob", 0 <= self.contrast_prob <= 1, "in [0, 1]"),
+            ("degrade_prob", 0 <= self.degrade_prob <= 1, "in [0, 1]"),
             ("balance_sources", 0 <= self.balance_sources <= 1, "in [0, 1]"),
             ("tta_angle", -180 <= self.tta_angle <= 180, "within ±180 degrees"),
             ("train_fraction", 0 < self.train_fraction <= 1, "in (0, 1]"),
@@ -595,6 +597,8 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
                 x = erase(x, config.erase_prob, generator)
             if config.contrast_prob:
                 x = remap_contrast(x, config.contrast_prob, generator)
+            if config.degrade_prob:
+                x = degrade(x, config.degrade_prob, generator)
             y = labels_t[idx]
             if config.mixup_alpha:
                 x, perm, lam = mixup(x, config.mixup_alpha, generator)
