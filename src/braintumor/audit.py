@@ -249,8 +249,9 @@ def _against_lines(result: dict, out: Path) -> list[str]:
         w = csv.DictWriter(f, fieldnames=["path", "class", "level", "copy", "copy_class", "hash_bits"])
         w.writeheader()
         w.writerows(a["copies"])
-    lines = [f"## Copies of these images in {a['root']}", "",
-             f"{a['with_a_copy']} of its {a['readable']} readable images ({a['images']} in all) have a copy here: "
+    lines = [f"## Images of {a['root']} with a copy here", "",
+             f"{a['with_a_copy']} of its {a['readable']} readable images ({a['images']} in all) have a copy in "
+             f"{result['root']}: "
              f"{levels['byte']} byte-identical, {levels['pixel']} pixel-identical, {levels['near']} near-duplicate; "
              f"{a['label_conflicts']} of them filed under another class than the image they copy. A model trained on "
              f"{result['root']} and tested on {a['root']} has seen these; "
@@ -259,7 +260,7 @@ def _against_lines(result: dict, out: Path) -> list[str]:
     lines += [f"| {c} | {v['images']} | {v['with_a_copy']} |" for c, v in a["per_class"].items()]
     pairs = _against_examples(a, result["root"])
     if pairs:
-        plot_contact_sheet(pairs, Path("/"), out / "against_sheet.png", per_row=2)
+        plot_contact_sheet(pairs, Path("/"), out / "against_sheet.png", per_row=2)  # the pairs' paths are absolute
         lines += ["", "![copies and the images they copy](against_sheet.png)"]
     else:
         (out / "against_sheet.png").unlink(missing_ok=True)

@@ -349,6 +349,8 @@ def _cmd_audit(args) -> int:
     result = audit(args.data, threshold, args.out, parse_class_map(args.class_map), progress=not args.quiet,
                    against=args.against)
     if args.json:
+        if "against" in result:
+            result["against"] = {k: v for k, v in result["against"].items() if k != "copies"}
         print(json.dumps({k: v for k, v in result.items() if k != "groups"}, indent=2))
         return 0
     print(f"{result['images']} images, {result['readable']} readable; near-duplicate threshold {result['threshold']} bits")
@@ -550,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", metavar="OTHER",
                    help="also check OTHER, another labelled folder such as an external test set, for copies of DATA's "
                         "images (a model trained on DATA has seen them): counts, against.csv and against_sheet.png")
-    p.add_argument("--json", action="store_true", help="print the audit (without the group list) as JSON")
+    p.add_argument("--json", action="store_true", help="print the audit as JSON (without the lists of groups and copies, "
+                                                       "which audit.json in --out holds)")
     p.set_defaults(func=_cmd_audit)
 
     p = command("label-issues", "find images whose label is likely wrong, from the out-of-sample predictions of runs or a cross-validation; write a report")
