@@ -22,7 +22,7 @@ import numpy as np
 
 from .data import Dataset, scan
 from .duplicates import (DEFAULT_THRESHOLD, check_threshold, connected_groups, copies_in, equal_pairs, group_ids,
-                         hash_dataset)
+                         hash_dataset, summarise_copies)
 from .errors import DataError
 from .imageio import read_image
 from .shortcuts import file_features, shortcut_check
@@ -220,21 +220,15 @@ def copies_against(dataset: Dataset, hashes, other: str | Path, threshold: int =
                         f"first failure: {found_in.paths[0]}: {other_hashes.errors[0]}")
     found = copies_in(other_hashes, hashes, threshold)
     level, match, labels = found["level"], found["match"], found_in.labels
-    has = level != ""
     copy_label = np.where(match >= 0, dataset.labels[np.maximum(match, 0)], -1)
     classes = dataset.classes
     copies = [{"path": found_in.paths[k].relative_to(found_in.root).as_posix(), "class": classes[labels[k]],
                "level": str(level[k]), "copy": dataset.paths[match[k]].relative_to(dataset.root).as_posix(),
-               "copy_class": classes[copy_label[k]], "hash_bits": int(found["bits"][k])} for k in np.flatnonzero(has)]
+               "copy_class": classes[copy_label[k]], "hash_bits": int(found["bits"][k])} for k in np.flatnonzero(level != "")]
     return {
         "root": str(found_in.root),
-        "images": len(found_in),
         "readable": int(other_hashes.readable.sum()),
-        "with_a_copy": int(has.sum()),
-        "per_level": {name: int((level == name).sum()) for name in LEVELS},
-        "per_class": {c: {"images": int((labels == k).sum()), "with_a_copy": int((has & (labels == k)).sum())}
-                      for k, c in enumerate(classes)},
-        "label_conflicts": int((has & (copy_label != labels)).sum()),
+        **summarise_copies(level, labels, copy_label, classes),
         "copies": copies,
         "skipped": [{"path": p, "reason": r} for p, r in found_in.skipped]
                    + [{"path": str(p), "reason": str(e)} for p, e in zip(found_in.paths, other_hashes.errors) if e],

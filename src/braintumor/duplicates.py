@@ -296,6 +296,22 @@ def copies_in(query: ImageHashes, reference: ImageHashes, threshold: int = DEFAU
     return {"level": level.astype(str), "match": match, "bits": bits}
 
 
+def summarise_copies(level: np.ndarray, labels: np.ndarray, copy_labels: np.ndarray, classes) -> dict:
+    """Counts of `copies_in`'s finding: ``images``, ``with_a_copy``, ``per_level``, ``per_class``
+    (of the query images' `labels`) and ``label_conflicts``, copies filed under another class
+    than the image they copy (whose class indices are `copy_labels`)."""
+    level, labels = np.asarray(level), np.asarray(labels)
+    has = level != ""
+    return {
+        "images": len(level),
+        "with_a_copy": int(has.sum()),
+        "per_level": {name: int((level == name).sum()) for name in ("byte", "pixel", "near")},
+        "per_class": {c: {"images": int((labels == k).sum()), "with_a_copy": int((has & (labels == k)).sum())}
+                      for k, c in enumerate(classes)},
+        "label_conflicts": int((has & (np.asarray(copy_labels) != labels)).sum()),
+    }
+
+
 def _first_reference_row(ids: np.ndarray, n_query: int) -> np.ndarray:
     """For group ids of the rows [query; reference], the first reference row (counted from 0
     among the reference rows) in each query row's group, or -1 when its group has none."""

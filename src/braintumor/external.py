@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .duplicates import DEFAULT_THRESHOLD, ImageHashes, check_threshold, copies_in, group_ids, hash_dataset
+from .duplicates import (DEFAULT_THRESHOLD, ImageHashes, check_threshold, copies_in, group_ids, hash_dataset,
+                         summarise_copies)
 from .errors import BrainTumorError, DataError
 
-LEVELS = ("byte", "pixel", "near")
 
 
 def training_copies(checkpoint, info, external: ImageHashes, train_data=None, threshold: int = DEFAULT_THRESHOLD,
@@ -184,19 +184,8 @@ def _merge(found: list[dict]) -> dict:
 
 
 def _summary(copies: dict, dataset, classes) -> dict:
-    level, labels = copies["level"], dataset.labels
-    has = level != ""
-    conflicts = has & (copies["match_label"] != labels)
-    return {
-        "images": len(level),
-        "with_a_copy": int(has.sum()),
-        "per_level": {name: int((level == name).sum()) for name in LEVELS},
-        "per_class": {c: {"images": int((labels == k).sum()), "with_a_copy": int((has & (labels == k)).sum())}
-                      for k, c in enumerate(classes)},
-        "label_conflicts": int(conflicts.sum()),
-        "compared_with": copies["seen"],
-        "train_data": copies["train_data"],
-    }
+    return {**summarise_copies(copies["level"], dataset.labels, copies["match_label"], classes),
+            "compared_with": copies["seen"], "train_data": copies["train_data"]}
 
 
 def _write_copies(out: Path, dataset, copies: dict, classes, probs) -> Path:
