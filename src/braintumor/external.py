@@ -21,7 +21,6 @@ from .duplicates import (DEFAULT_THRESHOLD, ImageHashes, check_threshold, copies
 from .errors import BrainTumorError, DataError
 
 
-
 def training_copies(checkpoint, info, external: ImageHashes, train_data=None, threshold: int = DEFAULT_THRESHOLD,
                     progress: bool = True) -> dict:
     """Which external images have a copy among the images a checkpoint trained or was
