@@ -197,6 +197,11 @@ def hash_dataset(dataset: Dataset, cache: bool = True, progress: bool = True) ->
     return hashes
 
 
+def hash_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The larger of the pHash and dHash Hamming distances of ``... x 2`` hash arrays (broadcast)."""
+    return np.maximum(np.bitwise_count(a[..., 0] ^ b[..., 0]), np.bitwise_count(a[..., 1] ^ b[..., 1]))
+
+
 def near_pairs(perceptual: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs ``i < j`` whose pHash and dHash both differ in at most `threshold` bits.
 
@@ -214,9 +219,7 @@ def near_pairs(perceptual: np.ndarray, threshold: int = DEFAULT_THRESHOLD) -> tu
     found_i, found_j, found_d = [], [], []
     for start in range(0, n, block):
         rows = hashes[start : start + block]
-        d_phash = np.bitwise_count(rows[:, None, 0] ^ hashes[None, :, 0])
-        d_dhash = np.bitwise_count(rows[:, None, 1] ^ hashes[None, :, 1])
-        distance = np.maximum(d_phash, d_dhash)
+        distance = hash_distance(rows[:, None], hashes[None, :])
         i, j = np.nonzero(distance <= threshold)
         keep = i + start < j
         found_i.append(i[keep] + start)
@@ -324,16 +327,14 @@ def _first_reference_row(ids: np.ndarray, n_query: int) -> np.ndarray:
 def _nearest_reference_rows(ids: np.ndarray, perceptual: np.ndarray, n_query: int,
                             rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For the query rows `rows` (each with a reference image in its group), the reference row
-    of that group nearest by perceptual hash, and the distance: the larger of the pHash and
-    dHash Hamming distances, as `near_pairs` measures a pair."""
+    of that group nearest by perceptual hash, and their `hash_distance`."""
     members = {}
     for k in range(n_query, len(ids)):
         members.setdefault(ids[k], []).append(k)
     best, bits = np.empty(len(rows), dtype=int), np.empty(len(rows), dtype=int)
     for out, r in enumerate(rows):
         candidates = np.array(members[ids[r]])
-        x = perceptual[candidates] ^ perceptual[r]
-        d = np.maximum(np.bitwise_count(x[:, 0]), np.bitwise_count(x[:, 1])).astype(int)
+        d = hash_distance(perceptual[candidates], perceptual[r]).astype(int)
         best[out], bits[out] = candidates[np.argmin(d)] - n_query, d.min()
     return best, bits
 
