@@ -58,3 +58,20 @@ def test_a_student_learns_from_a_teacher_of_its_split_and_refuses_one_that_saw_i
     with pytest.raises(BrainTumorError, match="not a checkpoint"):
         train(TrainConfig(**common, seed=1, out=str(tmp_path / "none"), teacher=[str(tmp_path / "missing")]))
     assert not (tmp_path / "leaky" / "model.safetensors").exists()
+
+
+def test_relative_data_and_teacher_paths_are_stored_absolute_so_a_run_resumes_from_anywhere(tiny_tree, tmp_path, monkeypatch):
+    from braintumor.cli import main
+
+    common = dict(seed=1, epochs=1, image_size=32, batch_size=8, progress=False)
+    plain = train(TrainConfig(data=str(tiny_tree), out=str(tmp_path / "plain"), **common))
+    monkeypatch.chdir(tmp_path)
+    student = train(TrainConfig(data="data", out="student", teacher=["plain"], **common))
+    stored = json.loads((tmp_path / student / "model.json").read_text())["train_config"]
+    assert stored["data"] == str(tiny_tree) and stored["teacher"] == [str(plain)]
+    # the teacher cannot be given anew on resume (it shapes the model), so it must be found from here too
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["train", "--out", str(tmp_path / "student"), "--resume", "--epochs", "2", "--no-test", "-q"]) == 0
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]

@@ -153,6 +153,7 @@ class TrainConfig:
                 raise BrainTumorError(f"{name} must be {want}, got {getattr(self, name)!r}")
         if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(p, str) for p in self.exclude):
             raise BrainTumorError(f"exclude must be a list of image paths, got {self.exclude!r}")
+        self.data = os.path.abspath(self.data)
         self.exclude = sorted({_under(path, self.data) for path in self.exclude})
         if not isinstance(self.relabel, dict) or not all(
                 isinstance(p, str) and c in CLASSES for p, c in self.relabel.items()):
@@ -160,7 +161,9 @@ class TrainConfig:
         self.relabel = {_under(path, self.data): c for path, c in sorted(self.relabel.items())}
         if not isinstance(self.teacher, (list, tuple)) or not all(isinstance(p, str) for p in self.teacher):
             raise BrainTumorError(f"teacher must be a list of run folders or checkpoints, got {self.teacher!r}")
-        self.teacher = list(self.teacher)
+        # Stored as absolute paths, so the run resumes and evaluates from any working directory
+        # (a teacher cannot be given anew on resume: it shapes the model).
+        self.teacher = [os.path.abspath(p) for p in self.teacher]
         if self.train_seed == self.seed:  # the default spelled out: stored as the default, so resumes match
             self.train_seed = None
         if self.resume and self.overwrite:
