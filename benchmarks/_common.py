@@ -56,7 +56,7 @@ def median_ms(call, items) -> tuple[float, float]:
 
 
 def time_predictor(predictor, files: list, repeats: int, single: int, batch_size: int = 32) -> dict:
-    """Time a `braintumor.predict.Predictor` (already warmed up) the way the targets are stated.
+    """Time a `braintumor.inference.predictor.Predictor` (already warmed up) the way the targets are stated.
 
     Returns ``images_per_s`` (the median of `repeats` passes of ``predictor.predict(files)``),
     ``passes_per_s`` (each pass), ``single_ms_median`` and ``single_ms_p90`` (one file per call,
@@ -78,14 +78,14 @@ def time_predictor(predictor, files: list, repeats: int, single: int, batch_size
 def run_and_split(run: Path, data: str):
     """A training run's best checkpoint, the decoded images of its data and its split.
 
-    The images and split come from `braintumor.protocols.checkpoint_data`: the data's fingerprint
+    The images and split come from `braintumor.data.protocols.checkpoint_data`: the data's fingerprint
     checked against the checkpoint's, the split re-created from the run's stored config.
     Returns ``(model, info, images, readable dataset, split)``; a data error ends the script with
     its message.
     """
-    from braintumor.checkpoint import load_checkpoint
+    from braintumor.model.checkpoint import load_checkpoint
     from braintumor.errors import BrainTumorError
-    from braintumor.protocols import checkpoint_data
+    from braintumor.data.protocols import checkpoint_data
 
     checkpoint = Path(run) / "model.safetensors"
     model, info = load_checkpoint(checkpoint)
@@ -100,7 +100,7 @@ def full_validation(found, info, split):
     """A run's validation indices as its split gives them without ``train --exclude``: a run that
     excluded images trained on none of these (an excluded image leaves training too), so it can be
     scored on the same validation images as runs without exclusions."""
-    from braintumor.protocols import run_split
+    from braintumor.data.protocols import run_split
 
     cfg = info.train_config
     return run_split(found, {**cfg, "exclude": []}).val if cfg.get("exclude") else split.val
@@ -135,8 +135,8 @@ def best_val_acc(run: Path, epochs: int) -> float:
 
 
 def data_option(parser: argparse.ArgumentParser) -> None:
-    """Add ``--data``, defaulting as the package does (`braintumor.data.default_data_dir`)."""
-    from braintumor.data import default_data_dir
+    """Add ``--data``, defaulting as the package does (`braintumor.data.dataset.default_data_dir`)."""
+    from braintumor.data.dataset import default_data_dir
 
     parser.add_argument("--data", default=str(default_data_dir()),
                         help="dataset folder (default: $BRAINTUMOR_DATA, else ../shared/data/sartaj)")
@@ -153,8 +153,8 @@ def runs_parser(doc: str, output: str) -> argparse.ArgumentParser:
 
 def nll_sum(probs, labels) -> float:
     """Summed negative log-likelihood of `labels` under probabilities `probs`: the package's
-    `braintumor.calibration.nll` (a mean) times the number of images."""
-    from braintumor.calibration import as_logits, nll
+    `braintumor.metrics.calibration.nll` (a mean) times the number of images."""
+    from braintumor.metrics.calibration import as_logits, nll
 
     return nll(as_logits(probs), labels) * len(labels)
 

@@ -80,9 +80,9 @@ def cold_audit(data: str, threshold: int, against: str | None = None) -> dict:
 
 
 def planted_recall(data: str, threshold: int, sample: int, seed: int = 0) -> dict:
-    from braintumor.data import scan
-    from braintumor.duplicates import perceptual_hash
-    from braintumor.imageio import read_image
+    from braintumor.data.dataset import scan
+    from braintumor.data.duplicates import perceptual_hash
+    from braintumor.data.imageio import read_image
     from planted import COPIES
 
     dataset = scan(data)

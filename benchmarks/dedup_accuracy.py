@@ -96,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.reevaluate:
-        from braintumor.evaluate import evaluate
+        from braintumor.evaluation.evaluator import evaluate
 
         result = json.loads((RESULTS / args.output).read_text())
         result["reevaluated"] = {"machine": machine(), "command": " ".join(sys.argv)}
@@ -121,8 +121,8 @@ def main() -> None:
 
 def reuse_one(data: str, seed: int, out: Path) -> dict:
     """A finished run's record, as `run_one` gives it, from evaluating its checkpoint now."""
-    from braintumor.checkpoint import read_info
-    from braintumor.evaluate import evaluate
+    from braintumor.model.checkpoint import read_info
+    from braintumor.evaluation.evaluator import evaluate
 
     checkpoint = out / "model.safetensors"
     if not checkpoint.is_file():

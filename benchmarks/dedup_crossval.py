@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, data_option, machine, write  # noqa: E402
 
-from braintumor.crossval import score_folds  # noqa: E402
+from braintumor.evaluation.crossval import score_folds  # noqa: E402
 
 
 def main() -> None:

@@ -30,9 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, seed_groups, write  # noqa: E402
 
-from braintumor.calibration import ece_if_calibrated, expected_calibration_error  # noqa: E402
-from braintumor.evaluate import classification_metrics, predict_test_split  # noqa: E402
-from braintumor.stats import paired_difference  # noqa: E402
+from braintumor.metrics.calibration import ece_if_calibrated, expected_calibration_error  # noqa: E402
+from braintumor.evaluation.evaluator import classification_metrics, predict_test_split  # noqa: E402
+from braintumor.metrics.stats import paired_difference  # noqa: E402
 
 
 def score(runs: list[str]) -> tuple[dict, tuple]:

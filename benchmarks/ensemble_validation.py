@@ -45,7 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import add_score, full_validation, machine, nll_sum, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
 
-from braintumor.inference import predict_images  # noqa: E402
+from braintumor.inference.forward import predict_images  # noqa: E402
 
 
 def soup(models: list):

@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, run_and_split, runs_parser, write  # noqa: E402
 
-from braintumor.classes import CLASSES  # noqa: E402
-from braintumor.figures import plot_thumbnails  # noqa: E402
-from braintumor.inference import predict_images  # noqa: E402
+from braintumor.data.classes import CLASSES  # noqa: E402
+from braintumor.metrics.figures import plot_thumbnails  # noqa: E402
+from braintumor.inference.forward import predict_images  # noqa: E402
 
 
 def tally(sources: list[str], labels: np.ndarray, predicted: np.ndarray) -> dict:

@@ -33,10 +33,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, pair_runs, seed_groups, write  # noqa: E402
 
-from braintumor.data import read_path_list  # noqa: E402
-from braintumor.calibration import ece_if_calibrated, expected_calibration_error  # noqa: E402
-from braintumor.evaluate import predict_test_split  # noqa: E402
-from braintumor.stats import paired_difference  # noqa: E402
+from braintumor.data.dataset import read_path_list  # noqa: E402
+from braintumor.metrics.calibration import ece_if_calibrated, expected_calibration_error  # noqa: E402
+from braintumor.evaluation.evaluator import predict_test_split  # noqa: E402
+from braintumor.metrics.stats import paired_difference  # noqa: E402
 
 
 def scored(run: str, flags: set[str]):

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, write  # noqa: E402
 
-from braintumor.external import evaluate_external  # noqa: E402
+from braintumor.evaluation.external import evaluate_external  # noqa: E402
 
 
 def main() -> None:

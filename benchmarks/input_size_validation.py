@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import add_score, machine, nll_sum, pooled_summary, run_and_split, runs_parser, write  # noqa: E402
 
-from braintumor.data import load_images  # noqa: E402
-from braintumor.inference import predict_images  # noqa: E402
+from braintumor.data.dataset import load_images  # noqa: E402
+from braintumor.inference.forward import predict_images  # noqa: E402
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The int8 graph (`braintumor export --int8`, `braintumor.quantize`) against the float graph.
+"""The int8 graph (`braintumor export --int8`, `braintumor.inference.quantize`) against the float graph.
 
 For each checkpoint (run directories written by ``braintumor train``, or ``--model`` files) it
 writes the int8 graph to a temporary folder and reports:
@@ -6,7 +6,7 @@ writes the int8 graph to a temporary folder and reports:
 - on the checkpoint's validation images (never the test split): accuracy, NLL and ECE of both
   graphs, the share of images given the same class, the largest probability difference;
 - the out-of-distribution check: the float threshold and the int8 graph's own, the share of the
-  validation images each graph accepts at its threshold, the share of `braintumor.oodset`
+  validation images each graph accepts at its threshold, the share of `oodset`
   (photographs, noise, text, other kinds of scan: not brain MRI) each rejects, and each graph's
   AUROC between the validation images and that set;
 - speed: onnxruntime's time per preprocessed image in batches of 8, the two graphs timed in
@@ -31,13 +31,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import data_option, machine, write  # noqa: E402
 
-from braintumor.checkpoint import load_checkpoint  # noqa: E402
-from braintumor.export import onnx_bytes  # noqa: E402
-from braintumor.runtime import OnnxRuntime  # noqa: E402
-from braintumor.ood import auroc  # noqa: E402
-from braintumor.oodset import ood_images  # noqa: E402
-from braintumor.protocols import checkpoint_data  # noqa: E402
-from braintumor.quantize import quantize_checkpoint  # noqa: E402
+from braintumor.model.checkpoint import load_checkpoint  # noqa: E402
+from braintumor.inference.export import onnx_bytes  # noqa: E402
+from braintumor.inference.runtime import OnnxRuntime  # noqa: E402
+from braintumor.inference.ood import auroc  # noqa: E402
+from oodset import ood_images  # noqa: E402
+from braintumor.data.protocols import checkpoint_data  # noqa: E402
+from braintumor.inference.quantize import quantize_checkpoint  # noqa: E402
 
 
 def ms_per_image(runtimes: dict, images: np.ndarray, rounds: int) -> dict:

@@ -4,7 +4,7 @@ A test set of ``dedup`` or ``original`` holds copies of some images (``dedup`` k
 group on one side of the split, so a test image's copies are all in the test set). A model gets
 copies right or wrong together, so they are not independent test cases, and a bootstrap that
 resamples single images reports an interval that is too narrow. `braintumor evaluate` resamples
-near-duplicate groups instead (``braintumor.stats``). This script measures the difference on
+near-duplicate groups instead (``braintumor.metrics.stats``). This script measures the difference on
 finished runs: for each run directory it scores the run's test split (as ``evaluate`` does) and
 computes the 95% intervals of accuracy, macro-F1 and ECE both ways, with the test set's group
 count, the largest group, and how many errors fall in groups of more than one image; and the
@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, runs_parser, write  # noqa: E402
 from dedup_accuracy import mean_accuracy_intervals  # noqa: E402
 
-from braintumor.calibration import ece_if_calibrated, ece_interval, expected_calibration_error  # noqa: E402
-from braintumor.evaluate import predict_test_split  # noqa: E402
-from braintumor.stats import bootstrap_ci  # noqa: E402
+from braintumor.metrics.calibration import ece_if_calibrated, ece_interval, expected_calibration_error  # noqa: E402
+from braintumor.evaluation.evaluator import predict_test_split  # noqa: E402
+from braintumor.metrics.stats import bootstrap_ci  # noqa: E402
 
 
 def widths(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None, n_classes: int) -> dict:

@@ -27,9 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, runs_parser, write  # noqa: E402
 
-from braintumor.data import scan  # noqa: E402
-from braintumor.duplicates import duplicate_groups  # noqa: E402
-from braintumor.label_issues import label_issues  # noqa: E402
+from braintumor.data.dataset import scan  # noqa: E402
+from braintumor.data.duplicates import duplicate_groups  # noqa: E402
+from braintumor.evaluation.label_issues import label_issues  # noqa: E402
 
 
 def conflict_check(result: dict, data: str) -> dict:

@@ -27,10 +27,10 @@ from _common import data_option, machine, write  # noqa: E402
 
 
 def _test_predictions(run: Path, data: str, protocol: str, seed: int, temperature_one: bool = False):
-    from braintumor.checkpoint import load_checkpoint
-    from braintumor.data import load_images, scan
-    from braintumor.inference import predict_images
-    from braintumor.protocols import make_split
+    from braintumor.model.checkpoint import load_checkpoint
+    from braintumor.data.dataset import load_images, scan
+    from braintumor.inference.forward import predict_images
+    from braintumor.data.protocols import make_split
 
     model, info = load_checkpoint(run / "model.safetensors")
     dataset = scan(data)
@@ -43,7 +43,7 @@ def _test_predictions(run: Path, data: str, protocol: str, seed: int, temperatur
 
 
 def original_leaks(run: Path, data: str, seed: int) -> dict:
-    from braintumor.duplicates import connected_groups, equal_pairs, group_ids, hash_dataset
+    from braintumor.data.duplicates import connected_groups, equal_pairs, group_ids, hash_dataset
 
     dataset, split, _, probs, _ = _test_predictions(run, data, "original", seed)
     correct = probs.argmax(1) == dataset.labels[split.test]
@@ -63,7 +63,7 @@ def original_leaks(run: Path, data: str, seed: int) -> dict:
 
 
 def dedup_calibration(run: Path, data: str, seed: int) -> dict:
-    from braintumor.calibration import as_logits, expected_calibration_error, fit_temperature, with_temperature
+    from braintumor.metrics.calibration import as_logits, expected_calibration_error, fit_temperature, with_temperature
 
     dataset, split, val, test, info = _test_predictions(run, data, "dedup", seed, temperature_one=True)
     y_val, y_test = dataset.labels[split.val], dataset.labels[split.test]

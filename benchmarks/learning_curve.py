@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, epochs_run, machine, nll_sum, run_and_split, runs_parser, write  # noqa: E402
 
-from braintumor.inference import predict_images  # noqa: E402
+from braintumor.inference.forward import predict_images  # noqa: E402
 
 TARGET_ERROR = 0.03
 

@@ -1,4 +1,4 @@
-"""What constant "same" padding buys the exported graph (`braintumor.export.static_same_padding`).
+"""What constant "same" padding buys the exported graph (`braintumor.inference.export.static_same_padding`).
 
 Two ONNX graphs of one checkpoint, timed in the same process, alternately:
 
@@ -29,12 +29,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, write  # noqa: E402
 
-import braintumor.export as export  # noqa: E402
-from braintumor.checkpoint import load_checkpoint  # noqa: E402
-from braintumor.data import default_data_dir  # noqa: E402
-from braintumor.imageio import is_image_file, read_image  # noqa: E402
-from braintumor.predict import DEFAULT_MODEL  # noqa: E402
-from braintumor.runtime import OnnxRuntime  # noqa: E402
+import braintumor.inference.export as export  # noqa: E402
+from braintumor.model.checkpoint import load_checkpoint  # noqa: E402
+from braintumor.data.dataset import default_data_dir  # noqa: E402
+from braintumor.data.imageio import is_image_file, read_image  # noqa: E402
+from braintumor.inference.predictor import DEFAULT_MODEL  # noqa: E402
+from braintumor.inference.runtime import OnnxRuntime  # noqa: E402
 
 
 def pads_after_optimisation(data: bytes) -> int:

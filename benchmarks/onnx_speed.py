@@ -28,13 +28,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import data_option, machine, median_ms, time_predictor, write  # noqa: E402
 
-from braintumor.checkpoint import read_info  # noqa: E402
-from braintumor.classes import canonical_class  # noqa: E402
+from braintumor.model.checkpoint import read_info  # noqa: E402
+from braintumor.data.classes import canonical_class  # noqa: E402
 from braintumor.errors import BrainTumorError  # noqa: E402
-from braintumor.imageio import is_image_file  # noqa: E402
-from braintumor.ood import fit_checkpoint  # noqa: E402
-from braintumor.predict import DEFAULT_MODEL, Predictor  # noqa: E402
-from braintumor.protocols import checkpoint_data  # noqa: E402
+from braintumor.data.imageio import is_image_file  # noqa: E402
+from braintumor.inference.ood import fit_checkpoint  # noqa: E402
+from braintumor.inference.predictor import DEFAULT_MODEL, Predictor  # noqa: E402
+from braintumor.data.protocols import checkpoint_data  # noqa: E402
 
 
 def _files(model: Path, images: str | None, data: str) -> list[Path]:

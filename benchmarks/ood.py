@@ -1,9 +1,9 @@
 """Out-of-distribution rejection on real data: the model's test split against images that are
-not brain MRI slices (`braintumor.oodset`: scikit-image photographs, blank, noise, gradients,
+not brain MRI slices (`oodset`: scikit-image photographs, blank, noise, gradients,
 text, imitations of chest X-rays, CT, ultrasound, hand X-rays).
 
 Reports, for the detector as stored (Mahalanobis distance on the stride-16 stage, see
-`braintumor.ood`): the AUROC (target >= 0.99), the share of test-split images accepted at the
+`braintumor.inference.ood`): the AUROC (target >= 0.99), the share of test-split images accepted at the
 stored threshold (target >= 98%), the share of the OOD set rejected; and, to justify the choice,
 the AUROC of alternatives on the same images: Mahalanobis on the penultimate features (fitted the
 same way), the energy score (-logsumexp of the logits) and the maximum softmax probability.
@@ -30,11 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import data_option, machine, write  # noqa: E402
 
-from braintumor.augment import to_float  # noqa: E402
-from braintumor.checkpoint import load_checkpoint, read_info  # noqa: E402
-from braintumor.ood import OODStats, auroc, fit_checkpoint, fit_ood, forward_with_ood_features, run_split  # noqa: E402
-from braintumor.oodset import ood_images  # noqa: E402
-from braintumor.predict import DEFAULT_MODEL  # noqa: E402
+from braintumor.model.factory import to_float  # noqa: E402
+from braintumor.model.checkpoint import load_checkpoint, read_info  # noqa: E402
+from braintumor.inference.ood import OODStats, auroc, fit_checkpoint, fit_ood, forward_with_ood_features, run_split  # noqa: E402
+from oodset import ood_images  # noqa: E402
+from braintumor.inference.predictor import DEFAULT_MODEL  # noqa: E402
 
 
 @torch.inference_mode()

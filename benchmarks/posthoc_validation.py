@@ -8,7 +8,7 @@ Two questions, on the runs' validation images with each checkpoint's test-time v
   scaling (what training stores); temperature fitted with each group weighted as one image;
   temperature plus a bias per class; vector scaling (a scale and a bias per class). Beside them,
   the ECE that a perfectly calibrated model with the temperature's confidences would measure on
-  the same halves (`braintumor.calibration.ece_if_calibrated`, copies right or wrong together).
+  the same halves (`braintumor.metrics.calibration.ece_if_calibrated`, copies right or wrong together).
 - **Does a nearest-neighbour vote on the penultimate features add to the classifier?** The
   cosine similarities of a validation image to the run's training images, the ``k`` nearest
   voting with weights ``exp(similarity / 0.05)``, blended with the calibrated softmax as
@@ -31,8 +31,8 @@ from scipy.special import log_softmax, softmax
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, run_and_split, runs_parser, write  # noqa: E402
 
-from braintumor.augment import to_float  # noqa: E402
-from braintumor.calibration import ece_if_calibrated, expected_calibration_error, fit_temperature  # noqa: E402
+from braintumor.model.factory import to_float  # noqa: E402
+from braintumor.metrics.calibration import ece_if_calibrated, expected_calibration_error, fit_temperature  # noqa: E402
 
 HALVINGS = 20
 NEIGHBOURS = (1, 5, 10, 20, 50)

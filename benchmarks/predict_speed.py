@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, time_predictor, write  # noqa: E402
 
-from braintumor.data import default_data_dir  # noqa: E402
-from braintumor.imageio import is_image_file  # noqa: E402
-from braintumor.predict import Predictor  # noqa: E402
+from braintumor.data.dataset import default_data_dir  # noqa: E402
+from braintumor.data.imageio import is_image_file  # noqa: E402
+from braintumor.inference.predictor import Predictor  # noqa: E402
 
 
 def main() -> None:

@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import (best_val_acc, data_option, epochs_run, full_validation, machine, pair_runs,  # noqa: E402
                      run_and_split, seed_groups, write)
 
-from braintumor.duplicates import duplicate_groups  # noqa: E402
-from braintumor.inference import predict_images  # noqa: E402
-from braintumor.protocols import excluded_indices  # noqa: E402
-from braintumor.stats import paired_difference  # noqa: E402
+from braintumor.data.duplicates import duplicate_groups  # noqa: E402
+from braintumor.inference.forward import predict_images  # noqa: E402
+from braintumor.data.protocols import excluded_indices  # noqa: E402
+from braintumor.metrics.stats import paired_difference  # noqa: E402
 
 
 def validation_predictions(run: Path, data: str) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -27,8 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import epochs_run, machine, run_validation_set, runs_parser, write  # noqa: E402
 
-from braintumor.calibration import as_logits, expected_calibration_error, fit_temperature, with_temperature  # noqa: E402
-from braintumor.inference import predict_images  # noqa: E402
+from braintumor.metrics.calibration import as_logits, expected_calibration_error, fit_temperature, with_temperature  # noqa: E402
+from braintumor.inference.forward import predict_images  # noqa: E402
 
 
 # Training-config keys that say where and how a run ran, not what it trained: left out of "recipe".

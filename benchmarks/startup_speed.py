@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, write  # noqa: E402
 
 import braintumor  # noqa: E402
-from braintumor.data import default_data_dir  # noqa: E402
-from braintumor.imageio import is_image_file  # noqa: E402
+from braintumor.data.dataset import default_data_dir  # noqa: E402
+from braintumor.data.imageio import is_image_file  # noqa: E402
 
 # Runs one command and prints its peak resident memory: the wrapper's only child is that command.
 _MEASURE = """

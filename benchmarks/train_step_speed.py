@@ -2,12 +2,12 @@
 precision and size.
 
 One step = forward, cross-entropy, backward and AdamW update of a batch of random images in
-channels-last memory, as `braintumor.train` runs it. Precisions compared:
+channels-last memory, as `braintumor.training.trainer` runs it. Precisions compared:
 
 - ``float32``: no autocast;
 - ``bfloat16``: everything under bfloat16 autocast;
 - ``mixed``: bfloat16 autocast with the depthwise convolutions in float32
-  (`braintumor.models.depthwise_in_float32`, what training uses).
+  (`braintumor.model.factory.depthwise_in_float32`, what training uses).
 
 With ``--compile`` each precision is also timed with the model wrapped in ``torch.compile``
 (inductor, default mode, with an empty cache of its own so that nothing compiled earlier is
@@ -41,7 +41,7 @@ from _common import machine, write  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from braintumor.models import DEFAULT_BACKBONE, create_model, depthwise_in_float32  # noqa: E402
+from braintumor.model.factory import DEFAULT_BACKBONE, create_model, depthwise_in_float32  # noqa: E402
 
 
 def step_seconds(precision: str, size: int, batch_size: int, steps: int, warmup: int = 3, backbone: str = DEFAULT_BACKBONE,

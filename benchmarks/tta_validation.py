@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import add_score, machine, pooled_summary, run_validation_set, runs_parser, write  # noqa: E402
 from recipe_validation import cross_fitted_ece  # noqa: E402
 
-from braintumor.augment import to_float  # noqa: E402
-from braintumor.views import MirrorView  # noqa: E402
-from braintumor.calibration import nll  # noqa: E402
+from braintumor.model.factory import to_float  # noqa: E402
+from braintumor.model.views import MirrorView  # noqa: E402
+from braintumor.metrics.calibration import nll  # noqa: E402
 
 VIEWS = {
     "mirror": MirrorView(),

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from braintumor.checkpoint import load_checkpoint, save_checkpoint
-from braintumor.data import load_images, scan
-from braintumor.protocols import make_split
-from braintumor.train import fit_posthoc
+from braintumor.model.checkpoint import load_checkpoint, save_checkpoint
+from braintumor.data.dataset import load_images, scan
+from braintumor.data.protocols import make_split
+from braintumor.training.trainer import fit_posthoc
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "src" / "braintumor" / "weights" / "default.safetensors"

@@ -53,12 +53,12 @@ def _train_tiny_quadrant_model(out: Path, size: int = 128, steps: int = 30) -> P
     the class is the quadrant), fit its out-of-distribution statistics and save a checkpoint."""
     import torch
 
-    from braintumor.augment import to_float
-    from braintumor.checkpoint import ModelInfo, save_checkpoint
-    from braintumor.classes import CLASSES
-    from braintumor.models import create_model
-    from braintumor.ood import fit_model_ood
-    from braintumor.preprocess import Preprocess
+    from braintumor.model.factory import to_float
+    from braintumor.model.checkpoint import ModelInfo, save_checkpoint
+    from braintumor.data.classes import CLASSES
+    from braintumor.model.factory import create_model
+    from braintumor.inference.ood import fit_model_ood
+    from braintumor.data.preprocess import Preprocess
 
     def as_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:  # the files tests write are often JPEGs
         buffer = io.BytesIO()
@@ -94,7 +94,7 @@ def perturbed_copy(checkpoint: Path, path: Path, seed: int = 1) -> Path:
     inputs, classes and detector, for ensembles."""
     import torch
 
-    from braintumor.checkpoint import load_checkpoint, save_checkpoint
+    from braintumor.model.checkpoint import load_checkpoint, save_checkpoint
 
     model, info = load_checkpoint(checkpoint)
     generator = torch.Generator().manual_seed(seed)

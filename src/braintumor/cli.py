@@ -8,8 +8,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from . import __version__
-from .errors import BrainTumorError
+from braintumor import __version__
+from braintumor.errors import BrainTumorError
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -21,8 +21,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _config_kwargs(args) -> dict:
     """The `TrainConfig` fields that `train` or `compare` was given (those left out keep their
     defaults, or a resumed run's own values)."""
-    from .classes import parse_class_map
-    from .train import TrainConfig
+    from braintumor.data.classes import parse_class_map
+    from braintumor.training.trainer import TrainConfig
 
     names = {f.name for f in fields(TrainConfig)}
     kwargs = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -31,11 +31,11 @@ def _config_kwargs(args) -> dict:
     if args.class_map:
         kwargs["class_map"] = parse_class_map(args.class_map)
     if args.exclude_file:
-        from .data import read_path_list
+        from braintumor.data.dataset import read_path_list
 
         kwargs["exclude"] = read_path_list(args.exclude_file)
     if args.relabel_file:
-        from .data import read_relabel_list
+        from braintumor.data.dataset import read_relabel_list
 
         kwargs["relabel"] = read_relabel_list(args.relabel_file)
     kwargs["progress"] = not args.quiet
@@ -87,9 +87,9 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args) -> int:
-    from .data import default_data_dir
-    from .evaluate import evaluate
-    from .train import TrainConfig, stored_config, train
+    from braintumor.data.dataset import default_data_dir
+    from braintumor.evaluation.evaluator import evaluate
+    from braintumor.training.trainer import TrainConfig, stored_config, train
 
     names = {f.name for f in fields(TrainConfig)}
     kwargs = _config_kwargs(args)
@@ -109,7 +109,7 @@ def _cmd_train(args) -> int:
         raise BrainTumorError("--no-test does not combine with --folds: cross-validation tests every fold",
                               "drop --no-test, or --folds to train one model")
     if crossval:  # (a resumed fold of a cross-validation, with its stored folds, trains as one run)
-        from .crossval import cross_validate
+        from braintumor.evaluation.crossval import cross_validate
 
         _print_crossval(cross_validate(TrainConfig(**kwargs)), args.json)
         return 0
@@ -124,7 +124,7 @@ def _cmd_train(args) -> int:
 
 def _print_validation(out: Path, as_json: bool) -> None:
     """What a run trained with --no-test shows: validation figures only, and how to test later."""
-    from .checkpoint import read_info
+    from braintumor.model.checkpoint import read_info
 
     info, _ = read_info(out / "model.safetensors")
     shown = {k: info.metrics[k] for k in ("val_acc", "val_loss", "best_epoch", "val_acc_final", "train_minutes") if k in info.metrics}
@@ -147,10 +147,10 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluate import evaluate
+    from braintumor.evaluation.evaluator import evaluate
 
     if args.model == "default" and not Path(args.model).exists():
-        from .predict import DEFAULT_MODEL
+        from braintumor.inference.predictor import DEFAULT_MODEL
 
         args.model = str(DEFAULT_MODEL)
     if args.external:
@@ -170,8 +170,8 @@ def _cmd_evaluate(args) -> int:
 
 
 def _evaluate_external(args) -> int:
-    from .classes import parse_class_map
-    from .external import check_external_args, evaluate_external
+    from braintumor.data.classes import parse_class_map
+    from braintumor.evaluation.external import check_external_args, evaluate_external
 
     check_external_args(args.protocol, args.seed, args.against)
     if args.out is None:
@@ -193,7 +193,7 @@ def _evaluate_external(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .predict import Predictor, expand_inputs, no_detector_note, write_csv
+    from braintumor.inference.predictor import Predictor, expand_inputs, no_detector_note, write_csv
 
     if args.json and args.csv == "-":
         raise BrainTumorError("--json and --csv - would both write to stdout", "write the CSV to a file: --csv results.csv")
@@ -231,8 +231,8 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_explain(args) -> int:
-    from .explain import explain_files
-    from .predict import Predictor, expand_inputs
+    from braintumor.inference.explain import explain_files
+    from braintumor.inference.predictor import Predictor, expand_inputs
 
     files, problems = expand_inputs(args.inputs)
     if not files:
@@ -255,8 +255,8 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .export import export_onnx
-    from .quantize import quantize_checkpoint
+    from braintumor.inference.export import export_onnx
+    from braintumor.inference.quantize import quantize_checkpoint
 
     if not args.int8:
         if args.data or args.calibration is not None:
@@ -280,7 +280,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_fit_ood(args) -> int:
-    from .ood import DEFAULT_ACCEPT, fit_checkpoint
+    from braintumor.inference.ood import DEFAULT_ACCEPT, fit_checkpoint
 
     accept = DEFAULT_ACCEPT if args.accept is None else args.accept
     meta = fit_checkpoint(args.model, args.data, args.out, accept, progress=not args.quiet)
@@ -293,8 +293,8 @@ def _cmd_fit_ood(args) -> int:
 
 
 def _cmd_data_info(args) -> int:
-    from .classes import parse_class_map
-    from .data import default_data_dir, scan
+    from braintumor.data.classes import parse_class_map
+    from braintumor.data.dataset import default_data_dir, scan
 
     dataset = scan(args.data or default_data_dir(), parse_class_map(args.class_map))
     info = {
@@ -316,7 +316,7 @@ def _cmd_data_info(args) -> int:
 
 
 def _cmd_data_fetch(args) -> int:
-    from .fetch import SARTAJ_URL, fetch
+    from braintumor.data.fetch import SARTAJ_URL, fetch
 
     dest = fetch(Path(args.dest), args.url or SARTAJ_URL, args.sha256, Path(args.archive) if args.archive else None, not args.quiet)
     print(f"dataset ready in {dest}")
@@ -341,9 +341,9 @@ def _print_crossval(result: dict, as_json: bool) -> None:
 
 
 def _cmd_audit(args) -> int:
-    from .audit import audit
-    from .classes import parse_class_map
-    from .duplicates import DEFAULT_THRESHOLD
+    from braintumor.audit.auditor import audit
+    from braintumor.data.classes import parse_class_map
+    from braintumor.data.duplicates import DEFAULT_THRESHOLD
 
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     result = audit(args.data, threshold, args.out, parse_class_map(args.class_map), progress=not args.quiet,
@@ -374,7 +374,7 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_label_issues(args) -> int:
-    from .label_issues import label_issues
+    from braintumor.evaluation.label_issues import label_issues
 
     result = label_issues(args.runs, args.data, args.out, progress=not args.quiet, sheet=args.sheet)
     if args.json:
@@ -394,14 +394,14 @@ def _cmd_label_issues(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .compare import DEFAULT_PROTOCOLS, compare
-    from .data import default_data_dir
-    from .train import TrainConfig
+    from braintumor.evaluation.compare import DEFAULT_PROTOCOLS, compare
+    from braintumor.data.dataset import default_data_dir
+    from braintumor.training.trainer import TrainConfig
 
     protocols = tuple(args.protocols or DEFAULT_PROTOCOLS)
     kwargs = _config_kwargs(args)
     if args.resume:  # the runs keep the settings they started with, except those given again
-        from .train import stored_config
+        from braintumor.training.trainer import stored_config
 
         names = {f.name for f in fields(TrainConfig)} - {"protocol", "out", "folds", "fold", "overwrite"}
         stored = next(filter(None, (stored_config(Path(args.out) / p) for p in protocols)), None) or {}
@@ -577,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=_cmd_compare)
 
-    from .fundamentals.cli import register as register_lessons
+    from braintumor.fundamentals.cli import register as register_lessons
 
     register_lessons(sub)
     return parser

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintumor.classes import CLASSES
+from braintumor.data.classes import CLASSES
 from braintumor.fundamentals.autograd import Tensor
 from braintumor.fundamentals.gradcheck import gradcheck, relative_error
 

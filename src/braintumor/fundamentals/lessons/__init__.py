@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from ...errors import BrainTumorError
+from braintumor.errors import BrainTumorError
 
 # lesson name -> (module, one-line description)
 LESSONS: dict[str, tuple[str, str]] = {

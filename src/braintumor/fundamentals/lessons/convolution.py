@@ -54,9 +54,9 @@ def filter2d(image: np.ndarray, kernel: np.ndarray, stride: int = 1, padding: in
 def mri_slice(data: str | Path | None, size: int = 128) -> tuple[np.ndarray, str]:
     """A gray MRI slice in [0, 1] from the dataset, or the Shepp-Logan head phantom if no data
     folder was given and the default one does not exist. An explicit `data` must exist."""
-    from ...data import default_data_dir, scan
-    from ...imageio import read_image
-    from ...preprocess import Preprocess
+    from braintumor.data.dataset import default_data_dir, scan
+    from braintumor.data.imageio import read_image
+    from braintumor.data.preprocess import Preprocess
 
     folder = Path(data) if data is not None else default_data_dir()
     if data is None and not folder.is_dir():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...classes import CLASSES
+from braintumor.data.classes import CLASSES
 from .mri_data import MRIData, load_mri
 
 C_GRID = (0.003, 0.01, 0.03, 0.1)
@@ -52,7 +52,7 @@ def fit_and_score(mri: MRIData, c_grid=C_GRID) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from ...evaluate import classification_metrics
+    from braintumor.evaluation.evaluator import classification_metrics
 
     start = time.perf_counter()
     feats = features(mri.images)

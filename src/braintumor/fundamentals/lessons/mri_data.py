@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data import Dataset, default_data_dir, load_images, scan
-from ...errors import DataError
-from ...preprocess import Preprocess
-from ...protocols import Split, make_split
+from braintumor.data.dataset import Dataset, default_data_dir, load_images, scan
+from braintumor.errors import DataError
+from braintumor.data.preprocess import Preprocess
+from braintumor.data.protocols import Split, make_split
 
 
 @dataclass

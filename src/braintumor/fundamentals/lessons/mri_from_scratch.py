@@ -6,7 +6,7 @@ Downscaled (64 x 64) grayscale slices go through four blocks of 3 x 3 convolutio
 trained with Adam (cosine learning-rate schedule) on cross-entropy, with random horizontal flips and small shifts as
 augmentation. Early stopping watches validation accuracy and restores the best epoch; the
 test split of the ``original`` protocol is scored once at the end and written up in the same
-report as the transfer-learning model (`braintumor.evaluate.write_report`).
+report as the transfer-learning model (`braintumor.evaluation.evaluator.write_report`).
 
 The settings (defaults of `CNNConfig`) were chosen on the validation split (seed 0), from
 three runs: three conv blocks with flips only reached 89.1% validation accuracy, three blocks
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...classes import CLASSES
+from braintumor.data.classes import CLASSES
 from ..autograd import Tensor, no_grad
 from ..layers import Activation, Conv2d, Dense, Dropout, Flatten, MaxPool2d, Sequential
 from ..losses import cross_entropy
@@ -183,7 +183,7 @@ def comparison_table(rows: list[dict]) -> str:
 
 def run(quick: bool = False, data: str | Path | None = None, seed: int = 0, out: Path | None = None, progress: bool = False,
         config: CNNConfig | None = None, transfer_results: Path = TRANSFER_RESULTS, log=print, **_) -> tuple[dict, object]:
-    from ...evaluate import classification_metrics, write_report
+    from braintumor.evaluation.evaluator import classification_metrics, write_report
     from .common import figure
     from .handcrafted import fit_and_score
 

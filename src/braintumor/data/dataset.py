@@ -1,0 +1,314 @@
+"""Dataset discovery, decoding and caching.
+
+A dataset is an ImageFolder tree, either ``ROOT/<class>/<image>`` or with split folders,
+``ROOT/{Training,Testing}/<class>/<image>`` (the Sartaj layout). Class folders may use any of
+the common spellings (see `braintumor.data.classes`). Files that cannot be read are reported with
+their path and reason and skipped; they never stop a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from braintumor.data.classes import CLASSES, canonical_class
+from braintumor.errors import DataError, ImageError
+from braintumor.data.imageio import is_image_file, read_image
+from braintumor.data.preprocess import Preprocess
+
+DATA_ENV = "BRAINTUMOR_DATA"
+CACHE_ENV = "BRAINTUMOR_CACHE"
+_SPLIT_NAMES = {"training": "Training", "train": "Training", "testing": "Testing", "test": "Testing"}
+
+
+def default_data_dir() -> Path:
+    """``$BRAINTUMOR_DATA`` if set, else ``../shared/data/sartaj`` from the working directory."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else Path("..") / "shared" / "data" / "sartaj"
+
+
+@dataclass
+class Dataset:
+    """The images found under a root folder.
+
+    Attributes
+    ----------
+    root : Path
+    paths : list of Path
+        Image files, in a stable sorted order.
+    labels : numpy.ndarray
+        Class index of each path into `classes`.
+    splits : list of str
+        ``"Training"``, ``"Testing"`` or ``""`` (no split folders) for each path.
+    skipped : list of (str, str)
+        ``(path, reason)`` of every file that was not used.
+    """
+
+    root: Path
+    paths: list[Path]
+    labels: np.ndarray
+    splits: list[str]
+    classes: tuple[str, ...] = CLASSES
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and class."""
+        out: dict[str, dict[str, int]] = {}
+        for split, label in zip(self.splits, self.labels):
+            row = out.setdefault(split or "all", {c: 0 for c in self.classes})
+            row[self.classes[label]] += 1
+        return out
+
+    def fingerprint(self) -> str:
+        """SHA-256 over relative paths, sizes and labels: identifies the data a model saw."""
+        h = hashlib.sha256()
+        for path, label in zip(self.paths, self.labels):
+            rel = path.relative_to(self.root).as_posix()
+            h.update(f"{rel}\0{path.stat().st_size}\0{int(label)}\n".encode())
+        return h.hexdigest()
+
+    def subset(self, index) -> "Dataset":
+        index = np.asarray(index, dtype=int)
+        return Dataset(
+            root=self.root,
+            paths=[self.paths[i] for i in index],
+            labels=self.labels[index],
+            splits=[self.splits[i] for i in index],
+            classes=self.classes,
+            skipped=list(self.skipped),
+        )
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan(root: str | Path, class_map: dict[str, str] | None = None) -> Dataset:
+    """Find the images under `root`.
+
+    Raises
+    ------
+    DataError
+        When `root` is missing, has no class folders, has an unknown or empty class folder, or
+        holds no images at all.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"data folder not found: {root}",
+            f"pass --data PATH (or set ${DATA_ENV}) to a folder laid out as <class>/<image> or "
+            "Training/<class>/<image> + Testing/<class>/<image>; `braintumor data fetch` downloads the public dataset",
+        )
+    top = _class_dirs(root)
+    split_dirs = [d for d in top if d.name.lower() in _SPLIT_NAMES]
+    groups = [(_SPLIT_NAMES[d.name.lower()], d) for d in split_dirs] if split_dirs else [("", root)]
+    if not top:
+        raise DataError(
+            f"no class folders in {root}",
+            "lay the data out as <class>/<image> or Training/<class>/<image> (classes: " + ", ".join(CLASSES) + ")",
+        )
+    paths: list[Path] = []
+    labels: list[int] = []
+    splits: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for split, folder in groups:
+        class_dirs = _class_dirs(folder)
+        if not class_dirs:
+            raise DataError(f"no class folders in {folder}", "add one folder per class: " + ", ".join(CLASSES))
+        for class_dir in class_dirs:
+            label = CLASSES.index(canonical_class(class_dir.name, class_map))
+            found = 0
+            for dirpath, dirnames, filenames in os.walk(class_dir):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if name.startswith("."):
+                        continue
+                    path = Path(dirpath) / name
+                    if not is_image_file(path):
+                        skipped.append((str(path), f"not an image file (extension {path.suffix or 'none'!r})"))
+                        continue
+                    paths.append(path)
+                    labels.append(label)
+                    splits.append(split)
+                    found += 1
+            if found == 0:
+                raise DataError(
+                    f"class folder {class_dir} holds no images",
+                    "add JPEG/PNG/BMP/TIFF images to it or remove the folder",
+                )
+    if not paths:
+        raise DataError(f"no images found under {root}", "add JPEG, PNG, BMP or TIFF files to the class folders")
+    return Dataset(root, paths, np.asarray(labels, dtype=np.int64), splits, CLASSES, skipped)
+
+
+def read_path_list(file: str | Path) -> list[str]:
+    """Image paths listed in `file`: the ``path`` column of a CSV (such as the one
+    `braintumor label-issues` writes), or else one path per line (blank lines and lines starting
+    with ``#`` ignored).
+
+    Raises
+    ------
+    DataError
+        When `file` cannot be read or lists no path.
+    """
+    import csv
+
+    file = Path(file)
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read the list of images {file}: {e}", "give a CSV with a 'path' column or a text file with one path per line")
+    lines = text.splitlines()
+    header = next(csv.reader(lines[:1]), []) if lines else []
+    if "path" in [h.strip() for h in header]:
+        rows = csv.DictReader(lines, skipinitialspace=True)
+        paths = [row["path"].strip() for row in rows if (row.get("path") or "").strip()]
+    else:
+        paths = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not paths:
+        raise DataError(f"{file} lists no images", "give a CSV with a 'path' column or a text file with one path per line")
+    return paths
+
+
+def read_relabel_list(file: str | Path) -> dict[str, str]:
+    """Corrected labels listed in `file`: a CSV with a ``path`` column and a ``corrected`` column
+    holding the right class (any folder spelling `canonical_class` accepts), such as
+    `braintumor label-issues`' ``label_issues.csv`` once a reviewer has filled that column in.
+    Rows with an empty ``corrected`` keep their label and are ignored.
+
+    Returns
+    -------
+    dict
+        ``{path: class}``, the path as written and the class canonical.
+
+    Raises
+    ------
+    DataError
+        When `file` cannot be read, lacks either column, names a class that is not one, gives one
+        image two classes, or corrects no image.
+    """
+    import csv
+
+    file = Path(file)
+    fix = "give a CSV with 'path' and 'corrected' columns, e.g. label-issues' label_issues.csv with 'corrected' filled in"
+    try:
+        lines = file.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read the list of corrected labels {file}: {e}", fix)
+    rows = csv.DictReader(lines, skipinitialspace=True)
+    header = [h.strip() for h in rows.fieldnames or []]
+    if "path" not in header or "corrected" not in header:
+        raise DataError(f"{file} has no 'path' and 'corrected' columns (its columns: {', '.join(header) or 'none'})", fix)
+    rows.fieldnames = header
+    corrected: dict[str, str] = {}
+    for line, row in enumerate(rows, 2):
+        path, name = (row.get("path") or "").strip(), (row.get("corrected") or "").strip()
+        if not name:
+            continue
+        if not path:
+            raise DataError(f"{file}, line {line}: a corrected label without a path", fix)
+        try:
+            label = canonical_class(name)
+        except DataError:
+            raise DataError(f"{file}, line {line}: {name!r} is not a class", f"write one of: {', '.join(CLASSES)}") from None
+        if corrected.setdefault(path, label) != label:
+            raise DataError(f"{file}, line {line}: {path} is corrected to both {corrected[path]} and {label}",
+                            "keep one row per image")
+    if not corrected:
+        raise DataError(f"{file} corrects no label: its 'corrected' column is empty",
+                        "fill in the right class for the images you have reviewed")
+    return corrected
+
+
+def cache_dir() -> Path:
+    """Folder for derived files (decoded images, hashes, exported models): $BRAINTUMOR_CACHE or ~/.cache/braintumor."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "braintumor"
+
+
+def _decode(path: Path, preprocess: Preprocess) -> np.ndarray | str:
+    try:
+        return preprocess(read_image(path))
+    except ImageError as exc:
+        return exc.message.split(": ", 1)[-1]
+
+
+def decode_all(
+    paths: list[Path],
+    preprocess: Preprocess,
+    workers: int | None = None,
+    progress: bool = True,
+    desc: str = "decoding",
+) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Decode and preprocess images in parallel threads.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``N x S x S x 3`` uint8, one row per readable file.
+    kept : list of int
+        Index into `paths` of each row of `images`.
+    skipped : list of (str, str)
+        ``(path, reason)`` for each file that could not be read.
+    """
+    size = preprocess.image_size
+    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    kept: list[int] = []
+    skipped: list[tuple[str, str]] = []
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(lambda p: _decode(p, preprocess), paths, chunksize=1)
+        for i, result in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img", disable=not progress, leave=False)):
+            if isinstance(result, str):
+                skipped.append((str(paths[i]), result))
+            else:
+                images[len(kept)] = result
+                kept.append(i)
+    return images[: len(kept)], kept, skipped
+
+
+def load_images(dataset: Dataset, preprocess: Preprocess, cache: bool = True, progress: bool = True) -> tuple[np.ndarray, Dataset]:
+    """Decode every image of `dataset` once, with an on-disk cache keyed by data and preprocessing.
+
+    Returns the ``N x S x S x 3`` uint8 images and the dataset restricted to readable files, its
+    `skipped` list extended by the files that failed to decode.
+    """
+    key = hashlib.sha256((dataset.fingerprint() + repr(sorted(preprocess.to_dict().items()))).encode()).hexdigest()[:24]
+    cache_file = cache_dir() / f"images-{key}.npz"
+    if cache and cache_file.is_file():
+        try:
+            with np.load(cache_file, allow_pickle=False) as npz:
+                images, kept = npz["images"], npz["kept"]
+                bad_paths, bad_reasons = list(npz["bad_paths"]), list(npz["bad_reasons"])
+            usable = dataset.subset(kept)
+            usable.skipped = dataset.skipped + list(zip(map(str, bad_paths), map(str, bad_reasons)))
+            return images, usable
+        except (OSError, KeyError, ValueError):
+            pass  # a damaged cache is rebuilt below
+    images, kept, bad = decode_all(dataset.paths, preprocess, progress=progress)
+    usable = dataset.subset(kept)
+    usable.skipped = dataset.skipped + bad
+    if cache:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(".tmp.npz")
+            np.savez(
+                tmp,
+                images=images,
+                kept=np.asarray(kept, dtype=np.int64),
+                bad_paths=np.asarray([p for p, _ in bad], dtype=str),
+                bad_reasons=np.asarray([r for _, r in bad], dtype=str),
+            )
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # caching is an optimisation; a read-only home must not fail the run
+    return images, usable
