@@ -37,3 +37,7 @@ class ImageError(BrainTumorError):
 
 class CheckpointError(BrainTumorError):
     """A file is not a braintumor checkpoint, or one this version cannot read."""
+
+
+class UnsupportedImageError(ImageError):
+    """Data that is not of an image type braintumor reads (told from the content)."""

@@ -15,6 +15,7 @@ palette) are converted to RGB. Frames are numbered from 1, as DICOM's Frame Numb
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -40,13 +41,14 @@ def is_dicom(path: str | Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _open(path: Path, max_pixels: int):
-    """Read the dataset and check that its pixel data can be decoded here."""
+def _open(source, path: str, max_pixels: int):
+    """Read the dataset from `source` (a path or a binary file object; `path` names it in
+    messages) and check that its pixel data can be decoded here."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(source)
     except InvalidDicomError:
         raise ImageError(f"{path}: not a DICOM file (no DICOM header)", "check the file type") from None
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -147,10 +149,18 @@ def _to_rgb(arr: np.ndarray, ds, index: int) -> np.ndarray:
     raise ImageError(f"unsupported DICOM pixel layout {arr.shape} ({photometric})", "convert the file to grayscale or RGB")
 
 
-def _frames(path: Path, frame: int | None, max_pixels: int, single: bool) -> Iterator[tuple[int | None, np.ndarray]]:
+def _source(source) -> tuple:
+    """``(what pydicom reads, the name used in messages)`` of a path or a binary file object."""
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source), Path(source)
+    return source, getattr(source, "name", None) or "DICOM data"
+
+
+def _frames(source, frame: int | None, max_pixels: int, single: bool) -> Iterator[tuple[int | None, np.ndarray]]:
     from pydicom.pixels import iter_pixels
 
-    ds = _open(path, max_pixels)
+    source, path = _source(source)
+    ds = _open(source, path, max_pixels)
     count = frame_count(ds)
     if frame is not None and not 1 <= frame <= count:
         raise ImageError(f"{path}: no frame {frame} (the file has {count} frame{'s' * (count > 1)})", f"choose a frame in 1..{count}")
@@ -171,14 +181,15 @@ def _frames(path: Path, frame: int | None, max_pixels: int, single: bool) -> Ite
 
 
 def iter_dicom_frames(
-    path: str | Path, frame: int | None = None, max_pixels: int = MAX_PIXELS
+    path, frame: int | None = None, max_pixels: int = MAX_PIXELS
 ) -> Iterator[tuple[int | None, np.ndarray]]:
     """Decode the frames of a DICOM file one at a time.
 
     Parameters
     ----------
-    path : path
-        The DICOM file.
+    path : path or binary file object
+        The DICOM file, or its bytes in a file object such as ``io.BytesIO`` (named in messages
+        by its ``name`` attribute, if it has one).
     frame : int, optional
         Only this frame (numbered from 1); every frame by default.
     max_pixels : int
@@ -196,7 +207,7 @@ def iter_dicom_frames(
         Not a DICOM file, no pixel data, a compressed transfer syntax without an installed
         decoder, zero or too large size, a frame number out of range, or undecodable data.
     """
-    return _frames(Path(path), frame, max_pixels, single=False)
+    return _frames(path, frame, max_pixels, single=False)
 
 
 def read_dicom(path: str | Path, frame: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -212,6 +223,6 @@ def read_dicom(path: str | Path, frame: int | None = None, max_pixels: int = MAX
     ImageError
         As `iter_dicom_frames`, and for a multi-frame file when `frame` is not given.
     """
-    for _, rgb in _frames(Path(path), frame, max_pixels, single=True):
+    for _, rgb in _frames(path, frame, max_pixels, single=True):
         return rgb
     raise ImageError(f"{path}: DICOM file has no frames", "remove the file")

@@ -1,7 +1,8 @@
-"""Reading images from disk into 8-bit RGB arrays, with one clear error per bad file."""
+"""Reading images from disk or memory into 8-bit RGB arrays, with one clear error per bad file."""
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from braintumor.data.dicom import DICOM_EXTENSIONS, is_dicom, iter_dicom_frames, read_dicom
-from braintumor.errors import ImageError
+from braintumor.errors import ImageError, UnsupportedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}) | DICOM_EXTENSIONS
 
@@ -80,34 +81,40 @@ def read_image(path: str | Path, frame: int | None = None) -> np.ndarray:
         raise ImageError(f"{path}: empty file (0 bytes)", "re-copy or remove the file")
     if is_dicom(path):
         return read_dicom(path, frame, MAX_PIXELS)
+    return _decode_pillow(path, str(path))
+
+
+def _decode_pillow(source, name: str, formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """Decode an image with Pillow from a path or a binary file object (`name` in messages),
+    refusing decompression bombs; `formats` limits the Pillow formats tried (None: all)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source, formats=formats) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise ImageError(
-                        f"{path}: image too large to decode safely ({w}x{h} pixels, limit {MAX_PIXELS:,})",
+                        f"{name}: image too large to decode safely ({w}x{h} pixels, limit {MAX_PIXELS:,})",
                         "downscale the image before passing it in",
                     )
                 if w == 0 or h == 0:
-                    raise ImageError(f"{path}: image has zero size ({w}x{h})", "remove the file")
+                    raise ImageError(f"{name}: image has zero size ({w}x{h})", "remove the file")
                 img.load()
                 return pil_to_rgb(img)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
-            f"{path}: image too large to decode safely (over {MAX_PIXELS:,} pixels)",
+            f"{name}: image too large to decode safely (over {MAX_PIXELS:,} pixels)",
             "downscale the image before passing it in",
         ) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read", "check the file type") from None
+        raise ImageError(f"{name}: not an image Pillow can read", "check the file type") from None
     except (OSError, SyntaxError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
         if "truncated" in reason.lower():
             reason = "truncated image file"
-        raise ImageError(f"{path}: cannot decode image ({reason})", "re-export or remove the file") from None
+        raise ImageError(f"{name}: cannot decode image ({reason})", "re-export or remove the file") from None
 
 
 def iter_frames(path: str | Path, frame: int | None = None) -> Iterator[tuple[int | None, np.ndarray]]:
@@ -121,3 +128,67 @@ def iter_frames(path: str | Path, frame: int | None = None) -> Iterator[tuple[in
         yield from iter_dicom_frames(path, frame, MAX_PIXELS)
     else:
         yield None, read_image(path)
+
+
+# Types read from bytes (`iter_frames_from_bytes`): the encoded format's name → its media type.
+ENCODED_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "TIFF": "image/tiff",
+                 "DICOM": "application/dicom"}
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The type of encoded image `data` from its first bytes (never from a file name).
+
+    Returns
+    -------
+    str or None
+        A key of `ENCODED_TYPES` (``"JPEG"``, ``"PNG"``, ``"BMP"``, ``"TIFF"``, ``"DICOM"``: a
+        DICOM file with its 128-byte preamble and ``DICM`` marker), or None for anything else.
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:2] == b"BM" and len(data) >= 26:
+        return "BMP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if data[128:132] == b"DICM":
+        return "DICOM"
+    return None
+
+
+def iter_frames_from_bytes(data: bytes, name: str = "upload", frame: int | None = None
+                           ) -> Iterator[tuple[int | None, np.ndarray]]:
+    """Every image in encoded bytes as ``(frame number or None, H x W x 3 uint8)``: what
+    `iter_frames` gives for a file, for an upload held in memory (nothing touches the disk).
+
+    The type is detected from the content (`sniff_format`), and only JPEG, PNG, BMP, TIFF and
+    DICOM are decoded, with the same decompression-bomb guard as files.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded image.
+    name : str
+        Names the image in error messages.
+    frame : int, optional
+        Only this frame (from 1) of a multi-frame DICOM file.
+
+    Raises
+    ------
+    UnsupportedImageError
+        `data` is none of the types above (whatever its name says).
+    ImageError
+        The image cannot be decoded (truncated, corrupt, zero-sized, too large, ...).
+    """
+    kind = sniff_format(data)
+    if kind is None:
+        raise UnsupportedImageError(f"{name}: not a JPEG, PNG, BMP, TIFF or DICOM image",
+                                    "send one of these types; the type is read from the content, not the name")
+    if kind == "DICOM":
+        stream = io.BytesIO(data)
+        stream.name = name
+        yield from iter_dicom_frames(stream, frame, MAX_PIXELS)
+        return
+    formats = ("JPEG", "MPO") if kind == "JPEG" else ("BMP", "DIB") if kind == "BMP" else (kind,)
+    yield None, _decode_pillow(io.BytesIO(data), name, formats)
