@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 
 from braintumor import __version__
 from braintumor.errors import BrainTumorError, CheckpointError
+from braintumor.files import write_bytes, write_json
 from braintumor.data.preprocess import Preprocess
 from braintumor.model.views import MirrorView
 
@@ -88,17 +88,17 @@ class ModelInfo:
 
 
 def save_checkpoint(path: str | Path, model: Classifier, info: ModelInfo, half: bool = False) -> Path:
-    """Write ``path`` (.safetensors) and ``path`` with suffix .json, atomically.
+    """Write ``path`` (.safetensors) and ``path`` with suffix .json, each atomically
+    (`braintumor.files`): an `OutputError` if the disk refuses, the old files then kept.
 
     Parameters
     ----------
     half : bool
         Store floating-point weights as float16 (halves the file; used for the shipped model).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
     for key, value in model.net.state_dict().items():
         value = value.detach().cpu().contiguous()
@@ -108,13 +108,8 @@ def save_checkpoint(path: str | Path, model: Classifier, info: ModelInfo, half: 
     for key, value in info.arrays.items():
         state[ARRAY_PREFIX + key] = value.detach().cpu().float().contiguous()
     meta = info.to_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"braintumor": json.dumps(meta)})
-    os.replace(tmp, path)
-    json_path = path.with_suffix(".json")
-    json_tmp = json_path.with_name(json_path.name + ".tmp")
-    json_tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(json_tmp, json_path)
+    write_bytes(path, save(state, metadata={"braintumor": json.dumps(meta)}))
+    write_json(path.with_suffix(".json"), meta)
     return path
 
 
