@@ -165,7 +165,7 @@ def test_against_finds_each_copy_of_the_audited_images_in_another_folder(planted
     assert "## Images of" in report and "4 of its 12 readable images" in report
     # the Testing folder's own images, distinct from Training's, are not copies
     assert not any(c["path"].endswith("img 0.png") for c in a["copies"])
-    # audited again without --against: the earlier cross files go
+    # audited again without --external: the earlier cross files go
     audit(root / "Training", out=out, progress=False)
     assert not (out / "against.csv").exists() and not (out / "against_sheet.png").exists()
 
@@ -174,16 +174,16 @@ def test_against_a_folder_that_overlaps_the_audited_one_is_refused(planted_tree,
     root, _ = planted_tree
     with pytest.raises(DataError, match="overlaps the audited folder"):
         audit(root, progress=False, against=root / "Testing")
-    assert main(["audit", str(root / "Testing"), "--against", str(root), "-q"]) == 2
+    assert main(["audit", str(root / "Testing"), "--external", str(root), "-q"]) == 2
     err = capsys.readouterr().err
-    assert "overlaps" in err and "--against" in err and "Traceback" not in err
+    assert "overlaps" in err and "--external" in err and "Traceback" not in err
 
 
 def test_cli_audit_against_prints_the_copies(planted_tree, tmp_path, capsys):
     root, _ = planted_tree
-    assert main(["audit", str(root / "Training"), "--against", str(root / "Testing"), "--out", str(tmp_path), "-q"]) == 0
+    assert main(["audit", str(root / "Training"), "--external", str(root / "Testing"), "--out", str(tmp_path), "-q"]) == 0
     assert "2 of the 10 readable images" in capsys.readouterr().out
-    assert main(["audit", str(root / "Training"), "--against", str(root / "Testing"), "--out", str(tmp_path), "-q",
+    assert main(["audit", str(root / "Training"), "--external", str(root / "Testing"), "--out", str(tmp_path), "-q",
                  "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)["against"]
     assert printed["per_level"] == {"byte": 1, "pixel": 0, "near": 1} and "copies" not in printed

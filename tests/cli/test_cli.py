@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from braintumor.cli import _print_validation, build_parser, main
+from braintumor.cli import build_parser, main
+from braintumor.cli.train import print_validation as _print_validation
 
 
 def _run(*args, cwd=None):
@@ -143,7 +144,7 @@ def test_predict_table_and_json(trained, tmp_path):
         (["predict", "{tmp}", "--model", "{model}"], "holds no"),
         (["predict", "{image}", "--model", "{tmp}/junk.safetensors"], "not a braintumor checkpoint"),
         (["evaluate", "{tmp}/junk.safetensors"], "not a braintumor checkpoint"),
-        (["train", "--data", "{tmp}", "--epochs", "0"], "epochs must be at least 1"),
+        (["train", "--data", "{tmp}", "--epochs", "0"], "--epochs: must be an integer in 1..10000"),
         (["train", "--data", "{tmp}", "--folds", "3", "--no-test"], "--no-test does not combine with --folds"),
         (["train", "--data", "{tmp}", "--exclude", "{tmp}/missing.csv"], "cannot read the list of images"),
     ],
@@ -261,7 +262,7 @@ def test_evaluate_with_runs_of_the_same_split_scores_their_ensemble_and_refuses_
     assert main(["train", *common, "--seed", "5", "--out", str(tmp_path / "other-split")]) == 0
     a, b = first / "model.safetensors", tmp_path / "b" / "model.safetensors"
     capsys.readouterr()
-    assert main(["evaluate", str(a), "--with", str(b), "--against", str(a), "--out", str(tmp_path / "ens"), "--json", "-q"]) == 0
+    assert main(["evaluate", str(a), "-m", str(b), "--against", str(a), "--out", str(tmp_path / "ens"), "--json", "-q"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     alone = [predict_test_split(m, progress=False, groups=False) for m in (a, b)]
     assert not np.allclose(alone[0].probs, alone[1].probs)
@@ -279,11 +280,11 @@ def test_evaluate_with_runs_of_the_same_split_scores_their_ensemble_and_refuses_
     assert (first / "report.md").read_text().count("models averaged") == 0  # the first run's own report is untouched
     # a run of another split trained on some of these test images: refused before any report
     leaking = tmp_path / "other-split" / "model.safetensors"
-    assert main(["evaluate", str(a), "--with", str(leaking), "--out", str(tmp_path / "leak"), "-q"]) != 0
+    assert main(["evaluate", "-m", str(a), str(leaking), "--out", str(tmp_path / "leak"), "-q"]) != 0
     err = capsys.readouterr().err
     assert "trained or early-stopped on" in err and "would leak" in err and "Traceback" not in err
     assert not (tmp_path / "leak" / "report.md").exists()
-    assert main(["evaluate", str(a), "--with", str(b)]) != 0
+    assert main(["evaluate", "-m", str(a), "-m", str(b)]) != 0
     assert "needs its own folder" in capsys.readouterr().err
 
 
@@ -333,7 +334,10 @@ def test_interrupted_training_leaves_a_checkpoint_that_resumes(tmp_path, sig):
     assert epochs == list(range(1, done + 3))
 
 
-@pytest.mark.parametrize("command", ["evaluate", "export"])
-def test_with_given_several_times_keeps_every_model(command):
-    args = build_parser().parse_args([command, "a.safetensors", "--with", "b.safetensors", "--with", "c.safetensors", "d.safetensors"])
-    assert args.members == ["b.safetensors", "c.safetensors", "d.safetensors"]
+@pytest.mark.parametrize("command", ["evaluate", "export", "predict", "explain"])
+def test_an_ensemble_is_named_the_same_way_on_every_command(command):
+    from braintumor.cli.common import models_of
+
+    inputs = ["x.png"] if command in ("predict", "explain") else []
+    args = build_parser().parse_args([command, *inputs, "-m", "a.safetensors", "--model", "b.safetensors", "-m", "c.safetensors", "d.safetensors"])
+    assert models_of(args) == ["a.safetensors", "b.safetensors", "c.safetensors", "d.safetensors"]

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from braintumor.errors import BrainTumorError
 from braintumor.data.preprocess import Preprocess
 
 
@@ -26,7 +27,7 @@ def test_blank_image_is_kept_whole():
 def test_round_trip_and_validation():
     p = Preprocess(image_size=96, crop_foreground=False)
     assert Preprocess.from_dict(p.to_dict()) == p
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(BrainTumorError, match=r"image_size \(--image-size\) must be an integer in 16..1024"):
         Preprocess(image_size=4)
     with pytest.raises(ValueError, match="uint8"):
         p(np.zeros((4, 4), dtype=np.float32))

@@ -203,8 +203,8 @@ def test_export_command_with_several_models(tiny_checkpoint, tmp_path, capsys):
     third = perturbed_copy(tiny_checkpoint, tmp_path / "third.safetensors", seed=2)
     for i in range(3):
         Image.fromarray(tumor_slice(i, np.random.default_rng(i), 128)).save(tmp_path / f"s{i}.png")
-    # --with given twice keeps both models (it once kept only the last)
-    assert main(["export", str(tiny_checkpoint), "--with", str(other), "--with", str(third),
+    # -m given three times keeps every model
+    assert main(["export", "-m", str(tiny_checkpoint), "-m", str(other), "-m", str(third),
                  "--out", str(tmp_path / "e.onnx"), "-q"]) == 0
     exported = Predictor(tmp_path / "e.onnx")
     assert [m["model"] for m in exported.runtime.info.extra["ensemble"]] == [str(tiny_checkpoint), str(other), str(third)]
@@ -213,7 +213,7 @@ def test_export_command_with_several_models(tiny_checkpoint, tmp_path, capsys):
         assert a.path == b.path and a.label == b.label and a.accepted == b.accepted
         assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in a.probabilities) < 1e-4
     capsys.readouterr()
-    assert main(["export", str(tiny_checkpoint), "--with", str(other), "--int8"]) != 0
+    assert main(["export", "-m", str(tiny_checkpoint), str(other), "--int8"]) != 0
     assert "--int8 exports one model" in capsys.readouterr().err
     small = tmp_path / "small.safetensors"
     from braintumor.model.checkpoint import ModelInfo, save_checkpoint
@@ -223,6 +223,6 @@ def test_export_command_with_several_models(tiny_checkpoint, tmp_path, capsys):
     pre = Preprocess(image_size=32)
     save_checkpoint(small, create_model(pretrained=False, preprocess=pre),
                     ModelInfo(classes=["glioma", "meningioma", "no_tumor", "pituitary"], backbone="tf_efficientnet_lite0", preprocess=pre))
-    assert main(["export", str(tiny_checkpoint), "--with", str(small), "--out", str(tmp_path / "bad.onnx")]) != 0
+    assert main(["export", "-m", str(tiny_checkpoint), "-m", str(small), "--out", str(tmp_path / "bad.onnx")]) != 0
     err = capsys.readouterr().err
     assert "cannot be averaged" in err and "Traceback" not in err and not (tmp_path / "bad.onnx").exists()

@@ -133,7 +133,7 @@ def test_training_run_fits_and_stores_the_detector(tiny_tree, tmp_path):
     alone = tmp_path / "alone" / "model.safetensors"
     alone.parent.mkdir()
     alone.write_bytes((out / "model.safetensors").read_bytes())
-    assert main(["fit-ood", str(alone), "--accept", "0.99", "-q"]) == 0
+    assert main(["fit-ood", str(alone), "--in-place", "--accept", "0.99", "-q"]) == 0
     moved, _ = read_info(alone)
     assert moved.extra["ood"]["threshold"] == refit.extra["ood"]["threshold"]
     assert moved.extra["ood"]["val_accepted"] == refit.extra["ood"]["val_accepted"]

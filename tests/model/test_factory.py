@@ -130,5 +130,5 @@ def test_drop_path_is_random_in_training_only():
     plain = create_model(pretrained=False, drop_rate=0.0).train()
     with torch.no_grad():
         torch.testing.assert_close(plain(x), plain(x))
-    with pytest.raises(ValueError, match="drop_path_rate"):
+    with pytest.raises(BrainTumorError, match="drop_path_rate"):
         create_model(pretrained=False, drop_path_rate=1.0)

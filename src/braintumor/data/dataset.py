@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from braintumor.data.classes import CLASSES, canonical_class
 from braintumor.errors import DataError, ImageError
+from braintumor.files import OutputError, atomic_write
 from braintumor.data.imageio import is_image_file, read_image
 from braintumor.data.preprocess import Preprocess
 
@@ -27,10 +28,16 @@ CACHE_ENV = "BRAINTUMOR_CACHE"
 _SPLIT_NAMES = {"training": "Training", "train": "Training", "testing": "Testing", "test": "Testing"}
 
 
+FETCH_DIR = Path("data") / "sartaj"  # where `braintumor data fetch` unpacks the public dataset
+
+
 def default_data_dir() -> Path:
-    """``$BRAINTUMOR_DATA`` if set, else ``../shared/data/sartaj`` from the working directory."""
+    """``$BRAINTUMOR_DATA`` if set, else ``data/sartaj`` (where ``braintumor data fetch`` puts
+    the dataset) if it exists, else ``../shared/data/sartaj``, from the working directory."""
     env = os.environ.get(DATA_ENV)
-    return Path(env) if env else Path("..") / "shared" / "data" / "sartaj"
+    if env:
+        return Path(env)
+    return FETCH_DIR if FETCH_DIR.is_dir() else Path("..") / "shared" / "data" / "sartaj"
 
 
 @dataclass
@@ -298,17 +305,14 @@ def load_images(dataset: Dataset, preprocess: Preprocess, cache: bool = True, pr
     usable = dataset.subset(kept)
     usable.skipped = dataset.skipped + bad
     if cache:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp.npz")
-            np.savez(
-                tmp,
+        try:  # atomically, under a name of its own: runs decoding the same data at once do not mix
+            atomic_write(cache_file, lambda handle: np.savez(
+                handle,
                 images=images,
                 kept=np.asarray(kept, dtype=np.int64),
                 bad_paths=np.asarray([p for p, _ in bad], dtype=str),
                 bad_reasons=np.asarray([r for _, r in bad], dtype=str),
-            )
-            os.replace(tmp, cache_file)
-        except OSError:
+            ))
+        except OutputError:
             pass  # caching is an optimisation; a read-only home must not fail the run
     return images, usable

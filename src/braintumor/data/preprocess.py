@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image, ImageOps
 
+from braintumor.errors import BrainTumorError
+from braintumor.options import check
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -44,8 +47,9 @@ class Preprocess:
     std: tuple[float, float, float] = field(default=(0.5, 0.5, 0.5))
 
     def __post_init__(self):
-        if not isinstance(self.image_size, int) or not 16 <= self.image_size <= 1024:
-            raise ValueError(f"image_size must be an int in 16..1024, got {self.image_size!r}")
+        if not isinstance(self.image_size, int):
+            raise BrainTumorError(f"image_size (--image-size) must be an integer, got {self.image_size!r}")
+        check("image_size", self.image_size)
 
     def to_dict(self) -> dict:
         return asdict(self)

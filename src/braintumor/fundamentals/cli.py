@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from braintumor.options import cli_type
+
 
 def _cmd_lesson(args) -> int:
     from .lessons import _jsonable, run_lesson
@@ -36,10 +38,10 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", choices=list(LESSONS), metavar="NAME", help="which lesson (listed below)")
-    p.add_argument("--out", help="folder for the figure and result.json (default: runs/lessons/NAME)")
+    p.add_argument("-o", "--out", type=cli_type("out"), help="folder for the figure and result.json (default: runs/lessons/NAME)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of the finding")
     p.add_argument("--quick", action="store_true", help="small settings that finish in seconds (as the tests use)")
-    p.add_argument("--data", help=f"dataset folder for {', '.join(DATA_LESSONS)} "
+    p.add_argument("-d", "--data", type=cli_type("data"), help=f"dataset folder for {', '.join(DATA_LESSONS)} "
                    "(default: $BRAINTUMOR_DATA, else ../shared/data/sartaj)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data, initialization and split (default: 0)")
+    p.add_argument("--seed", type=cli_type("seed"), default=0, help="seed of the data, initialization and split (default: 0)")
     p.set_defaults(func=_cmd_lesson)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import os
 import sys
 from collections import deque
@@ -15,6 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from braintumor.errors import BrainTumorError, ImageError
+from braintumor.files import locked_folder, write_text
+from braintumor.options import cap_threads
 from braintumor.data.imageio import is_image_file, iter_frames
 
 DEFAULT_MODEL = Path(__file__).parents[1] / "weights" / "default.safetensors"
@@ -50,36 +53,51 @@ def write_csv(results: list[Prediction], classes: list[str], out) -> None:
     """Write predictions as CSV to a path or an open text file: path, frame, label, top_class,
     one probability column per class, ood_score, accepted, reason, error."""
     columns = ["path", "frame", "label", "top_class", *[f"p_{c}" for c in classes], "ood_score", "accepted", "reason", "error"]
-    handle = open(out, "w", newline="") if isinstance(out, (str, Path)) else out
-    try:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for r in results:
-            probs = [f"{r.probabilities[c]:.6f}" if c in r.probabilities else "" for c in classes]
-            score = "" if r.ood_score is None else f"{r.ood_score:.4f}"
-            accepted = "" if r.accepted is None else str(r.accepted).lower()
-            writer.writerow([r.path, r.frame or "", r.label or "", r.top_class or "", *probs, score, accepted, r.reason or "", r.error or ""])
-    finally:
-        if handle is not out:
-            handle.close()
+    handle = io.StringIO(newline="") if isinstance(out, (str, Path)) else out
+    writer = csv.writer(handle)
+    writer.writerow(columns)
+    for r in results:
+        probs = [f"{r.probabilities[c]:.6f}" if c in r.probabilities else "" for c in classes]
+        score = "" if r.ood_score is None else f"{r.ood_score:.4f}"
+        accepted = "" if r.accepted is None else str(r.accepted).lower()
+        writer.writerow([r.path, r.frame or "", r.label or "", r.top_class or "", *probs, score, accepted, r.reason or "", r.error or ""])
+    if handle is not out:  # a file: written atomically, not into a folder a command holds (braintumor.files)
+        with locked_folder(Path(out).parent, existing_only=True):
+            write_text(out, handle.getvalue())
 
 
 def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[Prediction]]:
-    """Expand files and folders (recursively) into image paths; missing paths become errors."""
+    """Expand files and folders (recursively) into image paths.
+
+    Missing paths become errors, and so does every file in a folder that is not of a type
+    `read_image` reads (hidden files apart), with the reason: nothing is skipped without a word.
+    """
     files: list[Path] = []
     errors: list[Prediction] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p) and not p.name.startswith("."))
-            if not found:
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            images = [p for p in found if is_image_file(p)]
+            if not images:
                 errors.append(Prediction(str(path), error="folder holds no JPEG/PNG/BMP/TIFF/DICOM images"))
-            files.extend(found)
+            errors.extend(Prediction(str(p), error=skip_reason(p)) for p in found if not is_image_file(p))
+            files.extend(images)
         elif path.is_file():
             files.append(path)
         else:
             errors.append(Prediction(str(path), error="no such file or folder"))
     return files, errors
+
+
+def skip_reason(path: Path) -> str:
+    """Why a file found in a folder is not predicted."""
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "skipped: a NIfTI volume, which braintumor does not read yet; save its slices as PNG or DICOM"
+    if name.endswith(".gif"):
+        return "skipped: GIF is not read inside folders; convert it to PNG, or pass the file by name"
+    return f"skipped: not an image type braintumor reads ({path.suffix or 'no extension'}); JPEG, PNG, BMP, TIFF and DICOM are"
 
 
 class Predictor:
@@ -124,6 +142,7 @@ class Predictor:
 
         if runtime not in RUNTIMES:
             raise BrainTumorError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+        threads = cap_threads(threads)
         if runtime == "auto":
             runtime = "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
         given = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]

