@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/braintumor train --out runs/main --resume "$@"
+exec .venv/bin/braintumor train --out runs/main --resume --time-limit-min 14 "$@"

@@ -75,7 +75,13 @@ def run_lesson(name: str, out: str | Path | None = None, quick: bool = False, da
         raise BrainTumorError(f"cannot create the output folder {out}: {exc.strerror}", "pass --out to a writable folder") from None
     module = importlib.import_module(f".{LESSONS[name][0]}", __name__)
     start = time.perf_counter()
-    result, fig = module.run(quick=quick, data=data, seed=seed, out=out, progress=progress, log=log)
+    try:
+        result, fig = module.run(quick=quick, data=data, seed=seed, out=out, progress=progress, log=log)
+    except ModuleNotFoundError as exc:
+        if exc.name != "skimage":
+            raise
+        raise BrainTumorError(f"the {name} lesson needs scikit-image, which is not installed",
+                              "pip install 'braintumor[lessons]'") from None
     result = {"lesson": name, "quick": quick, "seed": seed, **result, "seconds": time.perf_counter() - start}
     figure_path = out / f"{name}.png"
     fig.suptitle(f"{name}: {LESSONS[name][1]}", fontsize=10)
