@@ -149,6 +149,12 @@ RULES: dict[str, Rule] = {
     "threshold": Rule("int", 0, 24),
     "accept": Rule("float", 0, 1, low_open=True, high_open=True),
     "sheet": Rule("int", 0, 10_000),
+    # braintumor serve
+    "port": Rule("int", 1, 65535, hint="choose a free port such as 8000 or 8080"),
+    "workers": Rule("int", 1, 64, hint="leave --workers out to use every core (at most 4)"),
+    "queue": Rule("int", 0, 100_000, hint="0 answers 503 as soon as every worker is busy"),
+    "max_upload_mb": Rule("float", 0, 1024, low_open=True, hint="a brain MRI slice is well under 20 MiB, even as DICOM"),
+    "host": Rule("text", hint="use 127.0.0.1 for this machine only, or 0.0.0.0 for every interface"),
     # paths and names: never empty
     "data": Rule("path"), "out": Rule("path"), "model": Rule("path"), "teacher": Rule("path"),
     "weights": Rule("path"), "external": Rule("path"), "train_data": Rule("path"), "against": Rule("path"),

@@ -10,83 +10,43 @@ import socket
 import sys
 from pathlib import Path
 
+from braintumor.cli.common import add_command, add_model, models_of
 from braintumor.errors import BrainTumorError
-
-DEFAULTS = {"host": "127.0.0.1", "port": "8000", "queue": "16", "max_upload_mb": "20"}
+from braintumor.options import cli_type
 
 
 def register(sub) -> None:
     """Add the ``serve`` subcommand to the top-level subparsers `sub`."""
-    p = sub.add_parser(
-        "serve",
-        help="serve a web page and an HTTP API: drop an MRI slice, see the class, the probabilities and the heatmap",
-        description="Serve the page at / and the HTTP API (POST /v1/predict, POST /v1/explain, GET /v1/model, "
-                    "GET /healthz, /openapi.json, /docs) until Ctrl+C. Research use only, not a medical device.",
-    )
-    p.add_argument("-m", "--model", action="extend", nargs="+", metavar="PATH",
-                   help="a checkpoint (.safetensors), an exported .onnx (no heatmaps), or 'default' for the model "
-                        "shipped with braintumor (the default). Given several times (or -m A B), an ensemble.")
-    p.add_argument("--host", default=DEFAULTS["host"],
-                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes the "
-                        "server, which has no authentication, to the network)")
-    p.add_argument("--port", default=DEFAULTS["port"], help="TCP port, 1..65535 (default: 8000)")
-    p.add_argument("--workers", help="inference threads: predictions that run at once (default: the cores, at most 4)")
-    p.add_argument("--threads", help="CPU threads of each prediction (default: 1, so that the workers share the cores)")
-    p.add_argument("--queue", default=DEFAULTS["queue"],
-                   help="predictions that may wait for a worker; beyond them the answer is 503 with Retry-After "
-                        "(default: 16)")
-    p.add_argument("--max-upload-mb", default=DEFAULTS["max_upload_mb"],
-                   help="largest file accepted, in MiB; larger uploads get 413 (default: 20)")
+    p = add_command(sub, "serve", "serve a web page and an HTTP API: drop an MRI slice, see the class, the "
+                                  "probabilities and the heatmap (until Ctrl+C)", quiet=False)
+    p.description = ("Serve the page at / and the HTTP API (POST /v1/predict, POST /v1/explain, GET /v1/model, "
+                     "GET /healthz, /openapi.json, /docs) until Ctrl+C. Research use only, not a medical device.")
+    add_model(p, "Default: the model shipped with braintumor. An exported .onnx model predicts but gives no heatmaps.")
+    p.add_argument("--host", type=cli_type("host"), default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes the server, "
+                        "which has no authentication, to the network)")
+    p.add_argument("--port", type=cli_type("port"), default=8000, help="TCP port, 1..65535 (default: 8000)")
+    p.add_argument("--workers", type=cli_type("workers"),
+                   help="inference threads: predictions that run at once, 1..64 (default: the cores, at most 4)")
+    p.add_argument("--threads", type=cli_type("threads"),
+                   help="CPU threads of each prediction (default: 1, so that the workers share the cores)")
+    p.add_argument("--queue", type=cli_type("queue"), default=16,
+                   help="predictions that may wait for a worker, 0..100000; beyond them the answer is 503 with "
+                        "Retry-After (default: 16)")
+    p.add_argument("--max-upload-mb", type=cli_type("max_upload_mb"), default=20.0,
+                   help="largest file accepted, in MiB, above 0 and at most 1024; larger uploads get 413 (default: 20)")
     p.add_argument("-q", "--quiet", action="store_true", help="no log line per request")
     p.set_defaults(func=run)
 
 
-def _number(option: str, text: str, kind: type, low: float, high: float, hint: str):
-    """`text` as an int or float in ``[low, high]``, else a `BrainTumorError` naming `option`."""
-    words = f"an integer in {low}..{high}" if kind is int else f"a number above {low} and at most {high}"
-    try:
-        value = kind(text)
-    except (TypeError, ValueError):
-        raise BrainTumorError(f"{option} must be {words}, got {text!r}", hint) from None
-    if not (low <= value <= high) or (kind is float and (value <= low or value != value)):
-        raise BrainTumorError(f"{option} must be {words}, got {text!r}", hint)
-    return value
-
-
-def options(args) -> dict:
-    """The checked option values of a ``serve`` command line."""
-    cores = os.cpu_count() or 1
-    host = (args.host or "").strip()
-    if not host or any(ch.isspace() for ch in host):
-        raise BrainTumorError(f"--host must be an address or host name, got {args.host!r}",
-                              "use 127.0.0.1 for this machine only, or 0.0.0.0 for every interface")
-    workers = args.workers and _number("--workers", args.workers, int, 1, 64,
-                                       f"this machine has {cores} cores; leave --workers out to use them")
-    return {
-        "host": host,
-        "port": _number("--port", args.port, int, 1, 65535, "choose a free port such as 8000 or 8080"),
-        "workers": workers or min(4, cores),
-        "threads": _number("--threads", args.threads, int, 1, 1024, f"this machine has {cores} cores")
-        if args.threads else 1,
-        "queue": _number("--queue", args.queue, int, 0, 100_000, "0 answers 503 as soon as every worker is busy"),
-        "max_upload_mb": _number("--max-upload-mb", args.max_upload_mb, float, 0, 1024,
-                                 "a brain MRI slice is well under 20 MiB, even as DICOM"),
-        "models": _models(args.model),
-    }
-
-
-def _models(given: list[str] | None) -> list[Path] | None:
-    """The model files: 'default' is the shipped model; each must exist."""
-    from braintumor.inference.predictor import DEFAULT_MODEL
-
-    if not given:
-        return None
-    paths = [DEFAULT_MODEL if m == "default" and not Path(m).exists() else Path(m) for m in given]
-    for path in paths:
-        if not str(path).strip() or not path.is_file():
-            raise BrainTumorError(f"model not found: {path}",
+def _models(args) -> list[Path] | None:
+    """The model files (None: the shipped model); each must exist."""
+    given = models_of(args, required=False)
+    for model in given:
+        if not Path(model).is_file():
+            raise BrainTumorError(f"model not found: {model}",
                                   "pass -m PATH to a .safetensors checkpoint or an exported .onnx, or -m default")
-    return paths
+    return [Path(m) for m in given] or None
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -119,7 +79,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args) -> int:
-    opts = options(args)
+    models = _models(args)
+    host = args.host.strip()
+    workers = args.workers or min(4, os.cpu_count() or 1)
     try:
         import uvicorn
 
@@ -136,14 +98,14 @@ def run(args) -> int:
     logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
     logger.propagate = False
 
-    sock = _listen(opts["host"], opts["port"])
-    predictor = Predictor(opts["models"], threads=opts["threads"], progress=not args.quiet)
-    app = create_app(predictor, workers=opts["workers"], queue=opts["queue"], max_upload_mb=opts["max_upload_mb"],
-                     torch_threads=None if args.threads is None else opts["threads"])
+    sock = _listen(host, args.port)
+    predictor = Predictor(models, threads=args.threads or 1, progress=not args.quiet)
+    app = create_app(predictor, workers=workers, queue=args.queue, max_upload_mb=args.max_upload_mb,
+                     torch_threads=args.threads)
     host = sock.getsockname()[0]
     shown = f"[{host}]" if ":" in host else host
-    print(f"braintumor serve: http://{shown}:{opts['port']}/ ({' + '.join(p.name for p in predictor.paths)}, "
-          f"{opts['workers']} workers; Ctrl+C stops)", file=sys.stderr)
+    print(f"braintumor serve: http://{shown}:{args.port}/ ({' + '.join(p.name for p in predictor.paths)}, "
+          f"{workers} workers; Ctrl+C stops)", file=sys.stderr)
     if not _is_loopback(host):
         print("warning: the server listens beyond this machine and has no authentication: anyone who can reach "
               "this port can use it", file=sys.stderr)
