@@ -144,3 +144,11 @@ def test_prediction_from_bytes_imports_no_torch(predictor, tiny_checkpoint, tmp_
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["glioma", "False", "False"]
+
+
+def test_predictor_methods_are_the_memory_functions(predictor):
+    rgb = slice_rgb(label=3, seed=4)
+    (from_bytes,) = predictor.predict_bytes(encoded(rgb, "PNG"), "x")
+    assert same_record(from_bytes, memory.predict_bytes(predictor, encoded(rgb, "PNG"), "x")[0])
+    assert same_record(predictor.predict_image(Image.fromarray(rgb), "x"), from_bytes)
+    assert same_record(predictor.predict_array(rgb, "x"), from_bytes)

@@ -324,6 +324,30 @@ class Predictor:
         bar.close()
         return results
 
+    # In-memory images: the same records, from `braintumor.inference.memory` (what `braintumor serve` uses).
+
+    def predict_bytes(self, data: bytes, name: str = "upload", frame: int | None = None) -> list[Prediction]:
+        """Predict an encoded image held in memory (JPEG, PNG, BMP, TIFF or DICOM, told from the
+        content): one record per image (per DICOM frame). Raises `ImageError` for data that
+        cannot be read (`UnsupportedImageError` for another type). See
+        `braintumor.inference.memory.predict_bytes`."""
+        from braintumor.inference.memory import predict_bytes
+
+        return predict_bytes(self, data, name, frame)
+
+    def predict_image(self, image, name: str = "image") -> Prediction:
+        """Predict a Pillow image (any mode). See `braintumor.inference.memory.predict_image`."""
+        from braintumor.inference.memory import predict_image
+
+        return predict_image(self, image, name)
+
+    def predict_array(self, array: np.ndarray, name: str = "array") -> Prediction:
+        """Predict an image array: ``H x W`` grayscale, ``H x W x 3`` RGB or ``H x W x 4`` RGBA, of
+        any numeric type. See `braintumor.inference.memory.predict_array`."""
+        from braintumor.inference.memory import predict_array
+
+        return predict_array(self, array, name)
+
 
 def no_detector_note(predictor: Predictor) -> str | None:
     """A note for models without out-of-distribution statistics, else None."""

@@ -273,7 +273,7 @@ def create_app(
     queue: int = 16,
     max_upload_mb: float = 20.0,
     max_frames: int = 64,
-    explain_queue: int = 4,
+    explain_queue: int = 16,
     torch_threads: int | None = None,
 ) -> FastAPI:
     """The FastAPI application serving `predictor`: the HTTP API and the page.
