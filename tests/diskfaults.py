@@ -37,22 +37,24 @@ class FailingFile(io.FileIO):
 
 @pytest.fixture
 def failing_disk(monkeypatch):
-    """``failing_disk(code, limit, after)``: from now on, files written through braintumor.files
-    fail with `code` after `limit` bytes, once `after` more files have been written whole;
-    ``failing_disk(None)`` mends the disk."""
+    """``failing_disk(code, limit, name, occurrence)``: from now on, files written through
+    braintumor.files fail with `code` after `limit` bytes; with `name`, only from the
+    `occurrence`-th write of a file of that name on (every file after it fails too, as on a disk
+    that has filled up). ``failing_disk(None)`` mends the disk."""
+    original = files._open_temporary
 
-    def fail(code: int | None = errno.ENOSPC, limit: int = 0, after: int = 0):
-        real = files._open_temporary
+    def fail(code: int | None = errno.ENOSPC, limit: int = 0, name: str | None = None, occurrence: int = 1):
         failing = type("Failing", (FailingFile,), {"limit": limit, "code": code})
-        count = [after]
+        seen = [0]
+        broken = [name is None]
 
         def open_temporary(path):
-            if code is None or count[0] > 0:
-                count[0] -= 1
-                return real(path)
-            return failing(path, "xb")
+            if name is not None and files._TEMPORARY.match(path.name)["name"] == name:
+                seen[0] += 1
+                broken[0] = broken[0] or seen[0] >= occurrence
+            return failing(path, "xb") if broken[0] else original(path)
 
-        monkeypatch.setattr(files, "_open_temporary", open_temporary)
+        monkeypatch.setattr(files, "_open_temporary", original if code is None else open_temporary)
 
     yield fail
 
@@ -106,7 +108,7 @@ def fill(folder: Path) -> Path:
     """Fill the file system of `folder` to the last byte; returns the filler file (delete it to
     free the space)."""
     filler = folder / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)

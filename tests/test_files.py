@@ -141,6 +141,15 @@ def test_the_lock_is_reentrant_in_one_thread_and_refused_in_another(tmp_path):
         pass
 
 
+def test_a_folder_made_for_the_lock_and_left_empty_goes_with_it(tmp_path):
+    with files.locked_folder(tmp_path / "new" / "out") as folder:
+        assert folder.is_dir()
+    assert not (tmp_path / "new" / "out").exists()
+    with files.locked_folder(tmp_path / "new" / "out") as folder:
+        files.write_text(folder / "a.txt", "kept")
+    assert os.listdir(tmp_path / "new" / "out") == ["a.txt"]
+
+
 def test_existing_only_locks_only_a_folder_with_a_lock_file(tmp_path):
     with files.locked_folder(tmp_path / "plain", existing_only=True) as folder:
         assert not (folder / files.LOCK_NAME).exists() and not files.holds_lock(folder)

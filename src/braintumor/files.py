@@ -140,7 +140,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     Parameters
     ----------
     path : path
-        The file to (re)write; its folder is created if needed.
+        The file to (re)write; its folder is created if needed. A symbolic link's target is
+        replaced; a device or a pipe (``/dev/stdout``) is written in place.
     write : callable
         Called with the open handle; writes the file's content to it.
 
@@ -155,9 +156,15 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         When the file cannot be written; `path` is then as it was, and the temporary is removed.
     """
     path = Path(path)
+    if path.is_symlink():  # the file it names is replaced, not the link
+        path = path.resolve()
     make_folder(path.parent)
     if path.is_dir():
         raise output_error(OSError(errno.EISDIR, "Is a directory", str(path)), path)
+    if path.exists() and not path.is_file():  # a device or a pipe (/dev/stdout, /dev/full): written in place
+        with output_errors(path), open(path, "wb") as handle:
+            write(handle)
+        return path
     tmp = temporary_path(path)
     try:
         with _open_temporary(tmp) as handle:
@@ -260,7 +267,7 @@ def remove_temporaries(folder: str | Path, all_but_ours: bool = False, legacy: t
     return removed
 
 
-# Folders this process holds the lock of: {(real path, thread id): [descriptor, lock file, depth]}.
+# Folders this process holds the lock of: {(real path, thread id): [descriptor, lock file, created, depth]}.
 _held: dict[tuple[str, int], list] = {}
 _held_guard = threading.Lock()
 
@@ -287,6 +294,7 @@ def _lock_file(lock: Path) -> int:
     the path names.
     """
     while True:
+        make_folder(lock.parent)  # (its holder may have removed it, had it created it)
         with output_errors(lock):
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -311,7 +319,7 @@ def _lock_file(lock: Path) -> int:
         os.close(fd)
 
 
-def _acquire(folder: Path, command: str | None) -> tuple[int, Path]:
+def _acquire(folder: Path, command: str | None, created: bool) -> tuple[int, Path, bool]:
     lock = folder / LOCK_NAME
     fd = _lock_file(lock)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -321,14 +329,19 @@ def _acquire(folder: Path, command: str | None) -> tuple[int, Path]:
         os.pwrite(fd, json.dumps(me).encode(), 0)
     except OSError:
         pass
-    return fd, lock
+    return fd, lock, created
 
 
-def _release(fd: int, lock: Path) -> None:
+def _release(fd: int, lock: Path, created: bool) -> None:
     try:  # removed while still held: a process waiting on this file then sees it gone (`_lock_file`)
         os.unlink(lock)
     except OSError:
         pass
+    if created:  # a folder made for the lock, and left empty (the command failed before writing), goes too
+        try:
+            os.rmdir(lock.parent)
+        except OSError:
+            pass
     os.close(fd)  # releases the lock
 
 
@@ -336,8 +349,9 @@ def _release(fd: int, lock: Path) -> None:
 def locked_folder(folder: str | Path, command: str | None = None, existing_only: bool = False) -> Iterator[Path]:
     """Hold the exclusive lock of output folder `folder` inside the block.
 
-    The folder is created if needed. The lock is re-entrant within one thread (a command that
-    locks a folder may call another that locks it again); another thread or process is refused.
+    The folder is created if needed (and removed again if the block leaves it empty). The lock
+    is re-entrant within one thread (a command that locks a folder may call another that locks
+    it again); another thread or process is refused.
 
     Parameters
     ----------
@@ -361,21 +375,22 @@ def locked_folder(folder: str | Path, command: str | None = None, existing_only:
     if existing_only and not (folder / LOCK_NAME).is_file():
         yield folder
         return
+    created = not folder.is_dir()
     make_folder(folder)
     key = (os.path.realpath(folder), threading.get_ident())
     with _held_guard:
         entry = _held.get(key)
         if entry is None:
-            entry = _held[key] = [*_acquire(folder, command), 0]
-        entry[2] += 1
+            entry = _held[key] = [*_acquire(folder, command, created), 0]
+        entry[-1] += 1
     try:
         yield folder
     finally:
         with _held_guard:
-            entry[2] -= 1
-            if entry[2] == 0:
+            entry[-1] -= 1
+            if entry[-1] == 0:
                 del _held[key]
-                _release(entry[0], entry[1])
+                _release(*entry[:-1])
 
 
 def holds_lock(folder: str | Path) -> bool:

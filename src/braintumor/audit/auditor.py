@@ -14,8 +14,9 @@ with example pairs in ``against_sheet.png``: what a model trained on the dataset
 from __future__ import annotations
 
 import csv
-import json
+import io
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from braintumor.data.dataset import Dataset, scan
 from braintumor.data.duplicates import (DEFAULT_THRESHOLD, check_threshold, connected_groups, copies_in, equal_pairs, group_ids,
                          hash_dataset, summarise_copies)
 from braintumor.errors import DataError
+from braintumor.files import locked_folder, write_json, write_text
+from braintumor.metrics.figures import save_figure
 from braintumor.data.imageio import read_image
 from braintumor.audit.shortcuts import file_features, shortcut_check
 
@@ -151,9 +154,14 @@ def audit(
         when `against` overlaps `data`.
     """
     threshold = check_threshold(threshold)
-    start = time.time()
     if against is not None:
         _check_apart(Path(data), Path(against))
+    with locked_folder(out) if out is not None else nullcontext():  # (a report folder is one command's at a time)
+        return _audit(data, threshold, out, class_map, progress, cache, against)
+
+
+def _audit(data, threshold: int, out, class_map, progress: bool, cache: bool, against) -> dict:
+    start = time.time()
     dataset = scan(data, class_map)
     hashes = hash_dataset(dataset, cache=cache, progress=progress)
     keep = hashes.readable
@@ -239,10 +247,11 @@ def _against_lines(result: dict, out: Path) -> list[str]:
     """The report section of `copies_against`, with its CSV and example sheet written to `out`."""
     a = result["against"]
     levels = a["per_level"]
-    with (out / "against.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "class", "level", "copy", "copy_class", "hash_bits"])
-        w.writeheader()
-        w.writerows(a["copies"])
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, fieldnames=["path", "class", "level", "copy", "copy_class", "hash_bits"])
+    w.writeheader()
+    w.writerows(a["copies"])
+    write_text(out / "against.csv", table.getvalue())
     lines = [f"## Images of {a['root']} with a copy here", "",
              f"{a['with_a_copy']} of its {a['readable']} readable images ({a['images']} in all) have a copy in "
              f"{result['root']}: "
@@ -277,9 +286,14 @@ def _against_examples(a: dict, root: str, rows: int = 8) -> list[dict]:
 
 
 def write_audit(result: dict, out: Path) -> Path:
-    """Write audit.json, contact_sheet.png and audit.md into `out`; returns audit.md's path."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "audit.json").write_text(json.dumps(result, indent=2) + "\n")
+    """Write audit.json, contact_sheet.png and audit.md into `out`, each atomically, holding the
+    folder's lock; returns audit.md's path."""
+    with locked_folder(out):
+        return _write_audit(result, out)
+
+
+def _write_audit(result: dict, out: Path) -> Path:
+    write_json(out / "audit.json", result)
     examples = pick_examples(result["groups"])
     if examples:
         plot_contact_sheet(examples, Path(result["root"]), out / "contact_sheet.png")
@@ -344,9 +358,7 @@ def write_audit(result: dict, out: Path) -> Path:
     skipped = result["skipped"] + result.get("against", {}).get("skipped", [])
     lines += ["", f"## Skipped files: {len(skipped)}", ""]
     lines += [f"- `{s['path']}`: {s['reason']}" for s in skipped[:50]] or ["None."]
-    path = out / "audit.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(out / "audit.md", "\n".join(lines) + "\n")
 
 
 def _shortcut_lines(shortcut: dict) -> list[str]:
@@ -416,5 +428,4 @@ def plot_contact_sheet(groups: list[dict], root: Path, path: Path, per_row: int 
             name = Path(item["path"]).name
             ax.set_title(f"{item['class']} · {item['split']}\n{name[:22]}", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

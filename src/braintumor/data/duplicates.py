@@ -33,6 +33,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
+from braintumor.files import OutputError, atomic_write
 from braintumor.data.dataset import Dataset, cache_dir
 from braintumor.errors import DataError, ImageError
 from braintumor.data.imageio import read_image
@@ -186,13 +187,11 @@ def hash_dataset(dataset: Dataset, cache: bool = True, progress: bool = True) ->
             pass  # a damaged cache is rebuilt below
     hashes = hash_files(dataset.paths, progress=progress)
     if cache:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp.npz")
-            np.savez(tmp, file_digest=hashes.file_digest, pixel_digest=hashes.pixel_digest,
-                     perceptual=hashes.perceptual, errors=hashes.errors, sizes=hashes.sizes)
-            os.replace(tmp, cache_file)
-        except OSError:
+        try:  # atomically, under a name of its own: runs hashing the same data at once do not mix
+            atomic_write(cache_file, lambda handle: np.savez(
+                handle, file_digest=hashes.file_digest, pixel_digest=hashes.pixel_digest, perceptual=hashes.perceptual,
+                errors=hashes.errors, sizes=hashes.sizes))
+        except OutputError:
             pass  # caching is an optimisation only
     return hashes
 

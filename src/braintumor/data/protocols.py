@@ -323,8 +323,39 @@ def run_split(
     )
 
 
-def checkpoint_data(checkpoint, info, data=None, progress: bool = False) -> tuple[np.ndarray, Dataset, Split]:
-    """The decoded images of the dataset a checkpoint was trained on, and its run's split.
+def recorded_parts(recorded: dict, recorded_root: str | Path, dataset: Dataset) -> dict[str, np.ndarray]:
+    """Rows of `dataset` of each part of a run's ``split.json``.
+
+    Parameters
+    ----------
+    recorded : dict
+        The ``split.json`` content: ``train``, ``val`` and ``test`` lists of image paths.
+    recorded_root : path
+        The data folder the run recorded, under which those paths lie: images are matched by
+        their path relative to it, so the dataset may have moved since.
+    dataset : Dataset
+        The dataset now.
+
+    Returns
+    -------
+    dict
+        ``{"train": rows, "val": rows, "test": rows}``; images no longer in `dataset` are left out.
+    """
+    recorded_root = Path(recorded_root)
+    row_of = {p.relative_to(dataset.root).as_posix(): i for i, p in enumerate(dataset.paths)}
+    parts = {}
+    for part in ("train", "val", "test"):
+        paths = [Path(p) for p in recorded.get(part, [])]
+        keys = [p.relative_to(recorded_root).as_posix() for p in paths if p.is_relative_to(recorded_root)]
+        parts[part] = np.asarray([row_of[k] for k in keys if k in row_of], dtype=int)
+    return parts
+
+
+def load_run(checkpoint, info, data=None, progress: bool = False, protocol: str | None = None,
+             seed: int | None = None) -> tuple[np.ndarray, Dataset, Split]:
+    """The decoded images of the dataset a checkpoint was trained on, and its run's split: the one
+    place that rebuilds a run's data (``evaluate``, external validation, ``fit-ood``, int8
+    calibration).
 
     Parameters
     ----------
@@ -336,6 +367,8 @@ def checkpoint_data(checkpoint, info, data=None, progress: bool = False) -> tupl
         Where the dataset is now (default: the folder recorded in the training config).
     progress : bool
         Progress bars while decoding and grouping.
+    protocol, seed : optional
+        Split the data under another protocol or seed than the run's own (`run_split`).
 
     Returns
     -------
@@ -360,7 +393,7 @@ def checkpoint_data(checkpoint, info, data=None, progress: bool = False) -> tupl
     if info.data_fingerprint and found.fingerprint() != info.data_fingerprint:
         raise DataError(f"{found.root} is not the dataset {checkpoint} was trained on (its fingerprint differs)",
                         "pass --data with the dataset it was trained on")
-    return images, found, run_split(found, config, progress=progress)
+    return images, found, run_split(found, config, protocol, seed, progress=progress)
 
 
 def run_fold(train_config: dict, protocol: str) -> tuple[int, int]:

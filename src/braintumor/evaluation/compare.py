@@ -16,6 +16,7 @@ from pathlib import Path
 
 from braintumor.data.dataset import scan
 from braintumor.errors import DataError
+from braintumor.files import locked_folder, write_json, write_text
 from braintumor.data.protocols import PROTOCOLS
 
 DEFAULT_PROTOCOLS = ("original", "dedup", "official")
@@ -41,8 +42,6 @@ def compare(config, protocols: tuple[str, ...] = DEFAULT_PROTOCOLS) -> dict:
         rows (one per protocol) and report (path of comparison.md).
     """
     from braintumor.data.duplicates import duplicate_groups
-    from braintumor.evaluation.evaluator import evaluate
-    from braintumor.training.trainer import train
 
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown or not protocols:
@@ -51,33 +50,37 @@ def compare(config, protocols: tuple[str, ...] = DEFAULT_PROTOCOLS) -> dict:
     groups = duplicate_groups(dataset, progress=config.progress)
     group_of = {str(p): int(g) for p, g in zip(dataset.paths, groups)}
     has_folders = {"Training", "Testing"} <= set(dataset.splits)
-    out = Path(config.out)
-    rows = []
-    for protocol in protocols:
-        if protocol == "official" and not has_folders:
-            rows.append({"protocol": protocol, "skipped": "the data has no Training/ and Testing/ folders"})
-            continue
-        run = train(replace(config, protocol=protocol, out=str(out / protocol), folds=0, fold=0))
-        m = evaluate(run / "model.safetensors", config.data, progress=config.progress)
-        rows.append(
-            {
-                "protocol": protocol,
-                "run": str(run),
-                "split_sizes": json.loads((run / "test_metrics.json").read_text())["split sizes"],
-                "n": m["n"],
-                "accuracy": m["accuracy"],
-                "accuracy_ci": m["accuracy_ci"],
-                "macro_f1": m["macro_f1"],
-                "macro_f1_ci": m["macro_f1_ci"],
-                "macro_roc_auc": m["macro_roc_auc"],
-                "ece": m["ece"],
-                "leaked_test_images": leaked_test_images(run / "split.json", group_of),
-                "testing_folder": _testing_folder(m, protocol),
-            }
-        )
-    result = {"data": str(dataset.root), "seed": config.seed, "rows": rows}
-    result["report"] = str(write_comparison(result, out))
+    # The comparison's folder is locked while it runs, each protocol's run folder by its `train` too.
+    with locked_folder(config.out) as out:
+        rows = [_compare_row(config, protocol, has_folders, group_of) for protocol in protocols]
+        result = {"data": str(dataset.root), "seed": config.seed, "rows": rows}
+        result["report"] = str(write_comparison(result, out))
     return result
+
+
+def _compare_row(config, protocol: str, has_folders: bool, group_of: dict[str, int]) -> dict:
+    """Train and evaluate `config` under `protocol` into ``config.out/<protocol>``: a row of the table."""
+    from braintumor.evaluation.evaluator import evaluate
+    from braintumor.training.trainer import train
+
+    if protocol == "official" and not has_folders:
+        return {"protocol": protocol, "skipped": "the data has no Training/ and Testing/ folders"}
+    run = train(replace(config, protocol=protocol, out=str(Path(config.out) / protocol), folds=0, fold=0))
+    m = evaluate(run / "model.safetensors", config.data, progress=config.progress)
+    return {
+        "protocol": protocol,
+        "run": str(run),
+        "split_sizes": json.loads((run / "test_metrics.json").read_text())["split sizes"],
+        "n": m["n"],
+        "accuracy": m["accuracy"],
+        "accuracy_ci": m["accuracy_ci"],
+        "macro_f1": m["macro_f1"],
+        "macro_f1_ci": m["macro_f1_ci"],
+        "macro_roc_auc": m["macro_roc_auc"],
+        "ece": m["ece"],
+        "leaked_test_images": leaked_test_images(run / "split.json", group_of),
+        "testing_folder": _testing_folder(m, protocol),
+    }
 
 
 def _testing_folder(metrics: dict, protocol: str) -> dict | None:
@@ -94,8 +97,7 @@ def _pct(x: float) -> str:
 
 def write_comparison(result: dict, out: Path) -> Path:
     """Write comparison.json and comparison.md into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "comparison.json", result)
     lines = [
         f"# Protocols compared on {result['data']} (seed {result['seed']})",
         "",
@@ -131,6 +133,4 @@ def write_comparison(result: dict, out: Path) -> Path:
         "Confidence intervals: percentile bootstrap of each test set, near-duplicate copies within it resampled together. "
         "Near-duplicates: see `braintumor audit`.",
     ]
-    path = out / "comparison.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(out / "comparison.md", "\n".join(lines) + "\n")

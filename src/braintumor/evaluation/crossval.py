@@ -10,7 +10,6 @@ split between a fold's training and test parts.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from braintumor.data.dataset import scan
 from braintumor.errors import DataError
+from braintumor.files import locked_folder, write_json, write_text
 from braintumor.data.protocols import check_folds
 
 HEADLINE = ("accuracy", "macro_f1", "macro_roc_auc", "ece", "ece_uncalibrated", "loss", "temperature")
@@ -75,18 +75,19 @@ def cross_validate(config) -> dict:
         groups = duplicate_groups(dataset, progress=config.progress)
     check_folds(dataset, groups, config.folds)
 
-    out = Path(config.out)
-    runs = [str(train(replace(config, fold=fold, out=str(out / f"fold{fold + 1}")))) for fold in range(config.folds)]
-    per_fold, pooled = score_folds(runs, config.data, progress=config.progress)
-    result = {
-        "protocol": config.protocol,
-        "folds": config.folds,
-        "seed": config.seed,
-        "runs": runs,
-        "metrics": summarise_folds([scalar_metrics(m) for m in per_fold]),
-        "pooled": pooled,
-    }
-    result["report"] = str(write_crossval(result, out))
+    # The cross-validation's folder is locked while it runs, each fold's run folder by its `train` too.
+    with locked_folder(config.out) as out:
+        runs = [str(train(replace(config, fold=fold, out=str(out / f"fold{fold + 1}")))) for fold in range(config.folds)]
+        per_fold, pooled = score_folds(runs, config.data, progress=config.progress)
+        result = {
+            "protocol": config.protocol,
+            "folds": config.folds,
+            "seed": config.seed,
+            "runs": runs,
+            "metrics": summarise_folds([scalar_metrics(m) for m in per_fold]),
+            "pooled": pooled,
+        }
+        result["report"] = str(write_crossval(result, out))
     return result
 
 
@@ -121,8 +122,7 @@ def _fmt(value: float | None) -> str:
 
 def write_crossval(result: dict, out: Path) -> Path:
     """Write crossval.json and crossval.md (a table of mean ± std and each fold) into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "crossval.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "crossval.json", result)
     k = result["folds"]
     lines = [
         f"# Cross-validation: {k} folds, {result['protocol']} protocol, seed {result['seed']}",
@@ -159,6 +159,4 @@ def write_crossval(result: dict, out: Path) -> Path:
             "",
             "![pooled confusion matrix](pooled_confusion_matrix.png) ![pooled reliability diagram](pooled_reliability.png)",
         ]
-    path = out / "crossval.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(out / "crossval.md", "\n".join(lines) + "\n")

@@ -14,6 +14,8 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from braintumor.errors import BrainTumorError
+from braintumor.files import locked_folder, write_json, write_text
+from braintumor.metrics.figures import save_figure
 
 if TYPE_CHECKING:
     from braintumor.model.checkpoint import ModelInfo
@@ -126,8 +128,7 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = 
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -149,8 +150,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax2.set_ylabel("accuracy")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _pct(x: float) -> str:
@@ -177,13 +177,18 @@ def write_report(
     title: str = "braintumor evaluation",
     context: dict | None = None,
 ) -> Path:
-    """Write test_metrics.json, confusion_matrix.{json,png}, reliability.png, curves.png, skipped.json and report.md."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "test_metrics.json").write_text(json.dumps({**(context or {}), **metrics}, indent=2) + "\n")
-    (out / "confusion_matrix.json").write_text(json.dumps({"classes": classes, "matrix": metrics["confusion_matrix"]}, indent=2) + "\n")
+    """Write test_metrics.json, confusion_matrix.{json,png}, reliability.png, curves.png, skipped.json and
+    report.md, each atomically, holding the lock of folder `out` (`braintumor.files`)."""
+    with locked_folder(out) as out:
+        return _write_report(out, metrics, classes, skipped, history, title, context)
+
+
+def _write_report(out: Path, metrics: dict, classes: list[str], skipped: list[tuple[str, str]], history: list[dict] | None,
+                  title: str, context: dict | None) -> Path:
+    write_json(out / "test_metrics.json", {**(context or {}), **metrics})
+    write_json(out / "confusion_matrix.json", {"classes": classes, "matrix": metrics["confusion_matrix"]})
     plot_confusion(np.asarray(metrics["confusion_matrix"]), classes, out / "confusion_matrix.png")
-    (out / "skipped.json").write_text(json.dumps([{"path": p, "reason": r} for p, r in skipped], indent=2) + "\n")
+    write_json(out / "skipped.json", [{"path": p, "reason": r} for p, r in skipped])
     lines = [f"# {title}", ""]
     for key, value in (context or {}).items():
         lines.append(f"- **{key}**: {value}")
@@ -246,9 +251,7 @@ def write_report(
             lines.append(f"- … and {len(skipped) - 50} more, all in [skipped.json](skipped.json)")
     else:
         lines.append("None.")
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
 @dataclass
@@ -276,6 +279,9 @@ class TestPredictions:
     """The other checkpoints averaged with the first into an ensemble (see `predict_test_split`)."""
     member_probs: list = field(default_factory=list)
     """Of an ensemble, each model's own calibrated probabilities (``N x C``), the first model's first."""
+    overlap: dict | None = None
+    """Test images the model trained or was validated on, scored all the same (``allow_overlap``):
+    ``{"seen": k, "test_images": n, "example": path}``; None when the test split is held out."""
 
 
 def _source_lines(by_source: dict, classes: list[str]) -> list[str]:
@@ -376,6 +382,7 @@ def predict_test_split(
     progress: bool = True,
     groups: bool = True,
     members: list | tuple = (),
+    allow_overlap: bool = False,
 ) -> TestPredictions:
     """A checkpoint's calibrated probabilities on the test part of a protocol's split.
 
@@ -386,12 +393,17 @@ def predict_test_split(
     of the same data and preprocessing: the probabilities are the mean over all of them (an
     ensemble), and a member whose own training or validation part holds a test image is refused
     (`check_ensemble_member`), so the ensemble's figure is as leak-free as the first model's.
+
+    A split that is not the model's own (another `protocol` or `seed`) whose test part holds
+    images the model trained or was validated on (`images_seen_in_training`) is refused: its
+    score would not be a test. With `allow_overlap` it is scored all the same, and the result's
+    ``overlap`` says how many of its images the model had seen.
     """
     from braintumor.model.checkpoint import load_checkpoint
-    from braintumor.data.dataset import load_images, scan
     from braintumor.data.duplicates import file_groups
     from braintumor.inference.forward import predict_images
-    from braintumor.data.protocols import run_fold, run_split
+    from braintumor.inference.runtime import mean_probabilities
+    from braintumor.data.protocols import load_run, run_fold
 
     checkpoint = Path(checkpoint)
     model, info = load_checkpoint(checkpoint)
@@ -399,14 +411,13 @@ def predict_test_split(
     data = Path(data or cfg.get("data") or ".")
     protocol = protocol or cfg.get("protocol", "original")
     seed = cfg.get("seed", 0) if seed is None else seed
-    dataset = scan(data, cfg.get("class_map") or None)
-    images, dataset = load_images(dataset, info.preprocess, progress=progress)
-    split = run_split(dataset, cfg, protocol, seed, progress)
+    images, dataset, split = load_run(checkpoint, info, data, progress, protocol, seed)
     folds, fold = run_fold(cfg, protocol)
     if len(split.test) == 0:
         from braintumor.errors import DataError
 
         raise DataError(f"the {protocol} protocol leaves no test images in {data}", "use more data or another protocol")
+    overlap = check_held_out(checkpoint, info, dataset, split, protocol, seed, allow_overlap)
     probs = predict_images(model, images[split.test], tta=info.tta, temperature=info.temperature, tta_view=info.tta_view)
     every = [probs]  # each model's own, for an ensemble
     if members:
@@ -415,7 +426,7 @@ def predict_test_split(
             check_ensemble_member(member, other_info, info, dataset, split)
             every.append(predict_images(other, images[split.test], tta=other_info.tta, temperature=other_info.temperature,
                                         tta_view=other_info.tta_view))
-        probs = np.mean(every, axis=0)
+        probs = mean_probabilities(every)
     context = {
         **model_context(checkpoint, info, data),
         "protocol": protocol,
@@ -433,7 +444,75 @@ def predict_test_split(
     found = file_groups(paths, progress=progress) if groups else None
     sources = [dataset.splits[i] for i in split.test]
     return TestPredictions(probs, dataset.labels[split.test], paths, found, info, context, dataset.skipped, sources,
-                           [str(m) for m in members], every if members else [])
+                           [str(m) for m in members], every if members else [], overlap)
+
+
+def images_seen_in_training(checkpoint, info: ModelInfo, dataset) -> np.ndarray | None:
+    """Rows of `dataset` that the checkpoint's model was trained or validated (early-stopped) on.
+
+    They come from the ``split.json`` of the checkpoint's run folder when it records the model's
+    protocol and seed (matched by path under the data folder the run recorded), else from the
+    model's split re-created from its training config, which needs the dataset it was trained on
+    (the same fingerprint). None when neither is at hand.
+    """
+    from braintumor.data.protocols import recorded_parts, run_split
+
+    cfg = info.train_config
+    split_file = Path(checkpoint).parent / "split.json"
+    recorded = None
+    if split_file.is_file():
+        try:
+            recorded = json.loads(split_file.read_text())
+        except (OSError, ValueError):
+            recorded = None
+    if (isinstance(recorded, dict) and recorded.get("protocol") == cfg.get("protocol", "original")
+            and recorded.get("seed") == cfg.get("seed", 0) and cfg.get("data")):
+        parts = recorded_parts(recorded, cfg["data"], dataset)
+        return np.union1d(parts["train"], parts["val"])
+    if info.data_fingerprint and dataset.fingerprint() != info.data_fingerprint:
+        return None
+    own = run_split(dataset, cfg)
+    return np.union1d(own.train, own.val)
+
+
+def check_held_out(checkpoint, info: ModelInfo, dataset, split, protocol: str, seed: int,
+                   allow_overlap: bool = False) -> dict | None:
+    """Refuse a test split that holds images the checkpoint's model trained or was validated on.
+
+    The model's own split (its protocol and seed) holds its test images out by construction;
+    another can overlap its training part (a random split of another seed, the Testing folder of
+    a model trained under ``original``, ...), and a score there would not be a test.
+
+    Returns
+    -------
+    dict or None
+        None when no test image was seen; with `allow_overlap`, the overlap
+        ``{"seen": k, "test_images": n, "example": path}``.
+
+    Raises
+    ------
+    BrainTumorError
+        When test images were seen and `allow_overlap` is not set.
+    """
+    cfg = info.train_config
+    own_protocol, own_seed = cfg.get("protocol", "original"), cfg.get("seed", 0)
+    if protocol == own_protocol and seed == own_seed:
+        return None
+    seen_rows = images_seen_in_training(checkpoint, info, dataset)
+    if seen_rows is None:
+        return None
+    seen = np.intersect1d(split.test, seen_rows)
+    if len(seen) == 0:
+        return None
+    overlap = {"seen": int(len(seen)), "test_images": int(len(split.test)), "example": str(dataset.paths[seen[0]])}
+    if allow_overlap:
+        return overlap
+    raise BrainTumorError(
+        f"{len(seen)} of the {len(split.test)} test images of the {protocol} split with seed {seed} are images "
+        f"{checkpoint} was trained or validated on (e.g. {overlap['example']}), so its score there would not be a test",
+        f"evaluate it on its own split (its protocol {own_protocol}, seed {own_seed}: leave out --protocol and --seed), "
+        "or add --allow-overlap to score it anyway, the report then saying so in its first line",
+    )
 
 
 def model_context(checkpoint, info: ModelInfo, data) -> dict:
@@ -481,6 +560,7 @@ def evaluate(
     progress: bool = True,
     against: str | Path | None = None,
     members: list | tuple = (),
+    allow_overlap: bool = False,
 ) -> dict:
     """Evaluate a checkpoint on the test part of a protocol's split and write a report.
 
@@ -490,7 +570,11 @@ def evaluate(
     the paired comparison of the two (`paired_comparison`), under ``against`` in the metrics.
     With `members`, the checkpoint and these are scored as one ensemble (`predict_test_split`);
     its report needs its own `out`. Returns the metrics dict; the report goes to `out` (default:
-    the checkpoint's folder).
+    the checkpoint's folder), whose lock is held meanwhile (`braintumor.files.locked_folder`).
+
+    A split other than the model's own whose test images the model (or `against`'s) trained
+    or was validated on is refused, unless `allow_overlap` is set; the report's first line
+    and the metrics' ``overlap`` then say so (`check_held_out`).
     """
     from braintumor.model.checkpoint import read_info
 
@@ -499,14 +583,18 @@ def evaluate(
                               "pass --out, e.g. --out runs/ensemble")
     for other in [*members, *([against] if against is not None else [])]:
         read_info(other)  # a missing or foreign file fails before any scoring
-    test = predict_test_split(checkpoint, data, protocol, seed, progress, members=members)
-    comparison = None
-    if against is not None:
-        ctx = test.context
-        # The same images, so the same groups: the first model's serve the comparison.
-        other = predict_test_split(against, ctx["data"], ctx["protocol"], ctx["split seed"], progress, groups=False)
-        comparison = paired_comparison(test, other, str(against))
-    return report_predictions(test, Path(out) if out else Path(checkpoint).parent, against=comparison)
+    with locked_folder(Path(out) if out else Path(checkpoint).parent) as folder:
+        test = predict_test_split(checkpoint, data, protocol, seed, progress, members=members, allow_overlap=allow_overlap)
+        comparison = None
+        if against is not None:
+            ctx = test.context
+            # The same images, so the same groups: the first model's serve the comparison.
+            other = predict_test_split(against, ctx["data"], ctx["protocol"], ctx["split seed"], progress, groups=False,
+                                       allow_overlap=allow_overlap)
+            comparison = paired_comparison(test, other, str(against))
+            if other.overlap:
+                comparison["overlap"] = other.overlap
+        return report_predictions(test, folder, against=comparison)
 
 
 def report_predictions(test: TestPredictions, out: Path, against: dict | None = None, extra: dict | None = None) -> dict:
@@ -535,9 +623,24 @@ def report_predictions(test: TestPredictions, out: Path, against: dict | None = 
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     title = (f"braintumor — {context['protocol']} protocol, seed {context['split seed']}" if "split seed" in context
              else f"braintumor — {context['protocol']} data")
+    if test.overlap or (against or {}).get("overlap"):
+        metrics["held_out"] = False
+        metrics["overlap"] = test.overlap
+        metrics["overlap_note"] = f"NOT A HELD-OUT TEST: {overlap_words(test.overlap, against)}"
+        title = f"{metrics['overlap_note']} — {title}"
     report = write_report(out, metrics, info.classes, test.skipped, history, title, context)
     metrics["report"] = str(report)
     return metrics
+
+
+def overlap_words(overlap: dict | None, against: dict | None = None) -> str:
+    """What a report scored on images its model (or the model it is compared with) had seen
+    says of it, in its first line."""
+    words = []
+    for who, seen in (("the model", overlap), ((against or {}).get("model"), (against or {}).get("overlap"))):
+        if seen:
+            words.append(f"{who} trained or was validated on {seen['seen']} of the {seen['test_images']} test images")
+    return "; ".join(words) + " (--allow-overlap)"
 
 
 def make_split_sizes(split) -> str:

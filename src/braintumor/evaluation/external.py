@@ -12,6 +12,7 @@ images and on the unseen ones alone, and lists the copies in ``training_copies.c
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from braintumor.data.duplicates import (DEFAULT_THRESHOLD, ImageHashes, check_threshold, copies_in, group_ids, hash_dataset,
                          summarise_copies)
 from braintumor.errors import BrainTumorError, DataError
+from braintumor.files import locked_folder, write_text
 
 
 def training_copies(checkpoint, info, external: ImageHashes, train_data=None, threshold: int = DEFAULT_THRESHOLD,
@@ -54,10 +56,10 @@ def training_copies(checkpoint, info, external: ImageHashes, train_data=None, th
         When the training data is not recorded, not found, or not the dataset the checkpoint
         was trained on.
     """
-    from braintumor.data.protocols import checkpoint_data
+    from braintumor.data.protocols import load_run
 
     threshold = check_threshold(threshold)  # before the training data is read
-    _, dataset, split = checkpoint_data(checkpoint, info, train_data, progress=progress)
+    _, dataset, split = load_run(checkpoint, info, train_data, progress=progress)
     rows = np.sort(np.concatenate([split.train, split.val]))
     hashes = hash_dataset(dataset, progress=progress)
     seen = hashes.take(rows)
@@ -113,12 +115,19 @@ def evaluate_external(
         (counts per level, label conflicts) and ``unseen`` (the metrics of the images without
         a copy) when the check ran.
     """
+    with locked_folder(out):  # (a report folder is one command's at a time)
+        return _evaluate_external(Path(checkpoint), data, Path(out), train_data, members, threshold, check_copies,
+                                  class_map, progress)
+
+
+def _evaluate_external(checkpoint: Path, data, out: Path, train_data, members, threshold: int, check_copies: bool,
+                       class_map, progress: bool) -> dict:
     from braintumor.model.checkpoint import check_same_inputs, load_checkpoint
     from braintumor.data.dataset import load_images, scan
     from braintumor.evaluation.evaluator import TestPredictions, classification_metrics, model_context, report_predictions
     from braintumor.inference.forward import predict_images
+    from braintumor.inference.runtime import mean_probabilities
 
-    checkpoint, out = Path(checkpoint), Path(out)
     model, info = load_checkpoint(checkpoint)
     loaded = [(checkpoint, model, info)] + [(Path(m), *load_checkpoint(m)) for m in members]
     for path, _, other in loaded[1:]:
@@ -141,7 +150,7 @@ def evaluate_external(
                                 "to score the folder without that check") from exc
         copies = _merge(found)
     every = [predict_images(m, images, tta=i.tta, temperature=i.temperature, tta_view=i.tta_view) for _, m, i in loaded]
-    probs = np.mean(every, axis=0)
+    probs = mean_probabilities(every)
     context = {
         **model_context(checkpoint, info, data),
         "protocol": "external",
@@ -160,7 +169,6 @@ def evaluate_external(
             sub = classification_metrics(dataset.labels[unseen], probs[unseen], list(info.classes), groups=groups[unseen])
             extra["unseen"] = {k: sub[k] for k in ("n", "correct", "accuracy", "accuracy_ci", "macro_f1",
                                                    "macro_f1_ci", "loss", "ece") if k in sub}
-        out.mkdir(parents=True, exist_ok=True)
         _write_copies(out, dataset, copies, info.classes, probs)
     return report_predictions(test, out, extra=extra)
 
@@ -188,15 +196,14 @@ def _summary(copies: dict, dataset, classes) -> dict:
 
 
 def _write_copies(out: Path, dataset, copies: dict, classes, probs) -> Path:
-    path = out / "training_copies.csv"
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "predicted", "level", "training_copy", "training_label", "hash_bits"])
-        for k, p in enumerate(dataset.paths):
-            if copies["level"][k]:
-                w.writerow([str(p), classes[dataset.labels[k]], classes[int(np.argmax(probs[k]))], copies["level"][k],
-                            copies["match"][k], classes[copies["match_label"][k]], int(copies["bits"][k])])
-    return path
+    table = io.StringIO(newline="")
+    w = csv.writer(table)
+    w.writerow(["path", "label", "predicted", "level", "training_copy", "training_label", "hash_bits"])
+    for k, p in enumerate(dataset.paths):
+        if copies["level"][k]:
+            w.writerow([str(p), classes[dataset.labels[k]], classes[int(np.argmax(probs[k]))], copies["level"][k],
+                        copies["match"][k], classes[copies["match_label"][k]], int(copies["bits"][k])])
+    return write_text(out / "training_copies.csv", table.getvalue())
 
 
 def check_external_args(protocol=None, seed=None, against=None) -> None:

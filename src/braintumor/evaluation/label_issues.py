@@ -19,6 +19,7 @@ data), where a model can learn the wrong label.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from braintumor.errors import BrainTumorError
+from braintumor.files import locked_folder, write_json, write_text
 from braintumor.metrics.stats import resample_weights
 
 MIN_PER_CLASS = 5
@@ -234,12 +236,17 @@ def label_issues(runs: list[str | Path], data: str | Path | None = None, out: st
     """
     if sheet < 0:
         raise BrainTumorError(f"sheet={sheet} is negative", "give the number of flagged images to show, 0 for none")
+    out = Path(out) if out else Path(runs[0]) / "label_issues"
+    with locked_folder(out):  # (a report folder is one command's at a time)
+        return _label_issues(runs, data, out, progress, sheet)
+
+
+def _label_issues(runs, data, out: Path, progress: bool, sheet: int) -> dict:
     from braintumor.data.duplicates import file_groups
 
     scored = out_of_sample_predictions(runs, data, progress=progress)
     groups = file_groups(scored.paths, progress=progress)  # copies are resampled together in the interval
     found = find_label_issues(scored.labels, scored.probs, scored.classes, scored.sources, groups)
-    out = Path(out) if out else Path(runs[0]) / "label_issues"
     result = {
         "runs": scored.runs,
         "data": str(scored.root),
@@ -272,18 +279,24 @@ def _issue_row(scored: OutOfSample, found: dict, rank: int, i: int) -> dict:
 
 
 def write_label_issues(result: dict, out: Path, sheet: int = 48) -> Path:
-    """Write label_issues.{json,csv,md,png} into `out`; returns the Markdown report's path."""
+    """Write label_issues.{json,csv,md,png} into `out`, each atomically, holding the folder's
+    lock; returns the Markdown report's path."""
+    with locked_folder(out):
+        return _write_label_issues(result, out, sheet)
+
+
+def _write_label_issues(result: dict, out: Path, sheet: int) -> Path:
     from braintumor.metrics.figures import plot_thumbnails
     from braintumor.data.imageio import read_image
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "label_issues.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "label_issues.json", result)
     # `corrected` is left empty for a reviewer to fill in; `train --relabel` then learns from it.
     columns = ["rank", "path", "source", "label", "suggested", "p_label", "p_suggested", "corrected"]
-    with open(out / "label_issues.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows({**row, "corrected": ""} for row in result["issues"])
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, columns)
+    writer.writeheader()
+    writer.writerows({**row, "corrected": ""} for row in result["issues"])
+    write_text(out / "label_issues.csv", table.getvalue())
     shown = result["issues"][:sheet]
     if shown:
         from PIL import Image
@@ -298,8 +311,7 @@ def write_label_issues(result: dict, out: Path, sheet: int = 48) -> Path:
         plot_thumbnails(thumbs, captions, out / "label_issues.png")
     else:  # an earlier report's sheet would show other flags than this report's
         (out / "label_issues.png").unlink(missing_ok=True)
-    (out / "label_issues.md").write_text(_markdown(result, len(shown)))
-    return out / "label_issues.md"
+    return write_text(out / "label_issues.md", _markdown(result, len(shown)))
 
 
 def _interval_text(result: dict) -> str:

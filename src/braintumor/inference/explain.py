@@ -24,6 +24,8 @@ from torch import nn
 
 from braintumor.model.factory import to_float
 from braintumor.errors import BrainTumorError, ImageError
+from braintumor.files import locked_folder
+from braintumor.metrics.figures import save_figure
 
 
 @dataclass
@@ -119,7 +121,6 @@ def save_png(explanation: Explanation, path: str | Path, title: str | None = Non
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     e = explanation
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.4, 4.5), dpi=110)
     ax1.imshow(e.image)
@@ -135,9 +136,7 @@ def save_png(explanation: Explanation, path: str | Path, title: str | None = Non
         headline = f"NOT A BRAIN MRI? (out-of-distribution score {e.ood_score:.1f}); model's guess {headline}"
     fig.suptitle(f"{title}\n{headline}" if title else headline, fontsize=11, color="firebrick" if e.accepted is False else "black")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def explain_files(
@@ -167,19 +166,25 @@ def explain_files(
     -------
     list of dict
         Per image: path, frame, png, label, probability, accepted, ood_score; or path and error.
+        Each PNG is written atomically, holding the lock of `out_dir` (`braintumor.files`).
     """
-    from tqdm.auto import tqdm
-
-    from braintumor.data.imageio import iter_frames
-    from braintumor.inference.predictor import expand_inputs
-
     models = predictor.models
     if any(model is None for model in models):
         raise BrainTumorError("Grad-CAM needs the PyTorch model", "pass .safetensors checkpoints, not .onnx files")
     classes = predictor.classes
     if target is not None and target not in classes:
         raise BrainTumorError(f"unknown target class {target!r}", "choose one of: " + ", ".join(classes))
-    out_dir = Path(out_dir)
+    with locked_folder(out_dir) as out_dir:  # (the folder is one command's at a time)
+        return _explain_files(predictor, inputs, out_dir, frame, target, progress)
+
+
+def _explain_files(predictor, inputs, out_dir: Path, frame: int | None, target: str | None, progress: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    from braintumor.data.imageio import iter_frames
+    from braintumor.inference.predictor import expand_inputs
+
+    models, classes = predictor.models, predictor.classes
     files, missing = expand_inputs(inputs)
     results = [p.to_dict() for p in missing]
     used: set[str] = set()

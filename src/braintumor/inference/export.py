@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from braintumor.model.checkpoint import ModelInfo, check_same_inputs, load_checkpoint
 from braintumor.errors import BrainTumorError
+from braintumor.files import OutputError, locked_folder, write_bytes
 from braintumor.inference.forward import EnsembleModel, InferenceModel
 from braintumor.inference.ood import OODStats
 from braintumor.inference.runtime import METADATA_KEY, onnx_cache_path
@@ -170,7 +170,7 @@ def cached_onnx_bytes(checkpoint: str | Path, model, info: ModelInfo, tta: bool 
         data = onnx_bytes(model, info, tta)
     try:  # the cache is a convenience: a read-only home only costs the export next time
         write_onnx(data, path)
-    except OSError:
+    except OutputError:
         pass
     return data
 
@@ -192,15 +192,16 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, tta: bool
         with `checkpoint` (`ensemble_onnx_bytes`), one network pass per model.
     """
     out = onnx_path(checkpoint, out, ".onnx")
-    model, info = load_checkpoint(checkpoint)
-    if not members:
-        return write_onnx(onnx_bytes(model, info, tta), out)
-    loaded = [(model, info)]
-    for member in members:
-        other, other_info = load_checkpoint(member)
-        check_same_inputs(member, other_info, checkpoint, info)
-        loaded.append((other, other_info))
-    return write_onnx(ensemble_onnx_bytes(loaded, tta, [str(checkpoint), *map(str, members)]), out)
+    with locked_folder(out.parent, existing_only=True):  # not into a run folder a training is writing
+        model, info = load_checkpoint(checkpoint)
+        if not members:
+            return write_onnx(onnx_bytes(model, info, tta), out)
+        loaded = [(model, info)]
+        for member in members:
+            other, other_info = load_checkpoint(member)
+            check_same_inputs(member, other_info, checkpoint, info)
+            loaded.append((other, other_info))
+        return write_onnx(ensemble_onnx_bytes(loaded, tta, [str(checkpoint), *map(str, members)]), out)
 
 
 def onnx_path(checkpoint: str | Path, out: str | Path | None, ending: str) -> Path:
@@ -214,9 +215,6 @@ def onnx_path(checkpoint: str | Path, out: str | Path | None, ending: str) -> Pa
 
 
 def write_onnx(data: bytes, out: Path) -> Path:
-    """Write a graph to `out` through a temporary file, so that no reader sees half of it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
-    return out
+    """Write a graph to `out` atomically (`braintumor.files.write_bytes`), so that no reader sees
+    half of it; an `OutputError` if the disk refuses."""
+    return write_bytes(out, data)

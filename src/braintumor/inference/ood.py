@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from braintumor.model.factory import to_float
 from braintumor.errors import BrainTumorError, DataError
+from braintumor.files import locked_folder
 
 DEFAULT_ACCEPT = 0.99
 FEATURE_STRIDE = 16
@@ -225,10 +226,10 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, np.r_[in_scores, out_scores]))
 
 
-def run_split(checkpoint: str | Path, info, data: str | Path | None = None, progress: bool = True):
+def run_parts(checkpoint: str | Path, info, data: str | Path | None = None, progress: bool = True):
     """The decoded images of a training run and its split: from ``split.json`` beside
     `checkpoint`, else re-created from the checkpoint's training config
-    (`braintumor.data.protocols.checkpoint_data`, which checks the data's fingerprint).
+    (`braintumor.data.protocols.load_run`, which checks the data's fingerprint).
 
     Returns
     -------
@@ -239,24 +240,19 @@ def run_split(checkpoint: str | Path, info, data: str | Path | None = None, prog
         ``{"train": rows, "val": rows, "test": rows}`` into `images`.
     """
     from braintumor.data.dataset import load_images, scan
-    from braintumor.data.protocols import checkpoint_data, run_labels
+    from braintumor.data.protocols import load_run, recorded_parts, run_labels
 
     checkpoint = Path(checkpoint)
     split_file = checkpoint.parent / "split.json"
     if not split_file.is_file():
-        images, dataset, split = checkpoint_data(checkpoint, info, data, progress)
+        images, dataset, split = load_run(checkpoint, info, data, progress)
         return images, run_labels(dataset, info.train_config, np.r_[split.train, split.val]), {
             "train": split.train, "val": split.val, "test": split.test}
     split = json.loads(split_file.read_text())
     recorded = Path(info.train_config.get("data", "."))
     dataset = scan(Path(data) if data else recorded, info.train_config.get("class_map") or None)
     images, dataset = load_images(dataset, info.preprocess, progress=progress)
-    row_of = {p.relative_to(dataset.root).as_posix(): i for i, p in enumerate(dataset.paths)}
-    parts = {}
-    for part in ("train", "val", "test"):
-        paths = [Path(p) for p in split.get(part, [])]
-        keys = [p.relative_to(recorded).as_posix() for p in paths if p.is_relative_to(recorded)]
-        parts[part] = np.asarray([row_of[k] for k in keys if k in row_of], dtype=int)
+    parts = recorded_parts(split, recorded, dataset)
     if len(parts["train"]) < 2 or len(parts["val"]) == 0:
         raise DataError(
             f"only {len(parts['train'])} training and {len(parts['val'])} validation images of {split_file} found "
@@ -297,9 +293,12 @@ def fit_checkpoint(
     """
     from braintumor.model.checkpoint import load_checkpoint, save_checkpoint
 
-    model, info = load_checkpoint(checkpoint)
-    images, labels, parts = run_split(checkpoint, info, data, progress)
-    train, val = parts["train"], parts["val"]
-    fit_model_ood(model, info, images[train], labels[train], images[val], accept, progress)
-    save_checkpoint(Path(out) if out else Path(checkpoint), model, info)
+    out = Path(out) if out else Path(checkpoint)
+    # Not while a training writes the run (its split.json and checkpoints): its folder is locked then.
+    with locked_folder(Path(checkpoint).parent, existing_only=True), locked_folder(out.parent, existing_only=True):
+        model, info = load_checkpoint(checkpoint)
+        images, labels, parts = run_parts(checkpoint, info, data, progress)
+        train, val = parts["train"], parts["val"]
+        fit_model_ood(model, info, images[train], labels[train], images[val], accept, progress)
+        save_checkpoint(out, model, info)
     return info.extra["ood"]

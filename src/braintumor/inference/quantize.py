@@ -31,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from braintumor.errors import BrainTumorError
+from braintumor.files import locked_folder
 
 QUANTIZED_OPS = ("Conv", "Clip", "Relu", "Add")
 DEFAULT_CALIBRATION = 200
@@ -183,16 +184,24 @@ def quantize_checkpoint(
     report : dict
         The validation figures of the float and int8 graphs (also in the file's metadata).
     """
-    from braintumor.model.checkpoint import load_checkpoint
-    from braintumor.inference.export import onnx_bytes, onnx_path, write_onnx
-    from braintumor.data.protocols import checkpoint_data, run_labels
+    from braintumor.inference.export import onnx_path
 
     if calibration < 1:
         raise BrainTumorError(f"calibration must be at least 1 image, got {calibration}")
     checkpoint = Path(checkpoint)
     out = onnx_path(checkpoint, out, "-int8.onnx")
+    with locked_folder(out.parent, existing_only=True):  # not into a run folder a training is writing
+        return _quantize_checkpoint(checkpoint, out, data, tta, calibration, progress)
+
+
+def _quantize_checkpoint(checkpoint: Path, out: Path, data, tta: bool | None, calibration: int,
+                         progress: bool) -> tuple[Path, dict]:
+    from braintumor.model.checkpoint import load_checkpoint
+    from braintumor.inference.export import onnx_bytes, write_onnx
+    from braintumor.data.protocols import load_run, run_labels
+
     model, info = load_checkpoint(checkpoint)
-    images, found, split = checkpoint_data(checkpoint, info, data, progress)
+    images, found, split = load_run(checkpoint, info, data, progress)
     labels = run_labels(found, info.train_config, np.r_[split.train, split.val])
     float_graph = onnx_bytes(model, info, tta)
     rows = _calibration_rows(labels, split.train, calibration)

@@ -193,6 +193,8 @@ def plot_reliability(table: list[dict], path: Path, title: str = "Reliability di
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from braintumor.metrics.figures import save_figure
+
     width = table[0]["high"] - table[0]["low"]
     centers = [b["low"] + width / 2 for b in table]
     fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(4.8, 5.4), dpi=120, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -212,5 +214,4 @@ def plot_reliability(table: list[dict], path: Path, title: str = "Reliability di
     ax_n.set_xlabel("confidence (top probability)")
     ax_n.set_ylabel("images")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)

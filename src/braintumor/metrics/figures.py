@@ -1,4 +1,4 @@
-"""Figures shared by reports: a contact sheet of captioned thumbnails."""
+"""Figures shared by reports: saving a figure atomically, a contact sheet of captioned thumbnails."""
 
 from __future__ import annotations
 
@@ -6,6 +6,24 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from braintumor.files import atomic_write
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG, atomically (`braintumor.files.atomic_write`), and close it.
+
+    Raises
+    ------
+    OutputError
+        When the disk refuses it; `path` is then as it was.
+    """
+    import matplotlib.pyplot as plt
+
+    try:
+        return atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def plot_thumbnails(images: list[np.ndarray], captions: list[str], path: str | Path, per_row: int = 8) -> None:
@@ -30,5 +48,6 @@ def plot_thumbnails(images: list[np.ndarray], captions: list[str], path: str | P
         ax.set_title(caption, fontsize=6)
     fig.tight_layout()
     fig.canvas.draw()
-    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("L").save(path, optimize=True)
+    sheet = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("L")
     plt.close(fig)
+    atomic_write(path, lambda handle: sheet.save(handle, format="PNG", optimize=True))
