@@ -78,19 +78,19 @@ def time_predictor(predictor, files: list, repeats: int, single: int, batch_size
 def run_and_split(run: Path, data: str):
     """A training run's best checkpoint, the decoded images of its data and its split.
 
-    The images and split come from `braintumor.data.protocols.checkpoint_data`: the data's fingerprint
+    The images and split come from `braintumor.data.protocols.load_run`: the data's fingerprint
     checked against the checkpoint's, the split re-created from the run's stored config.
     Returns ``(model, info, images, readable dataset, split)``; a data error ends the script with
     its message.
     """
     from braintumor.model.checkpoint import load_checkpoint
     from braintumor.errors import BrainTumorError
-    from braintumor.data.protocols import checkpoint_data
+    from braintumor.data.protocols import load_run
 
     checkpoint = Path(run) / "model.safetensors"
     model, info = load_checkpoint(checkpoint)
     try:
-        images, found, split = checkpoint_data(checkpoint, info, data)
+        images, found, split = load_run(checkpoint, info, data)
     except BrainTumorError as exc:
         raise SystemExit(f"{run}: {exc}") from None
     return model, info, images, found, split

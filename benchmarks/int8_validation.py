@@ -36,7 +36,7 @@ from braintumor.inference.export import onnx_bytes  # noqa: E402
 from braintumor.inference.runtime import OnnxRuntime  # noqa: E402
 from braintumor.inference.ood import auroc  # noqa: E402
 from oodset import ood_images  # noqa: E402
-from braintumor.data.protocols import checkpoint_data  # noqa: E402
+from braintumor.data.protocols import load_run  # noqa: E402
 from braintumor.inference.quantize import quantize_checkpoint  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def main() -> None:
             model, info = load_checkpoint(checkpoint)
             graphs = {"float32": OnnxRuntime(onnx_bytes(model, info), args.threads), "int8": OnnxRuntime(out, args.threads)}
             ood = np.stack([info.preprocess(image) for _, image in outside])
-            images, _, split = checkpoint_data(checkpoint, info, args.data)
+            images, _, split = load_run(checkpoint, info, args.data)
             val = images[split.val]
             rejected, accepted, ood_auroc = {}, {}, {}
             for name, graph in graphs.items():

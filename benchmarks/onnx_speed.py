@@ -34,7 +34,7 @@ from braintumor.errors import BrainTumorError  # noqa: E402
 from braintumor.data.imageio import is_image_file  # noqa: E402
 from braintumor.inference.ood import fit_checkpoint  # noqa: E402
 from braintumor.inference.predictor import DEFAULT_MODEL, Predictor  # noqa: E402
-from braintumor.data.protocols import checkpoint_data  # noqa: E402
+from braintumor.data.protocols import load_run  # noqa: E402
 
 
 def _files(model: Path, images: str | None, data: str) -> list[Path]:
@@ -45,7 +45,7 @@ def _files(model: Path, images: str | None, data: str) -> list[Path]:
     saved = model.parent / "split.json"
     if saved.is_file():
         return [Path(p) for p in json.loads(saved.read_text())["test"]]
-    _, found, split = checkpoint_data(model, read_info(model)[0], data)  # checks the data's fingerprint
+    _, found, split = load_run(model, read_info(model)[0], data)  # checks the data's fingerprint
     return [found.paths[i] for i in split.test]
 
 

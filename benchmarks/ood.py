@@ -32,7 +32,7 @@ from _common import data_option, machine, write  # noqa: E402
 
 from braintumor.model.factory import to_float  # noqa: E402
 from braintumor.model.checkpoint import load_checkpoint, read_info  # noqa: E402
-from braintumor.inference.ood import OODStats, auroc, fit_checkpoint, fit_ood, forward_with_ood_features, run_split  # noqa: E402
+from braintumor.inference.ood import OODStats, auroc, fit_checkpoint, fit_ood, forward_with_ood_features, run_parts  # noqa: E402
 from oodset import ood_images  # noqa: E402
 from braintumor.inference.predictor import DEFAULT_MODEL  # noqa: E402
 
@@ -66,7 +66,7 @@ def main() -> None:
     else:
         model, info = load_checkpoint(model_path)
     stats = OODStats.load_from(info)
-    images, labels, parts = run_split(model_path, info, args.data, progress=False)
+    images, labels, parts = run_parts(model_path, info, args.data, progress=False)
     ood = ood_images(size=256)
 
     test = _forward(model, images[parts["test"]])

@@ -18,7 +18,7 @@ from braintumor.cli import main
 from braintumor.data.dataset import scan
 from braintumor.data.duplicates import hash_dataset
 from braintumor.evaluation.external import _merge, training_copies
-from braintumor.data.protocols import checkpoint_data
+from braintumor.data.protocols import load_run
 from planted import distinct_slice, jpeg_roundtrip, save_png
 
 
@@ -27,7 +27,7 @@ def _external_tree(checkpoint: Path, root: Path) -> tuple[Path, dict]:
     same bytes, the same pixels in other bytes, a JPEG re-encoding), a copy of one of its test
     images, and one new image per class. Returns the folder and the expected level per file."""
     info = read_info(checkpoint)
-    _, dataset, split = checkpoint_data(checkpoint, info)
+    _, dataset, split = load_run(checkpoint, info)
     trained = dataset.paths[split.train[0]]
     held_out = dataset.paths[split.test[0]]
     c_train = CLASSES[dataset.labels[split.train[0]]]
@@ -74,7 +74,7 @@ def test_each_copy_of_a_training_image_is_found_at_its_level_and_held_out_images
     got = {p.relative_to(root).as_posix(): level for p, level in zip(dataset.paths, found["level"])}
     assert got == expected
     info = read_info(checkpoint)
-    _, train_set, split = checkpoint_data(checkpoint, info)
+    _, train_set, split = load_run(checkpoint, info)
     assert found["seen"] == len(split.train) + len(split.val)
     for p, level, match, label in zip(dataset.paths, found["level"], found["match"], found["match_label"]):
         if level:  # the copy named is a training image of the image's class

@@ -208,8 +208,9 @@ def test_export_command_with_several_models(tiny_checkpoint, tmp_path, capsys):
                  "--out", str(tmp_path / "e.onnx"), "-q"]) == 0
     exported = Predictor(tmp_path / "e.onnx")
     assert [m["model"] for m in exported.runtime.info.extra["ensemble"]] == [str(tiny_checkpoint), str(other), str(third)]
-    reference = Predictor([tiny_checkpoint, other, third], runtime="torch").predict([tmp_path])
-    for a, b in zip(reference, exported.predict([tmp_path])):
+    slices = sorted(tmp_path.glob("s*.png"))
+    reference = Predictor([tiny_checkpoint, other, third], runtime="torch").predict(slices)
+    for a, b in zip(reference, exported.predict(slices)):
         assert a.path == b.path and a.label == b.label and a.accepted == b.accepted
         assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in a.probabilities) < 1e-4
     capsys.readouterr()

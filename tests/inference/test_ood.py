@@ -139,10 +139,12 @@ def test_training_run_fits_and_stores_the_detector(tiny_tree, tmp_path):
     assert moved.extra["ood"]["val_accepted"] == refit.extra["ood"]["val_accepted"]
 
 
-def test_fit_ood_without_split_file_or_data_is_a_clear_error(tiny_checkpoint, capsys):
+def test_fit_ood_without_split_file_or_data_is_a_clear_error(tiny_checkpoint, tmp_path, capsys):
     from braintumor.cli import main
 
-    assert main(["fit-ood", str(tiny_checkpoint)]) != 0
+    assert main(["fit-ood", str(tiny_checkpoint)]) == 2  # never overwrites its input unasked
+    assert "--in-place" in capsys.readouterr().err
+    assert main(["fit-ood", str(tiny_checkpoint), "--out", str(tmp_path / "fitted.safetensors")]) != 0
     assert "records no training data" in capsys.readouterr().err
 
 

@@ -7,6 +7,8 @@ import json
 import struct
 import zlib
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -75,13 +77,20 @@ def test_predictor_files_folders_and_errors(tmp_path, checkpoint):
     assert len(good) == 3 and all(r.label in r.probabilities for r in good)
 
 
-def test_expand_inputs_recurses_and_skips_hidden(tmp_path):
+def test_expand_inputs_recurses_skips_hidden_and_reports_every_other_file(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     Image.new("L", (8, 8)).save(tmp_path / "a" / "b" / "x.png")
     Image.new("L", (8, 8)).save(tmp_path / "a" / ".hidden.png")
     (tmp_path / "a" / "notes.txt").write_text("x")
+    Image.new("L", (8, 8)).save(tmp_path / "a" / "anim.gif")
+    (tmp_path / "a" / "brain.nii.gz").write_bytes(b"\x1f\x8b")
     files, errors = expand_inputs([tmp_path / "a"])
-    assert [f.name for f in files] == ["x.png"] and not errors
+    assert [f.name for f in files] == ["x.png"]
+    reasons = {Path(e.path).name: e.error for e in errors}
+    assert set(reasons) == {"notes.txt", "anim.gif", "brain.nii.gz"}
+    assert "not an image type" in reasons["notes.txt"] and "(.txt)" in reasons["notes.txt"]
+    assert "GIF" in reasons["anim.gif"] and "NIfTI" in reasons["brain.nii.gz"]
+    assert all(r.startswith("skipped: ") for r in reasons.values())
 
 
 def _png_header_only(width: int, height: int) -> bytes:

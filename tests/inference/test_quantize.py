@@ -113,7 +113,7 @@ def test_export_int8_command_and_its_errors(tiny_run, tmp_path, capsys):
     assert main(["export", model, "--data", str(tree)]) != 0
     assert "only apply with --int8" in capsys.readouterr().err
     assert main(["export", model, "--int8", "--calibration", "0", "-q"]) != 0
-    assert "calibration must be at least 1" in capsys.readouterr().err
+    assert "--calibration: must be an integer in 1..100000" in capsys.readouterr().err
     from synthetic import make_tree
 
     other = make_tree(tmp_path / "other", per_class=3)

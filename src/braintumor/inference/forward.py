@@ -63,7 +63,7 @@ class InferenceModel(nn.Module):
         logits, features = forward_with_ood_features(self.classifier, x)
         if self.tta:  # a second pass for the views (in onnxruntime faster than one pass of twice the batch)
             logits = (logits + self.classifier(self.tta_view.apply(x, self.view_grid))) / 2
-        probabilities = torch.softmax(logits / self.temperature, dim=1)
+        probabilities = torch.softmax(logits.float() / self.temperature, dim=1)  # float32 also under bf16 autocast
         if self.ood is None:
             scores = torch.full_like(probabilities[:, 0], float("nan"))
         else:
@@ -72,8 +72,47 @@ class InferenceModel(nn.Module):
 
 
 @torch.inference_mode()
+def run_batches(module: nn.Module, images: np.ndarray, batch_size: int = 64, bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Run an `InferenceModel` (or an `EnsembleModel`) over preprocessed uint8 images in batches.
+
+    The one loop every prediction in PyTorch goes through: `TorchRuntime` (``predict``, the
+    server, ``explain``), and `predict_images` (validation, temperature fitting, ``evaluate``,
+    external validation).
+
+    Parameters
+    ----------
+    module : nn.Module
+        Maps ``N x S x S x 3`` uint8 to ``(N x C probabilities, N scores)``.
+    images : numpy.ndarray
+        ``N x S x S x 3`` uint8, the output of the model's `Preprocess`.
+    batch_size : int
+    bf16 : bool
+        Run in bfloat16 autocast (faster on CPUs with AVX-512 BF16; used while training).
+
+    Returns
+    -------
+    probabilities : numpy.ndarray
+        ``N x C`` float64.
+    scores : numpy.ndarray
+        ``N`` out-of-distribution scores (NaN without a detector).
+    """
+    was_training = module.training
+    module.eval()
+    probs, scores = [], []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.require(images[start : start + batch_size], requirements=["C", "W"]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            p, s = module(batch)
+        probs.append(p.float().numpy())
+        scores.append(s.float().numpy())
+    module.train(was_training)
+    if not probs:
+        return np.zeros((0, 0)), np.zeros(0)
+    return np.concatenate(probs).astype(np.float64), np.concatenate(scores).astype(np.float64)
+
+
 def predict_images(
-    model: torch.nn.Module,
+    model: nn.Module,
     images: np.ndarray,
     batch_size: int = 64,
     tta: bool = False,
@@ -81,7 +120,8 @@ def predict_images(
     temperature: float = 1.0,
     tta_view: MirrorView = MirrorView(),
 ) -> np.ndarray:
-    """Class probabilities for preprocessed ``N x S x S x 3`` uint8 images.
+    """Class probabilities of a network for preprocessed ``N x S x S x 3`` uint8 images: the
+    `InferenceModel` that ``predict`` and the exported graph run, without the OOD detector.
 
     Parameters
     ----------
@@ -90,26 +130,17 @@ def predict_images(
     tta_view : MirrorView
         That view: the mirror, possibly rotated (the checkpoint's ``info.tta_view``).
     bf16 : bool
-        Run in bfloat16 autocast (faster on CPUs with AVX-512 BF16; used during training).
+        Run in bfloat16 autocast (used during training).
     temperature : float
-        Divide logits by this before the softmax (calibration, see issue on calibration).
+        Divide logits by this before the softmax (calibration).
     """
+    size = images.shape[1] if len(images) else None
+    module = InferenceModel(model, temperature, tta, None, tta_view, size)
     was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = to_float(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            if tta:  # one forward pass over the images and their views
-                both = model(torch.cat([x, tta_view.apply(x)])).float()
-                logits = (both[: len(x)] + both[len(x) :]) / 2
-            else:
-                logits = model(x).float()
-        out.append(torch.softmax(logits / temperature, dim=1).numpy())
-    model.train(was_training)
-    if not out:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(out).astype(np.float64)
+    try:
+        return run_batches(module, images, batch_size, bf16)[0]
+    finally:
+        model.train(was_training)
 
 
 class TorchRuntime:
@@ -140,17 +171,11 @@ class TorchRuntime:
         self.module = InferenceModel(model, info.temperature, self.tta, ood, info.tta_view, info.preprocess.image_size).eval()
         self.classifier = model
 
-    @torch.inference_mode()
     def run(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (``N x C``) and OOD scores (``N``) of preprocessed uint8 images."""
-        probs, scores = [], []
-        for start in range(0, len(images), batch_size):
-            p, s = self.module(torch.from_numpy(np.require(images[start : start + batch_size], requirements=["C", "W"])))
-            probs.append(p.numpy())
-            scores.append(s.numpy())
-        if not probs:
+        if len(images) == 0:
             return np.zeros((0, len(self.classes))), np.zeros(0)
-        return np.concatenate(probs).astype(np.float64), np.concatenate(scores).astype(np.float64)
+        return run_batches(self.module, images, batch_size)
 
 
 class EnsembleModel(nn.Module):

@@ -161,7 +161,15 @@ def combine_members(outputs: list, thresholds: list):
     the mean probabilities, and the mean of each member's score over its threshold (None when a
     threshold is None). Works alike on numpy arrays (`EnsembleRuntime`) and torch tensors
     (`EnsembleModel`, the exported graph)."""
-    probs = sum(p for p, _ in outputs) / len(outputs)
+    probs = mean_probabilities([p for p, _ in outputs])
     if any(t is None for t in thresholds):
         return probs, None
     return probs, sum(s / float(t) for (_, s), t in zip(outputs, thresholds)) / len(outputs)
+
+
+def mean_probabilities(probabilities: list):
+    """The ensemble rule: the mean of the members' calibrated probabilities (numpy or torch).
+
+    Every ensemble goes through it: `predict` and the server (`combine_members`), the exported
+    graph, ``evaluate -m A -m B`` and external validation."""
+    return sum(probabilities) / len(probabilities)
