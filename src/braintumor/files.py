@@ -295,7 +295,7 @@ def _lock_file(lock: Path) -> int:
     """
     while True:
         make_folder(lock.parent)  # (its holder may have removed it, had it created it)
-        with output_errors(lock):
+        with output_errors(lock.parent):  # (named as the folder: the lock file is ours, not the user's)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -308,7 +308,7 @@ def _lock_file(lock: Path) -> int:
                                   "wait for it to finish, or write elsewhere with another --out") from None
         except OSError as exc:
             os.close(fd)
-            raise output_error(exc, lock) from None
+            raise output_error(exc, lock.parent) from None
         try:
             named = os.stat(lock)
         except FileNotFoundError:

@@ -349,7 +349,7 @@ def test_group_sampling_trains_one_copy_of_each_group_per_epoch(tiny_tree, tmp_p
     budgets = []
     monkeypatch.setattr(train_module, "next_epoch_fits", lambda *args: budgets.append(args[-1]) or True)
     config = TrainConfig(data=str(tiny_tree), out=str(tmp_path / "run"), protocol="original", epochs=2, image_size=32,
-                         batch_size=8, patience=5, progress=False, sample_groups=True)
+                         batch_size=8, patience=5, progress=False, sample_groups=True, time_limit_min=60.0)
     out = train_module.train(config)
     trained_on = json.loads((out / "split.json").read_text())["train"]
     assert len(epochs) == 2
