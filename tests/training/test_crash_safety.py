@@ -111,9 +111,29 @@ def network(path: Path) -> dict:
     return load_file(str(path))
 
 
-def test_twenty_kills_at_any_point_each_resumed_end_with_the_weights_of_an_uninterrupted_run(driver, data, tmp_path):
-    reference = driver.run(tiny(data, tmp_path / "reference"))
-    assert reference == OK, driver.errors()
+@pytest.fixture(scope="module")
+def reference(driver, data, tmp_path_factory) -> Path:
+    """An uninterrupted run of `tiny`, trained in a child of the driver like the killed ones."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    started = time.monotonic()
+    assert driver.run(tiny(data, out)) == OK, driver.errors()
+    (out.parent / "seconds").write_text(str(time.monotonic() - started))
+    return out
+
+
+def _same_run(out: Path, reference: Path) -> None:
+    expected, resumed = network(reference / "model.safetensors"), network(out / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    assert all(np.array_equal(expected[k], resumed[k]) for k in expected), "a resumed run must be bit-exact"
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    reference_info, info = (json.loads((folder / "model.json").read_text()) for folder in (reference, out))
+    assert info["temperature"] == reference_info["temperature"] and info["metrics"]["best_epoch"] == reference_info["metrics"]["best_epoch"]
+    leftovers = [p.name for p in out.iterdir() if files.is_temporary(p) or p.name == files.LOCK_NAME]
+    assert leftovers == []
+
+
+def test_twenty_kills_at_any_point_each_resumed_end_with_the_weights_of_an_uninterrupted_run(driver, data, reference,
+                                                                                            tmp_path):
     out, log = tmp_path / "run", tmp_path / "kills.log"
     schedule = kill_schedule(random.Random(0))
     assert len(schedule) == 20
@@ -124,15 +144,28 @@ def test_twenty_kills_at_any_point_each_resumed_end_with_the_weights_of_an_unint
 
     landed = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(landed) == 20 and landed[:6] == FIRST_KILLS and landed[-2:] == [["posthoc"], schedule[-1][0]]
-    expected, resumed = network(tmp_path / "reference" / "model.safetensors"), network(out / "model.safetensors")
-    assert expected.keys() == resumed.keys()
-    assert all(np.array_equal(expected[k], resumed[k]) for k in expected), "a resumed run must be bit-exact"
-    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
-    reference_info = json.loads((tmp_path / "reference" / "model.json").read_text())
-    info = json.loads((out / "model.json").read_text())
-    assert info["temperature"] == reference_info["temperature"] and info["metrics"]["best_epoch"] == reference_info["metrics"]["best_epoch"]
-    leftovers = [p.name for p in out.iterdir() if files.is_temporary(p) or p.name == files.LOCK_NAME]
-    assert leftovers == []
+    _same_run(out, reference)
+
+
+def test_kills_at_random_moments_from_outside_then_the_same_weights(driver, data, reference, tmp_path):
+    # kill -9 from another process after a random delay, a share of an uninterrupted run's time:
+    # wherever the run happens to be. Once it has finished, a resume just says so.
+    rng = random.Random(1)
+    seconds = float((reference.parent / "seconds").read_text())
+    out, landed = tmp_path / "run", 0
+    for _ in range(20):
+        pid = driver.start(tiny(data, out, resume=True))
+        time.sleep(rng.uniform(0.05, 0.5) * seconds)
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        result = driver.wait()
+        assert result in (OK, {"signal": KILLED, "code": None}), (result, driver.errors())
+        landed += result["signal"] == KILLED
+    assert driver.run(tiny(data, out, resume=True)) == OK, driver.errors()
+    assert landed >= 10, landed  # (all twenty, as a rule)
+    _same_run(out, reference)
 
 
 def test_a_run_killed_before_its_first_checkpoint_resumes_with_its_recorded_settings(driver, data, tmp_path, capsys):
