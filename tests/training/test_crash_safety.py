@@ -255,6 +255,19 @@ def test_a_diverging_loss_stops_the_run_at_once_keeping_the_last_good_checkpoint
     assert [p.name for p in out.iterdir() if files.is_temporary(p)] == []
 
 
+def test_the_highest_rate_and_decay_the_options_allow_blow_up_and_are_stopped(data, tmp_path, capsys):
+    from braintumor.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(data), "--out", str(out), "--backbone", "test_efficientnet", "--no-pretrained",
+                 "--image-size", "32", "--batch-size", "8", "--epochs", "4", "--lr", "1", "--weight-decay", "10",
+                 "--threads", "1", "--no-test", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: training diverged at epoch " in err and "hint: lower --lr (now 1)" in err, err
+    done = torch.load(out / "last_state.pt", weights_only=True)["epoch"] if (out / "last_state.pt").exists() else 0
+    assert done < 4 and all(r["train_loss"] < 1e3 for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()))
+
+
 def test_non_finite_weights_stop_the_run_before_a_checkpoint_is_written(data, tmp_path, monkeypatch):
     from braintumor.training.trainer import TrainConfig, TrainingDiverged, train
 

@@ -6,7 +6,7 @@ settings in ``config.json`` before anything else, and after every epoch rewrites
 ``model.safetensors`` is the best epoch on validation. Every file is written atomically
 (`braintumor.files`), so a run killed at any moment resumes with ``--resume``: from its last
 complete epoch, bit for bit, or from the start with its recorded settings. A loss or weights that
-stop being finite stop the run (`TrainingDiverged`).
+stop being finite (or a loss that blows up) stop the run (`TrainingDiverged`).
 
 `_train` reads top to bottom: the run folder, data and model, then the loop over epochs and
 batches, each step a named helper (`make_batch`, `batch_loss`, `validate`, `save_epoch`).
@@ -433,7 +433,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
             batch = make_batch(data, rows, size, config, generator)
             _set_lr(optimizer, _lr_at(step, total_steps, warmup_steps, config.lr))
             logits, loss = batch_loss(model, batch, teachers, config)
-            check_finite_loss(loss, epoch, step, config, done)
+            check_loss(loss, epoch, step, config, done)  # a loss that is not finite, or has blown up, stops the run
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -737,12 +737,18 @@ def _diverged(config: TrainConfig, done: "Progress", what: str) -> TrainingDiver
                             f"again with --overwrite or into another --out; {kept}")
 
 
-def check_finite_loss(loss: torch.Tensor, epoch: int, step: int, config: TrainConfig, done: "Progress") -> None:
-    """Raise `TrainingDiverged` if the batch's loss is not a finite number (before it is
-    back-propagated into the weights)."""
+# A batch's mean loss above this (in nats per image: a cross-entropy of 1,000 means logits a
+# thousand apart) is a run that has blown up, not one that is learning: at the start it is about
+# ln 4 = 1.39, and it falls from there.
+DIVERGED_LOSS = 1e3
+
+
+def check_loss(loss: torch.Tensor, epoch: int, step: int, config: TrainConfig, done: "Progress") -> None:
+    """Raise `TrainingDiverged` if the batch's loss is not a finite number, or has blown up
+    past `DIVERGED_LOSS` (checked before it is back-propagated into the weights)."""
     value = loss.item()
-    if not math.isfinite(value):
-        raise _diverged(config, done, f"at epoch {epoch + 1} step {step + 1} (loss {value})")
+    if not math.isfinite(value) or value > DIVERGED_LOSS:
+        raise _diverged(config, done, f"at epoch {epoch + 1} step {step + 1} (loss {value:.4g})")
 
 
 def check_finite_weights(models, epoch: int, step: int, config: TrainConfig, done: "Progress") -> None:
