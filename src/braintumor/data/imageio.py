@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from braintumor.data.dicom import DICOM_EXTENSIONS, is_dicom, iter_dicom_frames, read_dicom
+from braintumor.data.nifti import is_nifti_bytes, is_nifti_file, read_nifti, read_nifti_bytes
 from braintumor.errors import ImageError, UnsupportedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}) | DICOM_EXTENSIONS
@@ -117,22 +118,43 @@ def _decode_pillow(source, name: str, formats: tuple[str, ...] | None = None) ->
         raise ImageError(f"{name}: cannot decode image ({reason})", "re-export or remove the file") from None
 
 
-def iter_frames(path: str | Path, frame: int | None = None) -> Iterator[tuple[int | None, np.ndarray]]:
+def iter_frames(path: str | Path, frame: int | None = None, axis: int | None = None, volume: int | None = None
+                ) -> Iterator[tuple[int | None, np.ndarray]]:
     """Every image in a file as ``(frame number or None, H x W x 3 uint8)``.
 
-    A multi-frame DICOM file yields each of its frames (numbered from 1), or only `frame`;
-    any other file yields one image with frame ``None``. Raises `ImageError` like `read_image`.
+    A multi-frame DICOM file yields each of its frames (numbered from 1), or only `frame`; a
+    NIfTI volume (``.nii``, ``.nii.gz``) each slice with enough brain along `axis` (numbered from
+    1; see `braintumor.data.nifti.read_nifti`), or only slice `frame`, of its `volume`-th volume
+    for a 4-D series; any other file yields one image with frame ``None``. Raises `ImageError`
+    like `read_image`.
+    """
+    yield from load_frames(path, frame, axis, volume)[0]
+
+
+def load_frames(path: str | Path, frame: int | None = None, axis: int | None = None, volume: int | None = None
+                ) -> tuple[list[tuple[int | None, np.ndarray]], dict]:
+    """`iter_frames` as a list, with what every record of the file should carry besides.
+
+    Returns
+    -------
+    frames : list of (int or None, numpy.ndarray)
+        As `iter_frames` yields them.
+    extra : dict
+        For a NIfTI volume ``{"axis": slice axis, "slices": slices along it, kept or not}``;
+        empty for other files.
     """
     path = Path(path)
+    if is_nifti_file(path):
+        volume_slices = read_nifti(path, axis, volume, frame)
+        return volume_slices.slices, {"axis": volume_slices.axis, "slices": volume_slices.count}
     if path.is_file() and path.stat().st_size > 0 and is_dicom(path):
-        yield from iter_dicom_frames(path, frame, MAX_PIXELS)
-    else:
-        yield None, read_image(path)
+        return list(iter_dicom_frames(path, frame, MAX_PIXELS)), {}
+    return [(None, read_image(path))], {}
 
 
 # Types read from bytes (`iter_frames_from_bytes`): the encoded format's name → its media type.
 ENCODED_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "TIFF": "image/tiff",
-                 "DICOM": "application/dicom"}
+                 "DICOM": "application/dicom", "NIFTI": "application/x-nifti"}
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -142,7 +164,8 @@ def sniff_format(data: bytes) -> str | None:
     -------
     str or None
         A key of `ENCODED_TYPES` (``"JPEG"``, ``"PNG"``, ``"BMP"``, ``"TIFF"``, ``"DICOM"``: a
-        DICOM file with its 128-byte preamble and ``DICM`` marker), or None for anything else.
+        DICOM file with its 128-byte preamble and ``DICM`` marker; ``"NIFTI"``: a NIfTI-1/2
+        volume, gzipped or not, `braintumor.data.nifti.is_nifti_bytes`), or None for anything else.
     """
     if data[:3] == b"\xff\xd8\xff":
         return "JPEG"
@@ -154,6 +177,8 @@ def sniff_format(data: bytes) -> str | None:
         return "TIFF"
     if data[128:132] == b"DICM":
         return "DICOM"
+    if is_nifti_bytes(data):
+        return "NIFTI"
     return None
 
 
@@ -162,8 +187,9 @@ def iter_frames_from_bytes(data: bytes, name: str = "upload", frame: int | None 
     """Every image in encoded bytes as ``(frame number or None, H x W x 3 uint8)``: what
     `iter_frames` gives for a file, for an upload held in memory (nothing touches the disk).
 
-    The type is detected from the content (`sniff_format`), and only JPEG, PNG, BMP, TIFF and
-    DICOM are decoded, with the same decompression-bomb guard as files.
+    The type is detected from the content (`sniff_format`), and only JPEG, PNG, BMP, TIFF,
+    DICOM and NIfTI volumes are decoded, with the same decompression-bomb guards as files (a
+    volume's slices along its axial axis, as `iter_frames` gives them).
 
     Parameters
     ----------
@@ -172,7 +198,7 @@ def iter_frames_from_bytes(data: bytes, name: str = "upload", frame: int | None 
     name : str
         Names the image in error messages.
     frame : int, optional
-        Only this frame (from 1) of a multi-frame DICOM file.
+        Only this frame (from 1) of a multi-frame DICOM file, or slice of a NIfTI volume.
 
     Raises
     ------
@@ -183,12 +209,15 @@ def iter_frames_from_bytes(data: bytes, name: str = "upload", frame: int | None 
     """
     kind = sniff_format(data)
     if kind is None:
-        raise UnsupportedImageError(f"{name}: not a JPEG, PNG, BMP, TIFF or DICOM image",
+        raise UnsupportedImageError(f"{name}: not a JPEG, PNG, BMP, TIFF, DICOM or NIfTI image",
                                     "send one of these types; the type is read from the content, not the name")
     if kind == "DICOM":
         stream = io.BytesIO(data)
         stream.name = name
         yield from iter_dicom_frames(stream, frame, MAX_PIXELS)
+        return
+    if kind == "NIFTI":
+        yield from read_nifti_bytes(data, name, frame=frame).slices
         return
     formats = ("JPEG", "MPO") if kind == "JPEG" else ("BMP", "DIB") if kind == "BMP" else (kind,)
     yield None, _decode_pillow(io.BytesIO(data), name, formats)
