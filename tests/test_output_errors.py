@@ -78,7 +78,7 @@ def image(tmp_path) -> Path:
 def test_a_read_only_folder(writer, run, tiny_checkpoint, image, read_only_folder, capsys):
     argv, kind = WRITERS[writer]
     out = _target(read_only_folder, kind)
-    _one_clear_error(capsys, argv(run, tiny_checkpoint, image, out), f"cannot write {out}", "read-only")
+    _one_clear_error(capsys, argv(run, tiny_checkpoint, image, out), f"cannot write {out}", "make this one writable")
     _no_files_under(read_only_folder)
 
 
@@ -115,7 +115,7 @@ def test_label_issues_on_a_full_disk_and_a_read_only_folder(tiny_crossval, faili
                                                             capsys):
     cv, _ = tiny_crossval
     out = read_only_folder / "issues"
-    _one_clear_error(capsys, ["label-issues", str(cv), "--out", str(out)], f"cannot write {out}", "read-only")
+    _one_clear_error(capsys, ["label-issues", str(cv), "--out", str(out)], f"cannot write {out}", "make this one writable")
     failing_disk(errno.ENOSPC, limit=100)
     _one_clear_error(capsys, ["label-issues", str(cv), "--out", str(tmp_path / "issues")], "no space left on the device")
     assert not (tmp_path / "issues").exists()
