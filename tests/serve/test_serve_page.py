@@ -200,6 +200,8 @@ def test_keyboard_and_drag_and_drop(server, browser):
     url, _ = server
     page = browser.new_page(viewport={"width": 800, "height": 900})
     console = Console(page)
+    choosers = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))  # listening before the page loads: no chooser is missed
     page.goto(url)
 
     # keyboard alone: Tab reaches the button, Enter opens the file chooser
@@ -209,9 +211,13 @@ def test_keyboard_and_drag_and_drop(server, browser):
             break
     assert page.evaluate("document.activeElement.id") == "choose"
     assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"  # focus is visible
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
-    chooser.value.set_files([slice_file()])
+    page.keyboard.press("Enter")
+    for _ in range(100):
+        if choosers:
+            break
+        page.wait_for_timeout(100)
+    assert len(choosers) == 1, "Enter on the button opened no file chooser"
+    choosers[0].set_files([slice_file()])
     first = page.locator(".card").first
     first.locator(".heat").wait_for(state="visible", timeout=120_000)
     slider = first.locator(".opacity")

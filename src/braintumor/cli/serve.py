@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=cli_type("workers"),
                    help="inference threads: predictions that run at once, 1..64 (default: the cores, at most 4)")
     p.add_argument("--threads", type=cli_type("threads"),
-                   help="CPU threads of each prediction (default: 1, so that the workers share the cores)")
+                   help="CPU threads of each prediction and explanation (default: 1, so that the workers share the cores)")
     p.add_argument("--queue", type=cli_type("queue"), default=16,
                    help="predictions that may wait for a worker, 0..100000; beyond them the answer is 503 with "
                         "Retry-After (default: 16)")
@@ -101,7 +101,7 @@ def run(args) -> int:
     sock = _listen(host, args.port)
     predictor = Predictor(models, threads=args.threads or 1, progress=not args.quiet)
     app = create_app(predictor, workers=workers, queue=args.queue, max_upload_mb=args.max_upload_mb,
-                     torch_threads=args.threads)
+                     torch_threads=args.threads or 1)
     host = sock.getsockname()[0]
     shown = f"[{host}]" if ":" in host else host
     print(f"braintumor serve: http://{shown}:{args.port}/ ({' + '.join(p.name for p in predictor.paths)}, "

@@ -295,7 +295,9 @@ def create_app(
     explain_queue : int
         Explanations that may wait (they run one at a time: Grad-CAM hooks the shared network).
     torch_threads : int, optional
-        PyTorch's threads for Grad-CAM (default: PyTorch's own, every core).
+        PyTorch's threads for Grad-CAM (default: PyTorch's own, every core). ``braintumor serve``
+        gives 1 unless ``--threads`` says otherwise: on a busy machine two threads that wait for
+        each other were several times slower than one.
 
     Returns
     -------
@@ -418,13 +420,16 @@ def create_app(
                                "description": "JSON, or with `Accept: image/png` the overlay of one image as PNG."},
                          501: {"model": schemas.ErrorBody, "description": "The model has no PyTorch network (.onnx files)."}}
 
+    configured = []  # whether PyTorch's threads are set (in the explain thread, before its first use)
+
     def explain_job(data: bytes, name: str, frame: int | None, target: str | None, as_png: bool):
         """Explain in a worker thread, the PNGs encoded there too: the overlay's PNG bytes when
         `as_png`, else the JSON records."""
-        if torch_threads:
+        if torch_threads and not configured:
             import torch
 
             torch.set_num_threads(torch_threads)
+            configured.append(True)
         explained = memory.explain_bytes(predictor, data, name, frame, target, max_frames)
         if as_png:
             if len(explained) != 1:
