@@ -141,6 +141,14 @@ def test_the_lock_is_reentrant_in_one_thread_and_refused_in_another(tmp_path):
         pass
 
 
+def test_taking_a_folders_lock_removes_the_temporaries_of_killed_writers(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f".report.md.{int(dead.stdout)}.0123abcd.tmp"
+    left.write_text("half")
+    with files.locked_folder(tmp_path):
+        assert not left.exists()
+
+
 def test_a_folder_made_for_the_lock_and_left_empty_goes_with_it(tmp_path):
     with files.locked_folder(tmp_path / "new" / "out") as folder:
         assert folder.is_dir()

@@ -349,9 +349,10 @@ def _release(fd: int, lock: Path, created: bool) -> None:
 def locked_folder(folder: str | Path, command: str | None = None, existing_only: bool = False) -> Iterator[Path]:
     """Hold the exclusive lock of output folder `folder` inside the block.
 
-    The folder is created if needed (and removed again if the block leaves it empty). The lock
-    is re-entrant within one thread (a command that locks a folder may call another that locks
-    it again); another thread or process is refused.
+    The folder is created if needed (and removed again if the block leaves it empty), and the
+    temporaries of killed writers are removed from it. The lock is re-entrant within one thread
+    (a command that locks a folder may call another that locks it again); another thread or
+    process is refused.
 
     Parameters
     ----------
@@ -382,6 +383,7 @@ def locked_folder(folder: str | Path, command: str | None = None, existing_only:
         entry = _held.get(key)
         if entry is None:
             entry = _held[key] = [*_acquire(folder, command, created), 0]
+            remove_temporaries(folder)  # those of writers that were killed
         entry[-1] += 1
     try:
         yield folder

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from braintumor.data.classes import CLASSES, canonical_class
 from braintumor.errors import DataError, ImageError
-from braintumor.files import OutputError, atomic_write
+from braintumor.files import OutputError, atomic_write, remove_temporaries
 from braintumor.data.imageio import is_image_file, read_image
 from braintumor.data.preprocess import Preprocess
 
@@ -305,6 +305,7 @@ def load_images(dataset: Dataset, preprocess: Preprocess, cache: bool = True, pr
     usable = dataset.subset(kept)
     usable.skipped = dataset.skipped + bad
     if cache:
+        remove_temporaries(cache_file.parent)  # a killed run's half-written cache
         try:  # atomically, under a name of its own: runs decoding the same data at once do not mix
             atomic_write(cache_file, lambda handle: np.savez(
                 handle,

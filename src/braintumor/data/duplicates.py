@@ -33,7 +33,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm.auto import tqdm
 
-from braintumor.files import OutputError, atomic_write
+from braintumor.files import OutputError, atomic_write, remove_temporaries
 from braintumor.data.dataset import Dataset, cache_dir
 from braintumor.errors import DataError, ImageError
 from braintumor.data.imageio import read_image
@@ -187,6 +187,7 @@ def hash_dataset(dataset: Dataset, cache: bool = True, progress: bool = True) ->
             pass  # a damaged cache is rebuilt below
     hashes = hash_files(dataset.paths, progress=progress)
     if cache:
+        remove_temporaries(cache_file.parent)  # a killed run's half-written cache
         try:  # atomically, under a name of its own: runs hashing the same data at once do not mix
             atomic_write(cache_file, lambda handle: np.savez(
                 handle, file_digest=hashes.file_digest, pixel_digest=hashes.pixel_digest, perceptual=hashes.perceptual,
