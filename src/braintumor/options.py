@@ -145,6 +145,8 @@ RULES: dict[str, Rule] = {
     # running
     "threads": Rule("int", 1, 4096, hint="leave --threads out to use every core"),
     "frame": Rule("int", 1, 100_000),
+    "axis": Rule("int", 0, 2, hint="the NIfTI array axis to take slices along; leave --axis out for the axial one"),
+    "volume": Rule("int", 1, 100_000, hint="the volume (from 1) of a 4-D NIfTI series"),
     "calibration": Rule("int", 1, 100_000),
     "threshold": Rule("int", 0, 24),
     "accept": Rule("float", 0, 1, low_open=True, high_open=True),

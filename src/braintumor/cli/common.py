@@ -73,6 +73,15 @@ def add_threads(p: argparse.ArgumentParser) -> None:
                    help="CPU threads (default: every core; more than the cores is capped at them)")
 
 
+def add_volume_options(p: argparse.ArgumentParser) -> None:
+    """``--axis`` and ``--volume``, for NIfTI volumes (`braintumor.data.nifti`)."""
+    p.add_argument("--axis", type=cli_type("axis"),
+                   help="take the slices of NIfTI volumes along this array axis, 0, 1 or 2 (default: the axis "
+                        "each volume's orientation marks as superior-inferior, i.e. axial slices)")
+    p.add_argument("--volume", type=cli_type("volume"),
+                   help="which volume (from 1) of 4-D NIfTI series (required for a series of several)")
+
+
 def models_of(args, required: bool = True) -> list[str]:
     """The models a command was given, positional alias first; 'default' names the shipped model."""
     from braintumor.inference.predictor import DEFAULT_MODEL

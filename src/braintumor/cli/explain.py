@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from braintumor.cli.common import add_command, add_model, add_out, add_threads, models_of
+from braintumor.cli.common import add_command, add_model, add_out, add_threads, add_volume_options, models_of
 from braintumor.errors import BrainTumorError
 from braintumor.options import cli_type
 
@@ -18,7 +18,10 @@ def register(sub) -> None:
                  "mean of the models' heatmaps.")
     add_out(p, "folder for the PNGs (default: explanations)", default="explanations")
     p.add_argument("--target", type=cli_type("target"), help="explain this class instead of the predicted one")
-    p.add_argument("--frame", type=cli_type("frame"), help="only this frame (from 1) of multi-frame DICOM files (default: every frame)")
+    p.add_argument("--frame", type=cli_type("frame"),
+                   help="only this frame (from 1) of multi-frame DICOM files, and this slice (from 1) of NIfTI volumes "
+                        "(default: every frame, every slice with enough brain)")
+    add_volume_options(p)
     add_threads(p)
     p.set_defaults(func=run)
 
@@ -30,10 +33,11 @@ def run(args) -> int:
     files, problems = expand_inputs(args.inputs)
     if not files:
         raise BrainTumorError("nothing to explain: " + "; ".join(f"{p.path}: {p.error}" for p in problems),
-                              "pass image files (JPEG, PNG, BMP, TIFF, DICOM) or folders that contain them")
+                              "pass image files (JPEG, PNG, BMP, TIFF, DICOM), NIfTI volumes or folders that contain them")
     # Grad-CAM needs the torch model
     predictor = Predictor(models_of(args, required=False) or None, threads=args.threads, runtime="torch")
-    rows = explain_files(predictor, args.inputs, args.out, args.frame, args.target, progress=not args.quiet)
+    rows = explain_files(predictor, args.inputs, args.out, args.frame, args.target, progress=not args.quiet,
+                         axis=args.axis, volume=args.volume)
     if args.json:
         print(json.dumps(rows, indent=2))
     for row in rows if not args.json else []:

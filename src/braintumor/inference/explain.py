@@ -146,8 +146,11 @@ def explain_files(
     frame: int | None = None,
     target: str | None = None,
     progress: bool = False,
+    axis: int | None = None,
+    volume: int | None = None,
 ) -> list[dict]:
-    """Explain image files and folders, writing one PNG per image (and per DICOM frame).
+    """Explain image files and folders, writing one PNG per image (per DICOM frame, per slice of
+    a NIfTI volume with enough brain).
 
     Parameters
     ----------
@@ -156,16 +159,21 @@ def explain_files(
         the probabilities come from whichever runtime the predictor uses). Of several, an
         ensemble: its class, and the mean of the members' heatmaps (`ensemble_gradcam`).
     out_dir : path
-        Folder for the PNGs, named ``<file stem>[_frame<N>]_gradcam.png``.
+        Folder for the PNGs, named ``<file stem>[_frame<N>]_gradcam.png`` (``_slice<N>`` for a
+        NIfTI volume's slice).
     frame : int, optional
-        Only this frame (from 1) of multi-frame DICOM files.
+        Only this frame (from 1) of multi-frame DICOM files, this slice (from 1) of NIfTI volumes.
+    axis, volume : int, optional
+        The slice axis (0, 1 or 2; default: the axial one) and the volume (from 1) of a 4-D
+        series, for NIfTI volumes (`braintumor.data.nifti.read_nifti`).
     target : str, optional
         Explain this class instead of the predicted one.
 
     Returns
     -------
     list of dict
-        Per image: path, frame, png, label, probability, accepted, ood_score; or path and error.
+        Per image: path, frame, png, label, probability, accepted, ood_score (and axis and
+        slices for a NIfTI volume's slice); or path and error.
         Each PNG is written atomically, holding the lock of `out_dir` (`braintumor.files`).
     """
     models = predictor.models
@@ -175,13 +183,15 @@ def explain_files(
     if target is not None and target not in classes:
         raise BrainTumorError(f"unknown target class {target!r}", "choose one of: " + ", ".join(classes))
     with locked_folder(out_dir) as out_dir:  # (the folder is one command's at a time)
-        return _explain_files(predictor, inputs, out_dir, frame, target, progress)
+        return _explain_files(predictor, inputs, out_dir, frame, target, progress, axis, volume)
 
 
-def _explain_files(predictor, inputs, out_dir: Path, frame: int | None, target: str | None, progress: bool) -> list[dict]:
+def _explain_files(predictor, inputs, out_dir: Path, frame: int | None, target: str | None, progress: bool,
+                   axis: int | None = None, volume: int | None = None) -> list[dict]:
     from tqdm.auto import tqdm
 
-    from braintumor.data.imageio import iter_frames
+    from braintumor.data.imageio import load_frames
+    from braintumor.data.nifti import nifti_stem
     from braintumor.inference.predictor import expand_inputs
 
     models, classes = predictor.models, predictor.classes
@@ -190,7 +200,8 @@ def _explain_files(predictor, inputs, out_dir: Path, frame: int | None, target: 
     used: set[str] = set()
     for path in tqdm(files, desc="explaining", unit="file", disable=not progress or len(files) < 2):
         try:
-            frames = [(n, predictor.info.preprocess(rgb)) for n, rgb in iter_frames(path, frame)]
+            decoded, extra = load_frames(path, frame, axis, volume)
+            frames = [(n, predictor.info.preprocess(rgb)) for n, rgb in decoded]
         except ImageError as exc:
             results.append({"path": str(path), "error": exc.message.removeprefix(f"{path}: ")})
             continue
@@ -202,14 +213,15 @@ def _explain_files(predictor, inputs, out_dir: Path, frame: int | None, target: 
             accepted = None if score is None or predictor.runtime.threshold is None else score <= predictor.runtime.threshold
             explanation = Explanation(image, heatmap, classes[index], float(probs[0][index]),
                                       dict(zip(classes, map(float, probs[0]))), accepted, score)
-            name = path.stem + (f"_frame{number}" if number is not None else "")
+            part = "slice" if extra else "frame"
+            name = (nifti_stem(path) if extra else path.stem) + (f"_{part}{number}" if number is not None else "")
             while name in used:
                 name += "_"
             used.add(name)
-            title = path.name + (f", frame {number}" if number is not None else "")
+            title = path.name + (f", {part} {number}" if number is not None else "")
             if len(models) > 1:
                 title += f" (ensemble of {len(models)} models)"
             png = save_png(explanation, out_dir / f"{name}_gradcam.png", title)
             results.append({"path": str(path), "frame": number, "png": str(png), "label": explanation.label,
-                            "probability": explanation.probability, "accepted": accepted, "ood_score": score})
+                            "probability": explanation.probability, "accepted": accepted, "ood_score": score, **extra})
     return results

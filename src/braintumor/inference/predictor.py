@@ -17,8 +17,9 @@ from tqdm.auto import tqdm
 
 from braintumor.errors import BrainTumorError, ImageError
 from braintumor.files import locked_folder, write_text
-from braintumor.options import cap_threads
-from braintumor.data.imageio import is_image_file, iter_frames
+from braintumor.options import cap_threads, check
+from braintumor.data.imageio import is_image_file, load_frames
+from braintumor.data.nifti import is_nifti_file
 
 DEFAULT_MODEL = Path(__file__).parents[1] / "weights" / "default.safetensors"
 NOT_BRAIN_MRI = "not_brain_mri"
@@ -27,12 +28,15 @@ RUNTIMES = ("auto", "torch", "onnx")
 
 @dataclass
 class Prediction:
-    """The result for one image (one frame of a multi-frame DICOM file), or an error.
+    """The result for one image (one frame of a multi-frame DICOM file, one slice of a NIfTI
+    volume), or an error.
 
     `label` is the predicted class, or ``"not_brain_mri"`` when the out-of-distribution detector
     rejects the image: then ``accepted`` is False, `reason` says why, and `top_class` and
     `probabilities` still hold the model's (unreliable) answer. `ood_score` and `accepted` are
-    None for a model without a detector.
+    None for a model without a detector. For a slice of a NIfTI volume, `frame` is its number
+    (from 1) along the slice axis `axis`, and `slices` the number of slices along that axis,
+    kept or skipped for too little brain (`braintumor.inference.volume.summarise_volume`).
     """
 
     path: str
@@ -44,6 +48,8 @@ class Prediction:
     ood_score: float | None = None
     accepted: bool | None = None
     reason: str | None = None
+    axis: int | None = None
+    slices: int | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -60,7 +66,7 @@ def write_csv(results: list[Prediction], classes: list[str], out) -> None:
         probs = [f"{r.probabilities[c]:.6f}" if c in r.probabilities else "" for c in classes]
         score = "" if r.ood_score is None else f"{r.ood_score:.4f}"
         accepted = "" if r.accepted is None else str(r.accepted).lower()
-        writer.writerow([r.path, r.frame or "", r.label or "", r.top_class or "", *probs, score, accepted, r.reason or "", r.error or ""])
+        writer.writerow([r.path, "" if r.frame is None else r.frame, r.label or "", r.top_class or "", *probs, score, accepted, r.reason or "", r.error or ""])
     if handle is not out:  # a file: written atomically, not into a folder a command holds (braintumor.files)
         with locked_folder(Path(out).parent, existing_only=True):
             write_text(out, handle.getvalue())
@@ -78,10 +84,10 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[Prediction
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            images = [p for p in found if is_image_file(p)]
+            images = [p for p in found if is_readable(p)]
             if not images:
-                errors.append(Prediction(str(path), error="folder holds no JPEG/PNG/BMP/TIFF/DICOM images"))
-            errors.extend(Prediction(str(p), error=skip_reason(p)) for p in found if not is_image_file(p))
+                errors.append(Prediction(str(path), error="folder holds no JPEG/PNG/BMP/TIFF/DICOM images or NIfTI volumes"))
+            errors.extend(Prediction(str(p), error=skip_reason(p)) for p in found if not is_readable(p))
             files.extend(images)
         elif path.is_file():
             files.append(path)
@@ -90,14 +96,18 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[Prediction
     return files, errors
 
 
+def is_readable(path: Path) -> bool:
+    """Whether a file found in a folder is predicted: an image `read_image` reads, or a NIfTI
+    volume (``.nii``, ``.nii.gz``)."""
+    return is_image_file(path) or is_nifti_file(path)
+
+
 def skip_reason(path: Path) -> str:
     """Why a file found in a folder is not predicted."""
     name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        return "skipped: a NIfTI volume, which braintumor does not read yet; save its slices as PNG or DICOM"
     if name.endswith(".gif"):
         return "skipped: GIF is not read inside folders; convert it to PNG, or pass the file by name"
-    return f"skipped: not an image type braintumor reads ({path.suffix or 'no extension'}); JPEG, PNG, BMP, TIFF and DICOM are"
+    return f"skipped: not an image type braintumor reads ({path.suffix or 'no extension'}); JPEG, PNG, BMP, TIFF, DICOM and NIfTI are"
 
 
 class Predictor:
@@ -233,10 +243,13 @@ class Predictor:
         first, *rest = [(self.paths[i], *self._checkpoint(i)) for i in members]
         return cached_onnx_bytes(*first, tta, rest, path=cached)
 
-    def _load(self, path: Path, frame: int | None) -> list[tuple[int | None, np.ndarray]] | str:
-        """Decode and preprocess every frame of a file, or return the reason it cannot be read."""
+    def _load(self, path: Path, frame: int | None, axis: int | None = None, volume: int | None = None
+              ) -> tuple[list[tuple[int | None, np.ndarray]], dict] | str:
+        """Decode and preprocess every frame (slice) of a file, with the fields its records carry
+        (`braintumor.data.imageio.load_frames`), or return the reason it cannot be read."""
         try:
-            return [(number, self.info.preprocess(rgb)) for number, rgb in iter_frames(path, frame)]
+            frames, extra = load_frames(path, frame, axis, volume)
+            return [(number, self.info.preprocess(rgb)) for number, rgb in frames], extra
         except ImageError as exc:
             return exc.message.split(": ", 1)[-1] if exc.message.startswith(str(path)) else exc.message
 
@@ -260,7 +273,8 @@ class Predictor:
             )
 
     def predict(
-        self, inputs: list[str | Path], batch_size: int = 32, progress: bool = False, frame: int | None = None
+        self, inputs: list[str | Path], batch_size: int = 32, progress: bool = False, frame: int | None = None,
+        axis: int | None = None, volume: int | None = None,
     ) -> list[Prediction]:
         """Predict image files and folders (decoded in parallel threads while the model runs).
 
@@ -272,15 +286,23 @@ class Predictor:
             Images handed to the runtime at once (it may run them in smaller chunks); files are
             decoded up to twice that many ahead.
         frame : int, optional
-            Only this frame (from 1) of multi-frame DICOM files; every frame by default.
+            Only this frame (from 1) of multi-frame DICOM files, and this slice (from 1) of NIfTI
+            volumes; every frame, and every slice with enough brain, by default.
+        axis : int, optional
+            Take the slices of NIfTI volumes along this array axis (0, 1 or 2); default: the
+            axial one of each volume's orientation (`braintumor.data.nifti`).
+        volume : int, optional
+            Which volume (from 1) of 4-D NIfTI series (required for them).
 
         Returns
         -------
         list of Prediction
-            One per image (per frame), in input order; unreadable files have `error` set.
+            One per image (per frame, per slice), in input order; unreadable files have `error`
+            set. `braintumor.inference.volume.summarise_volumes` sums up the slices of volumes.
         """
         if batch_size < 1:
             raise BrainTumorError(f"batch_size must be at least 1, got {batch_size}")
+        axis, volume = check("axis", axis, allow_none=True), check("volume", volume, allow_none=True)
         files, results = expand_inputs(inputs)
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress or len(files) < 2)
         waiting: list[tuple[Prediction, np.ndarray]] = []
@@ -295,9 +317,9 @@ class Predictor:
         def load(path: Path) -> Future:
             """Decode in the pool's threads, ahead of the model; a lone file in this thread."""
             if len(files) > 1:
-                return self._pool.submit(self._load, path, frame)
+                return self._pool.submit(self._load, path, frame, axis, volume)
             done = Future()
-            done.set_result(self._load(path, frame))
+            done.set_result(self._load(path, frame, axis, volume))
             return done
 
         queue = deque()
@@ -314,8 +336,9 @@ class Predictor:
             loaded = future.result()
             if isinstance(loaded, str):
                 results.append(Prediction(str(path), error=loaded))
-            for number, image in [] if isinstance(loaded, str) else loaded:
-                results.append(Prediction(str(path), frame=number))
+            frames, extra = ([], {}) if isinstance(loaded, str) else loaded
+            for number, image in frames:
+                results.append(Prediction(str(path), frame=number, **extra))
                 waiting.append((results[-1], image))
                 if len(waiting) >= batch_size:
                     flush()
