@@ -89,7 +89,7 @@ def test_cli_audit_json_and_errors(planted_tree, tmp_path, capsys):
 
     assert main(["audit", str(root), "--threshold", "99", "-q"]) == 2
     err = capsys.readouterr().err
-    assert "threshold must be a whole number of bits in 0..24" in err and "Traceback" not in err
+    assert "--threshold: must be an integer in 0..24" in err and "Traceback" not in err
 
     empty = tmp_path / "empty"
     (empty / "glioma").mkdir(parents=True)

@@ -6,7 +6,7 @@ classes. It also checks whether the files' width, height and compression alone p
 (`braintumor.audit.shortcuts`). Writes ``audit.json`` (every group with its files), ``audit.md`` (counts
 per class and per split pair) and ``contact_sheet.png`` (example groups side by side).
 
-With ``--against OTHER`` it also checks another folder, such as an external test set, for copies
+With ``--external OTHER`` it also checks another folder, such as an external test set, for copies
 of the dataset's images (`braintumor.data.duplicates.copies_in`) and lists them in ``against.csv``
 with example pairs in ``against_sheet.png``: what a model trained on the dataset would have seen.
 """
@@ -204,8 +204,8 @@ def _audit(data, threshold: int, out, class_map, progress: bool, cache: bool, ag
 def _check_apart(data: Path, other: Path) -> None:
     a, b = data.resolve(), other.resolve()
     if a == b or a in b.parents or b in a.parents:
-        raise DataError(f"--against {other} overlaps the audited folder {data}: its images would be copies of themselves",
-                        "pass two separate folders, e.g. audit DATA/Training --against DATA/Testing")
+        raise DataError(f"--external {other} overlaps the audited folder {data}: its images would be copies of themselves",
+                        "pass two separate folders, e.g. audit -d DATA/Training --external DATA/Testing")
 
 
 def copies_against(dataset: Dataset, hashes, other: str | Path, threshold: int = DEFAULT_THRESHOLD,
