@@ -153,6 +153,16 @@ def test_unsupported_content_is_415_whatever_its_name(client):
     assert upload(client, encode(slice_rgb(), "PNG"), "notes.txt").status_code == 200
 
 
+def test_volumes_are_refused(client):
+    """NIfTI volumes, which `braintumor predict` reads, are not taken from the network: one can
+    unpack to a gigabyte."""
+    import nibabel
+
+    volume = nibabel.Nifti1Image(np.zeros((16, 16, 8), np.float32), np.eye(4)).to_bytes()
+    error = assert_error(upload(client, volume, "brain.nii"), 415, "unsupported_media_type")
+    assert "NIfTI" in error["message"] and "braintumor predict" in error["hint"]
+
+
 def test_unreadable_images_are_422(client):
     jpeg = encode(slice_rgb(), "JPEG")
     assert "truncated" in assert_error(upload(client, jpeg[: len(jpeg) // 3]), 422, "unreadable_image")["message"]
@@ -310,10 +320,12 @@ def test_one_log_line_per_request_without_image_content(client, caplog):
     with caplog.at_level(logging.INFO, logger="braintumor.serve"):
         upload(client, encode(slice_rgb(), "PNG"), "patient-name.png")
         client.get("/nope")
+        client.get("/a%0Afake%20line")  # a decoded newline must not start a second log line
     lines = [r.getMessage() for r in caplog.records if r.name == "braintumor.serve"]
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert lines[0].startswith("POST /v1/predict 200 ") and lines[0].endswith(" ms")
     assert lines[1].startswith("GET /nope 404 ")
+    assert lines[2].startswith("GET /a?fake line 404 ") and "\n" not in lines[2]
     assert not any("patient" in line or "PNG" in line for line in lines)
 
 

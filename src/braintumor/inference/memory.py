@@ -2,9 +2,9 @@
 
 Every function returns the result record of `Predictor.predict` for files, `Prediction` (class,
 calibrated probabilities, the out-of-distribution decision and score, the reason of a
-rejection), built by the same code (`Predictor._finish`). `result_warnings` lists what a reader of one
-result should know, and `explain_bytes` / `explain_frames` add a Grad-CAM heatmap (PyTorch is
-imported only there: the prediction path stays torch-free).
+rejection), built by the same code (`Predictor._finish`). `result_warnings` lists what a reader
+of one result should know, and `explain_bytes` / `explain_frames` add a Grad-CAM heatmap
+(PyTorch is imported only there: the prediction path stays torch-free).
 
 Examples
 --------
@@ -113,8 +113,8 @@ def _records(predictor: Predictor, numbers: list, images: np.ndarray | None, nam
 
 def decode(data: bytes, name: str = "upload", frame: int | None = None, max_frames: int | None = None
            ) -> list[tuple[int | None, np.ndarray]]:
-    """Decode encoded image bytes (JPEG, PNG, BMP, TIFF or DICOM, told from the content) into
-    ``(frame number or None, H x W x 3 uint8)`` pairs.
+    """Decode encoded image bytes (JPEG, PNG, BMP, TIFF, DICOM or a NIfTI volume's slices, told
+    from the content) into ``(frame number or None, H x W x 3 uint8)`` pairs.
 
     Parameters
     ----------
@@ -148,7 +148,7 @@ def predict_bytes(predictor: Predictor, data: bytes, name: str = "upload", frame
     ----------
     predictor : Predictor
     data : bytes
-        A JPEG, PNG, BMP, TIFF or DICOM file's bytes; the type is read from the content.
+        A JPEG, PNG, BMP, TIFF, DICOM or NIfTI file's bytes; the type is read from the content.
     name : str
         Stored as the records' `path`, and names the image in error messages.
     frame : int, optional

@@ -350,9 +350,9 @@ class Predictor:
     # In-memory images: the same records, from `braintumor.inference.memory` (what `braintumor serve` uses).
 
     def predict_bytes(self, data: bytes, name: str = "upload", frame: int | None = None) -> list[Prediction]:
-        """Predict an encoded image held in memory (JPEG, PNG, BMP, TIFF or DICOM, told from the
-        content): one record per image (per DICOM frame). Raises `ImageError` for data that
-        cannot be read (`UnsupportedImageError` for another type). See
+        """Predict an encoded image held in memory (JPEG, PNG, BMP, TIFF, DICOM or NIfTI, told from
+        the content): one record per image (per DICOM frame, per NIfTI slice). Raises `ImageError`
+        for data that cannot be read (`UnsupportedImageError` for another type). See
         `braintumor.inference.memory.predict_bytes`."""
         from braintumor.inference.memory import predict_bytes
 

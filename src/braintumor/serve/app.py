@@ -51,6 +51,10 @@ SHIPPED_FIGURES = [
      "value": 0.8249, "detail": "325 of 394"},
 ]
 
+# What an upload may be (`sniff_format`'s names). Not NIfTI volumes, which `Predictor` reads: one
+# can unpack to a gigabyte, too much to accept from anyone on a network.
+SERVED_TYPES = ("JPEG", "PNG", "BMP", "TIFF", "DICOM")
+
 # The page: plain files shipped in the package, served from memory.
 PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
               "style.css": "text/css; charset=utf-8"}
@@ -126,7 +130,8 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            log.info("%s %s %d %.1f ms", scope["method"], scope["path"], status, 1000 * (time.perf_counter() - start))
+            path = "".join(ch if ch.isprintable() else "?" for ch in scope["path"][:200])  # one line, whatever was sent
+            log.info("%s %s %d %.1f ms", scope["method"], path, status, 1000 * (time.perf_counter() - start))
 
 
 class UploadLimit:
@@ -364,7 +369,11 @@ def create_app(
         if not data:
             raise ApiError(422, "empty_file", "the file is empty (0 bytes)", "send the image's bytes")
         kind = sniff_format(data)
-        if kind is None:
+        if kind == "NIFTI":
+            raise ApiError(415, "unsupported_media_type", "a NIfTI volume: this server takes 2D slices",
+                           "send one slice as JPEG, PNG, BMP, TIFF or DICOM, or predict the volume with "
+                           "`braintumor predict VOLUME.nii.gz`")
+        if kind not in SERVED_TYPES:
             raise ApiError(415, "unsupported_media_type", "the content is not a JPEG, PNG, BMP, TIFF or DICOM image",
                            "send one of these types; the type is read from the bytes, not from the name")
         return data, ENCODED_TYPES[kind]
