@@ -105,7 +105,7 @@ def test_resume_keeps_the_runs_own_split_and_recipe(trained, tmp_path, capsys):
     assert json.loads((out / "split.json").read_text()) == split
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
-    from braintumor.training.trainer import stored_config
+    from braintumor.training.runfolder import stored_config
 
     config = stored_config(out)
     assert config["seed"] == 5 and config["image_size"] == 32 and config["exclude"] == ["Training/glioma_tumor/img (0).jpg"]

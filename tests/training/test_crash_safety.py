@@ -170,7 +170,7 @@ def test_kills_at_random_moments_from_outside_then_the_same_weights(driver, data
 
 def test_a_run_killed_before_its_first_checkpoint_resumes_with_its_recorded_settings(driver, data, tmp_path, capsys):
     from braintumor.cli import main
-    from braintumor.training.trainer import stored_config
+    from braintumor.training.runfolder import stored_config
 
     out = tmp_path / "run"
     config = tiny(data, out, seed=4, epochs=1)
@@ -269,7 +269,8 @@ def test_the_highest_rate_and_decay_the_options_allow_blow_up_and_are_stopped(da
 
 
 def test_non_finite_weights_stop_the_run_before_a_checkpoint_is_written(data, tmp_path, monkeypatch):
-    from braintumor.training.trainer import TrainConfig, TrainingDiverged, train
+    from braintumor.training.trainer import TrainConfig, train
+    from braintumor.training.runfolder import TrainingDiverged
 
     _inject_nan(monkeypatch, at_step=5, weights=True)  # the last step of the first epoch: no loss sees it
     with pytest.raises(TrainingDiverged, match=r"training diverged at epoch 1 step 5 \(non-finite weights in ") as caught:

@@ -291,7 +291,7 @@ def test_an_interrupt_python_swallowed_is_raised_again_at_the_next_batch():
     import os
     import signal
 
-    from braintumor.training.trainer import _remembering_interrupts
+    from braintumor.training.runfolder import _remembering_interrupts
 
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a plain `python`
     try:
@@ -415,7 +415,7 @@ def test_the_linear_probe_sets_the_head_to_a_fitted_logistic_regression():
     from braintumor.model.factory import to_float
     from braintumor.model.factory import create_model
     from braintumor.data.preprocess import Preprocess
-    from braintumor.training.trainer import fit_linear_head, pooled_features
+    from braintumor.training.probe import fit_linear_head, pooled_features
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

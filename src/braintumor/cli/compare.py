@@ -21,7 +21,7 @@ def run(args) -> int:
     from braintumor.data.dataset import default_data_dir
     from braintumor.evaluation.compare import DEFAULT_PROTOCOLS, compare
     from braintumor.training import TrainConfig
-    from braintumor.training.trainer import stored_config
+    from braintumor.training.runfolder import stored_config
 
     protocols = tuple(args.protocols or DEFAULT_PROTOCOLS)
     kwargs = config_kwargs(args)

@@ -126,7 +126,7 @@ def run(args) -> int:
     from braintumor.data.dataset import default_data_dir
     from braintumor.evaluation import evaluate
     from braintumor.training import TrainConfig, train
-    from braintumor.training.trainer import stored_config
+    from braintumor.training.runfolder import stored_config
 
     names = {f.name for f in fields(TrainConfig)}
     kwargs = config_kwargs(args)

@@ -14,16 +14,10 @@ batches, each step a named helper (`make_batch`, `batch_loss`, `validate`, `save
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import random
-import secrets
-import signal
-import sys
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,19 +30,21 @@ from tqdm.auto import tqdm
 from braintumor.model.factory import to_float
 from braintumor.training.augment import augment, degrade, erase, mixup, remap_contrast
 from braintumor.metrics.calibration import as_logits, fit_temperature
-from braintumor.model.checkpoint import ModelInfo, load_checkpoint, read_info, save_checkpoint
+from braintumor.model.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from braintumor.data.classes import CLASSES
-from braintumor.data.dataset import Dataset, load_images, scan
+from braintumor.data.dataset import load_images, scan
 from braintumor.training.distill import distill_loss, load_teachers, teacher_probs
 from braintumor.errors import BrainTumorError
-from braintumor.files import OutputError, locked_folder, remove_temporaries, write_bytes, write_json, write_text
+from braintumor.files import OutputError, locked_folder, write_text
 from braintumor.options import cap_threads
 from braintumor.training.config import TrainConfig
+from braintumor.training.runfolder import Progress, RunData, TrainingDiverged, _Interrupts, _open_run, _remembering_interrupts, _restore, _training_state, log, save_epoch
+from braintumor.training.probe import fit_linear_head
 from braintumor.inference.forward import predict_images
 from braintumor.model.factory import create_model, depthwise_in_float32, freeze_early_layers
 from braintumor.inference.ood import fit_model_ood
 from braintumor.data.preprocess import Preprocess
-from braintumor.data.protocols import Split, run_labels, run_split, uncorrected_copies
+from braintumor.data.protocols import run_labels, run_split, uncorrected_copies
 from braintumor.model.views import MirrorView
 
 
@@ -147,80 +143,6 @@ def one_per_group(groups: np.ndarray, generator: torch.Generator) -> np.ndarray:
     return chosen[torch.randperm(len(chosen), generator=generator).numpy()]
 
 
-@torch.inference_mode()
-def pooled_features(model, images: np.ndarray, size: int, bf16: bool, batch_size: int = 64) -> np.ndarray:
-    """The network's pooled penultimate features (`Classifier.features`) of uint8 images resized
-    to `size`, in evaluation mode."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = to_float(torch.from_numpy(images[start : start + batch_size]), size)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out.append(model.features(x).float().numpy())
-    model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
-
-
-def fit_linear_head(model, images: np.ndarray, labels: np.ndarray, split, size: int, bf16: bool = True,
-                    progress: bool = False) -> float:
-    """Linear probing, the first step of LP-FT: set the model's dense head to a multinomial
-    logistic regression fitted on its frozen features of the training images.
-
-    The regularisation strength is chosen among a few values by the validation images' log-loss.
-    The features are those of evaluation mode (ImageNet's batch-norm statistics); training
-    normalises each batch by its own statistics and drops half the features, so the fitted head
-    does not fit what the first training steps see: on Sartaj the first epoch's training loss
-    was 1.35, near chance, all the same.
-
-    Parameters
-    ----------
-    model : Classifier
-        Its backbone is left as it is; only the head's weight and bias change.
-    images, labels : arrays
-        Every image of the dataset (``N x S x S x 3`` uint8) and its class index.
-    split : Split
-        Fitted on ``split.train``, the strength chosen on ``split.val``.
-    size : int
-        Image side the features are computed at (the first epoch's).
-
-    Returns
-    -------
-    float
-        The chosen head's accuracy on the validation images.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
-
-    bar = tqdm(total=2, desc="linear probe", disable=not progress)
-    train_x = pooled_features(model, images[split.train], size, bf16)
-    bar.update()
-    val_x = pooled_features(model, images[split.val], size, bf16)
-    bar.update()
-    bar.close()
-    train_y, val_y = labels[split.train], labels[split.val]
-    classes = np.arange(model.net.get_classifier().out_features)
-    if len(np.unique(train_y)) != len(classes):
-        raise BrainTumorError("the linear probe needs training images of every class", "check the dataset's class folders")
-    fits = []
-    for c in (0.003, 0.01, 0.03, 0.1, 1.0):  # dedup seeds 0-2 of Sartaj at 128 px: 0.03, 0.03, 0.01
-        probe = LogisticRegression(C=c, max_iter=2000).fit(train_x, train_y)
-        fits.append((log_loss(val_y, probe.predict_proba(val_x), labels=classes), c, probe))
-    loss, c, probe = min(fits, key=lambda fit: fit[0])
-    head = model.net.get_classifier()
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(probe.coef_))
-        head.bias.copy_(torch.from_numpy(probe.intercept_))
-    accuracy = float((probe.predict(val_x) == val_y).mean())
-    log(f"linear probe: validation accuracy {accuracy:.4f}, log-loss {loss:.4f} (C = {c:g})")
-    return accuracy
-
-
-def log(message: str) -> None:
-    """Progress messages go to stderr, so that stdout stays clean for --json."""
-    print(message, file=sys.stderr, flush=True)
-
-
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
@@ -234,108 +156,6 @@ def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-class _Interrupts:
-    """Ctrl-C while training: SIGINT raises KeyboardInterrupt at once, as Python's own handler does,
-    and is also remembered, so that the loop raises it again at the next batch should Python have
-    swallowed the first one (it does when the signal lands in a finalizer: "Exception ignored")."""
-
-    def __init__(self):
-        self.seen = False
-
-    def __call__(self, signum, frame):
-        self.seen = True
-        raise KeyboardInterrupt
-
-    def check(self) -> None:
-        if self.seen:
-            raise KeyboardInterrupt
-
-
-@contextmanager
-def _remembering_interrupts():
-    """Install `_Interrupts` for SIGINT while training, only where Python's default handler is in
-    place (in the main thread; an ignored SIGINT or another program's handler is left alone)."""
-    interrupts = _Interrupts()
-    previous = None
-    try:
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            previous = signal.signal(signal.SIGINT, interrupts)
-    except ValueError:  # not the main thread: signals cannot be handled here
-        pass
-    try:
-        yield interrupts
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
-
-# What a resumed run may change: where the data and run are, how long it may go on, how it
-# reports. Everything else (protocol, seed, recipe, exclusions, ...) shapes the split or the
-# model, so a resumed run must keep the value it started with.
-RESUME_MAY_CHANGE = frozenset({"data", "out", "epochs", "patience", "time_limit_min", "threads", "resume", "overwrite",
-                               "progress"})
-
-# What `train` and `evaluate` write into a run folder (with the ONNX files `export` puts beside
-# the model by default): what ``overwrite`` removes before a run starts over. Other files stay.
-RUN_FILES = ("config.json", "model.safetensors", "model.json", "last.safetensors", "last.json", "last_state.pt",
-             "metrics.jsonl", "split.json", "test_metrics.json", "confusion_matrix.json", "confusion_matrix.png",
-             "curves.png", "reliability.png", "skipped.json", "report.md", "model.onnx", "model-int8.onnx")
-
-# The run's settings, written before anything else (see `_open_run`).
-CONFIG_FILE = "config.json"
-# A folder holding any of these holds a training run, started if perhaps not one epoch done.
-_RUN_MARKERS = (CONFIG_FILE, "model.safetensors", "last.safetensors", "last_state.pt")
-
-
-class TrainingDiverged(BrainTumorError):
-    """The loss or the weights stopped being finite numbers; the run stops, its last good
-    checkpoint kept."""
-
-
-def _read_record(out: Path) -> dict | None:
-    """The run record ``config.json`` of folder `out` (``{"run": id, "config": {...}}``), or None."""
-    path = out / CONFIG_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = None
-    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-        raise BrainTumorError(f"{path} is damaged: it does not hold a run's settings",
-                              "start the run over with --overwrite, or train into another --out")
-    return record
-
-
-def stored_config(out: str | Path) -> dict | None:
-    """The training config a run folder records (None for a folder without a run).
-
-    That is ``config.json``, written before any training and rewritten with the settings of each
-    resume; a run of an earlier version has only the config stored with its last checkpoint.
-    """
-    record = _read_record(Path(out))
-    if record is not None:
-        return record["config"]
-    path = Path(out) / "last.safetensors"
-    return read_info(path)[0].train_config if path.is_file() else None
-
-
-def check_resume(config: TrainConfig, stored: dict) -> None:
-    """Raise a `BrainTumorError` if `config` resumes a run that was started with other settings
-    than `RESUME_MAY_CHANGE` allows (`stored`: the run's stored training config)."""
-    names = {f.name for f in fields(TrainConfig)}
-    started = asdict(TrainConfig(**{k: v for k, v in stored.items() if k in names}))
-    now = asdict(config)
-    changed = [k for k in sorted(names - RESUME_MAY_CHANGE) if now[k] != started[k]]
-    if changed:
-        shown = ", ".join(f"{k}={started[k]!r}, not {now[k]!r}" for k in changed[:4])
-        raise BrainTumorError(
-            f"{config.out} was started with {shown}; a resumed run must keep its split and recipe",
-            "resume with the settings it started with (`braintumor train --out RUN --resume` reads a run's own), "
-            "or train into a new --out",
-        )
 
 
 def train(config: TrainConfig) -> Path:
@@ -365,19 +185,6 @@ def train(config: TrainConfig) -> Path:
                 raise
             raise exc.with_hint(f"free some space, then continue with `braintumor train --out {out} --resume`: "
                                 "it goes on from the last complete epoch, whose files are kept") from None
-
-
-def finished(out: str | Path, config: TrainConfig) -> bool:
-    """Whether run folder `out` has trained all it will under `config`: its last checkpoint is
-    past ``config.epochs`` or ``config.patience`` epochs without improvement, and the fits after
-    training are saved with its best model. (A run stopped by its time limit is not finished: a
-    resume gives it a new budget.)"""
-    out = Path(out)
-    if not (out / "last_state.pt").is_file() or not (out / "model.safetensors").is_file():
-        return False
-    state = torch.load(out / "last_state.pt", map_location="cpu", weights_only=True)
-    stopped = state["epoch"] >= config.epochs or state["bad_epochs"] >= config.patience
-    return stopped and "train_minutes" in read_info(out / "model.safetensors")[0].metrics
 
 
 def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
@@ -473,113 +280,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
 # ---- the run folder: refused, resumed or started ---------------------------------------------------
 
 
-@dataclass
-class _Run:
-    """A run folder opened by `_open_run`.
-
-    Attributes
-    ----------
-    out : Path
-        The folder.
-    config : TrainConfig
-        The run's settings, as recorded in its ``config.json``.
-    run_id : str
-        The run's identity, in ``config.json`` and in every ``last_state.pt``: a state of
-        another run (one replaced by ``--overwrite`` before it wrote a state) is not resumed.
-    state : dict or None
-        The last complete epoch's training state to continue from; None to start from the first.
-    finished : bool
-        The run has trained all it will under `config`: nothing to do.
-    previous : bytes or None
-        ``config.json`` as it was before this start, put back if the start fails (`undone_on_error`).
-    """
-
-    out: Path
-    config: TrainConfig
-    run_id: str
-    state: dict | None = None
-    finished: bool = False
-    previous: bytes | None = None
-
-    @contextmanager
-    def undone_on_error(self):
-        """Inside the block, a `BrainTumorError` (bad data, a missing teacher, ...) puts
-        ``config.json`` back as it was: a run is not replaced by a start that fails on its data
-        or model. (A start killed in the block leaves the new settings, so that --resume starts
-        it with them.)"""
-        try:
-            yield
-        except BrainTumorError:
-            if self.previous is None:
-                (self.out / CONFIG_FILE).unlink(missing_ok=True)
-            else:
-                write_bytes(self.out / CONFIG_FILE, self.previous)
-            raise
-
-    def start_files(self, data: RunData) -> None:
-        """Start the run from its first epoch: remove an earlier run's files (not config.json,
-        nor the user's own), and write ``split.json``."""
-        for name in RUN_FILES:
-            if name != CONFIG_FILE:
-                (self.out / name).unlink(missing_ok=True)
-        write_split(self.out / "split.json", self.config, data)
-
-
-def _open_run(out: Path, config: TrainConfig) -> _Run:
-    """Decide what `config` does in run folder `out` (locked by the caller), and record its
-    settings in ``out/config.json`` before anything else is written.
-
-    A folder without a run starts one. A folder holding a run (its ``config.json``, or the
-    checkpoints of an earlier version) is refused unless ``resume`` or ``overwrite`` is set.
-    With ``resume``, the run continues from its last complete epoch (its ``last_state.pt``), or
-    starts again with its recorded settings if no epoch had ended (killed while decoding, in its
-    first epoch, or while writing its first state); either way its settings are checked with
-    `check_resume`. With ``overwrite``, it starts over. Temporaries of killed writers are removed.
-    """
-    remove_temporaries(out, all_but_ours=True, legacy=tuple(f"{name}.tmp" for name in RUN_FILES))
-    holds_run = any((out / name).is_file() for name in _RUN_MARKERS)
-    if holds_run and not (config.resume or config.overwrite):  # a run is never replaced unasked
-        raise BrainTumorError(f"{out} already holds a training run",
-                              "continue it with --resume, start it over with --overwrite, or give another --out")
-    record = _read_record(out)
-    previous = (out / CONFIG_FILE).read_bytes() if record is not None else None
-    run = _Run(out, config, secrets.token_hex(8), previous=previous)
-    if config.resume and holds_run:
-        check_resume(config, stored_config(out) or {})
-        run_id = record["run"] if record is not None else "legacy"  # (a run of an earlier version)
-        state = _load_state(out / "last_state.pt")
-        if state is not None and state.get("run", "legacy") == run_id:
-            run.run_id, run.state = run_id, state
-            run.finished = finished(out, config)
-        else:
-            log(f"restarting {out} from its first epoch with its recorded settings (it was stopped before one ended)")
-    if not run.finished:
-        write_json(out / CONFIG_FILE, {"run": run.run_id, "config": asdict(config)})
-    return run
-
-
-def _load_state(path: Path) -> dict | None:
-    """A ``last_state.pt`` (None if there is none)."""
-    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
-
-
 # ---- data and model --------------------------------------------------------------------------------
-
-
-@dataclass
-class RunData:
-    """A run's images, labels and split (`load_run_data`)."""
-
-    preprocess: Preprocess
-    dataset: Dataset
-    images: np.ndarray  # N x S x S x 3 uint8, decoded once for all epochs
-    labels: np.ndarray  # class of each image, a run's corrections applied to training and validation
-    split: Split
-    images_t: torch.Tensor = field(init=False)
-    labels_t: torch.Tensor = field(init=False)
-
-    def __post_init__(self):
-        self.images_t, self.labels_t = torch.from_numpy(self.images), torch.from_numpy(self.labels)
 
 
 def load_run_data(config: TrainConfig) -> RunData:
@@ -599,19 +300,6 @@ def load_run_data(config: TrainConfig) -> RunData:
             log(f"warning: {len(stale)} near-duplicate copies of corrected images keep their folder's label, e.g. "
                 f"{dataset.paths[stale[0]]}; add them to the --relabel file too (braintumor audit lists the copies)")
     return RunData(preprocess, dataset, images, labels, split)
-
-
-def write_split(path: Path, config: TrainConfig, data: RunData) -> None:
-    """Write ``split.json``: the run's protocol and seed, its train/val/test images, exclusions
-    and corrected labels."""
-    dataset, labels = data.dataset, data.labels
-    write_text(path, json.dumps({
-        "protocol": config.protocol,
-        "seed": config.seed,
-        **{part: [str(dataset.paths[i]) for i in getattr(data.split, part)] for part in ("train", "val", "test")},
-        "excluded": list(config.exclude),
-        "relabelled": {str(dataset.paths[i]): dataset.classes[labels[i]] for i in np.flatnonzero(labels != dataset.labels)},
-    }))
 
 
 def _model_info(config: TrainConfig, data: RunData) -> ModelInfo:
@@ -769,82 +457,6 @@ def validate(model, data: RunData, config: TrainConfig) -> dict:
     y = data.labels[data.split.val]
     return {"val_loss": float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean()),
             "val_acc": float((probs.argmax(1) == y).mean())}
-
-
-@dataclass
-class Progress:
-    """Where a run stands after its last complete epoch: epochs done, the best validation score
-    ``[val_acc, -val_loss]``, epochs since it improved, and each epoch's record."""
-
-    epoch: int = 0
-    best: list | None = None
-    bad_epochs: int = 0
-    history: list = field(default_factory=list)
-
-    def add(self, record: dict) -> bool:
-        """Count an epoch's record in; whether it is the best so far."""
-        self.epoch = record["epoch"]
-        self.history.append(record)
-        score = (record["val_acc"], -record["val_loss"])
-        if self.best is None or score > tuple(self.best):
-            self.best, self.bad_epochs = list(score), 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    def metrics_lines(self) -> str:
-        """``metrics.jsonl``: one JSON line per epoch."""
-        return "".join(json.dumps(record) + "\n" for record in self.history)
-
-
-def _training_state(run: _Run, done: Progress, model, ema, optimizer, generator, info: ModelInfo) -> dict:
-    """What ``last_state.pt`` holds to continue the run bit for bit."""
-    return {
-        "model": model.net.state_dict(),
-        **({"ema": ema.module.net.state_dict()} if ema is not None else {}),
-        "optimizer": optimizer.state_dict(),
-        "generator": generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "epoch": done.epoch,
-        "best": done.best,
-        "bad_epochs": done.bad_epochs,
-        "fingerprint": info.data_fingerprint,
-        "history": done.history,
-        "run": run.run_id,
-    }
-
-
-def _restore(run: _Run, info: ModelInfo, model, ema, optimizer, generator) -> Progress:
-    """Load a run's last state into the model, its average, the optimiser and the random
-    generators; return its progress."""
-    state = run.state
-    if state["fingerprint"] != info.data_fingerprint:
-        raise BrainTumorError(f"{run.out} was trained on other data", "resume with the same --data, or use a new --out")
-    model.net.load_state_dict(state["model"])
-    if ema is not None:
-        ema.module.net.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    log(f"resuming {run.out} after epoch {state['epoch']}")
-    return Progress(state["epoch"], state["best"], state["bad_epochs"], list(state["history"]))
-
-
-def save_epoch(out: Path, improved: bool, kept, info: ModelInfo, state: dict) -> None:
-    """Write an epoch's files, each atomically: ``model.safetensors`` if the epoch is the best so
-    far, ``last.safetensors``, ``last_state.pt``, then ``metrics.jsonl``.
-
-    A run killed between two of them resumes from ``last_state.pt``, which is written after the
-    checkpoints: at worst it trains the epoch again, to the same weights. The epoch's line is
-    written last, so that the metrics file never runs ahead of the state.
-    """
-    if improved:
-        save_checkpoint(out / "model.safetensors", kept, info)
-    save_checkpoint(out / "last.safetensors", kept, info)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    write_bytes(out / "last_state.pt", buffer.getbuffer())
-    write_text(out / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in state["history"]))
 
 
 def _out_of_time(config: TrainConfig, started: float, epoch_started: float, epoch: int, posthoc_epochs: float) -> bool:
