@@ -35,7 +35,7 @@ def test_train_writes_run_directory(trained):
     for name in ("model.safetensors", "model.json", "last.safetensors", "last_state.pt", "metrics.jsonl", "report.md",
                  "confusion_matrix.png", "confusion_matrix.json", "curves.png", "skipped.json", "test_metrics.json"):
         assert (out / name).is_file(), name
-    from braintumor.training.trainer import RUN_FILES  # what --overwrite removes must cover all that train and evaluate write
+    from braintumor.training.runfolder import RUN_FILES  # what --overwrite removes must cover all that train and evaluate write
 
     assert {p.name for p in out.iterdir()} <= set(RUN_FILES)
     assert metrics["n"] == 7  # ceil(10% of 64)

@@ -140,7 +140,7 @@ def test_train_fraction_trains_on_a_stratified_share_with_groups_whole(tmp_path,
     from braintumor.errors import BrainTumorError
     from braintumor.training.trainer import TrainConfig
 
-    with pytest.raises(BrainTumorError, match="train_fraction must be in"):
+    with pytest.raises(BrainTumorError, match=r"train_fraction \(--train-fraction\) must be a number in \(0, 1\]"):
         TrainConfig(train_fraction=0)
 
 

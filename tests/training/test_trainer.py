@@ -403,7 +403,7 @@ def test_equalized_training_is_served_by_torch_and_onnx_predictors(tiny_tree, tm
     equalized = Preprocess(image_size=32, equalize=True)(read_image(image))
     assert not np.array_equal(equalized, Preprocess(image_size=32)(read_image(image)))
     for model in (out / "model.safetensors", export_onnx(out / "model.safetensors", tmp_path / "model.onnx")):
-        [(_, served)] = Predictor(model, runtime="onnx")._load(image, None)
+        [(_, served)], _ = Predictor(model, runtime="onnx")._load(image, None)
         np.testing.assert_array_equal(served, equalized)
 
 

@@ -1,9 +1,9 @@
 """Running a model without PyTorch: `OnnxRuntime` (an exported graph in onnxruntime),
 `EnsembleRuntime` (several runtimes averaged), and where the graph of a checkpoint is cached.
 
-`braintumor predict` with a cached graph imports neither torch nor timm: it starts in a fraction
-of a second and about 140 MB (`benchmarks/startup_speed.py`), where loading the network in PyTorch costs seconds and
-over a gigabyte. The graph itself is written with PyTorch (`braintumor.inference.export`), once per
+`braintumor predict` with a cached graph imports neither torch nor timm, so it starts in a
+fraction of the time and memory that loading the network in PyTorch takes (measured by
+`benchmarks/startup_speed.py`, figures in docs/results.md). The graph itself is written with PyTorch (`braintumor.inference.export`), once per
 checkpoint, and kept at `onnx_cache_path`.
 """
 
@@ -108,8 +108,8 @@ class OnnxRuntime:
     def run(self, images: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (``N x C``) and OOD scores (``N``) of preprocessed uint8 images.
 
-        Images go through in chunks of `batch_size`: on a 2-core CPU onnxruntime ran Lite0 at
-        160 px at 490 images/s in chunks of 8 and 400 in chunks of 32 (caches).
+        Images go through in chunks of `batch_size`: small chunks stay in the CPU's caches, and on
+        a 2-core CPU chunks of 8 ran faster than chunks of 32 (docs/results.md).
         """
         probs, scores = [], []
         for start in range(0, len(images), batch_size):
