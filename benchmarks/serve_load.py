@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
-import json
 import os
 import socket
 import statistics

@@ -300,8 +300,7 @@ class Predictor:
             One per image (per frame, per slice), in input order; unreadable files have `error`
             set. `braintumor.inference.volume.summarise_volumes` sums up the slices of volumes.
         """
-        if batch_size < 1:
-            raise BrainTumorError(f"batch_size must be at least 1, got {batch_size}")
+        batch_size = check("batch_size", batch_size)
         axis, volume = check("axis", axis, allow_none=True), check("volume", volume, allow_none=True)
         files, results = expand_inputs(inputs)
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress or len(files) < 2)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from braintumor.errors import BrainTumorError
 from braintumor.files import locked_folder
+from braintumor.options import check
 
 QUANTIZED_OPS = ("Conv", "Clip", "Relu", "Add")
 DEFAULT_CALIBRATION = 200
@@ -186,8 +187,7 @@ def quantize_checkpoint(
     """
     from braintumor.inference.export import onnx_path
 
-    if calibration < 1:
-        raise BrainTumorError(f"calibration must be at least 1 image, got {calibration}")
+    calibration = check("calibration", calibration)
     checkpoint = Path(checkpoint)
     out = onnx_path(checkpoint, out, "-int8.onnx")
     with locked_folder(out.parent, existing_only=True):  # not into a run folder a training is writing
