@@ -59,3 +59,12 @@ def tiny_crossval(distinct_tree, tmp_path_factory):
                      "--epochs", "1", "--image-size", "32", "--batch-size", "16", "--json", "-q"])
     assert code == 0
     return out, json.loads(printed.getvalue())
+
+
+@pytest.fixture(scope="session")
+def two_collections(tmp_path_factory):
+    """Two collections of generated slices, the second with near copies of 8 of the first's
+    (`twocollections.make_two_collections`): ``(first, second, copies)``."""
+    from twocollections import make_two_collections
+
+    return make_two_collections(tmp_path_factory.mktemp("collections"))

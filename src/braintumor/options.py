@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from braintumor.errors import BrainTumorError
 
 SEED_MAX = 2**32 - 1
+PROTOCOLS = ("original", "official", "dedup", "cross")  # the evaluation protocols (braintumor.data.protocols)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ RULES: dict[str, Rule] = {
     "exclude": Rule("path"), "relabel": Rule("path"), "csv": Rule("path"), "archive": Rule("path"),
     "dest": Rule("path"), "backbone": Rule("text"), "class_map": Rule("text"), "target": Rule("text"),
     "url": Rule("text"), "sha256": Rule("text"), "runs": Rule("path"), "inputs": Rule("path"),
+    "test_collection": Rule("text", hint="name the collection by its folder (masoud for .../masoud/Training)"),
 }
 
 

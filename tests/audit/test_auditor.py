@@ -188,3 +188,21 @@ def test_cli_audit_against_prints_the_copies(planted_tree, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)["against"]
     assert printed["per_level"] == {"byte": 1, "pixel": 0, "near": 1} and "copies" not in printed
     assert len(json.loads((tmp_path / "audit.json").read_text())["against"]["copies"]) == 2
+
+
+def test_an_audit_of_two_collections_counts_what_they_share(two_collections, tmp_path, capsys):
+    from braintumor.cli import main
+
+    first, second, copies = two_collections
+    assert main(["audit", "-d", str(first), "-d", str(second), "-o", str(tmp_path / "audit"), "-q", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    near = result["collections"]["near"]
+    assert near["per_collection"] == {"first": {"images": 32, "with_a_copy_elsewhere": len(copies)},
+                                      "second": {"images": 32, "with_a_copy_elsewhere": len(copies)}}
+    assert near["shared_groups"] == {"first+second": len(copies)} and near["label_conflicts"] == 0
+    assert result["collections"]["byte"]["shared_groups"] == {}
+    report = (tmp_path / "audit" / "audit.md").read_text()
+    assert "## Across collections" in report and f"{len(copies)} of 32" in report
+    written = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    groups = [g for g in written["groups"] if len(g["collections"]) == 2]
+    assert len(groups) == len(copies) and {f["collection"] for f in groups[0]["files"]} == {"first", "second"}

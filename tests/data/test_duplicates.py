@@ -160,3 +160,19 @@ def test_copies_in_finds_each_query_images_copy_at_its_strictest_level_and_neare
     assert found["match"].tolist() == [3, 4, 1, -1]  # the near image names B, the nearest, not A, the first
     assert found["bits"].tolist() == [0, 0, 5, -1]
     assert copies_in(query, reference, threshold=4)["level"].tolist() == ["byte", "pixel", "", ""]
+
+
+def test_images_of_two_collections_pair_up_further_apart_than_within_one():
+    from braintumor.data.duplicates import CROSS_COLLECTION_THRESHOLD, DEFAULT_THRESHOLD, ImageHashes, group_ids
+
+    apart = DEFAULT_THRESHOLD + 2  # beyond the threshold within a collection, within the one between collections
+    assert apart <= CROSS_COLLECTION_THRESHOLD
+    base = np.uint64(0)
+    flipped = np.uint64((1 << apart) - 1)  # `apart` bits differ in both hashes
+    far = np.uint64(2**64 - 1) ^ flipped  # 64 - apart bits from row 1, 64 from row 0
+    perceptual = np.array([[base, base], [flipped, flipped], [far, far]], dtype=np.uint64)
+    hashes = ImageHashes(np.array(["a", "b", "c"]), np.array(["1", "2", "3"]), perceptual, np.array(["", "", ""]))
+    assert len(set(group_ids(hashes))) == 3  # one collection: rows 0 and 1 are too far apart
+    assert len(set(group_ids(hashes, sources=np.array([0, 0, 1])))) == 3
+    ids = group_ids(hashes, sources=np.array([0, 1, 1]))
+    assert ids[0] == ids[1] != ids[2]  # rows 0 and 1 from two collections: one group

@@ -6,6 +6,10 @@ classes. It also checks whether the files' width, height and compression alone p
 (`braintumor.audit.shortcuts`). Writes ``audit.json`` (every group with its files), ``audit.md`` (counts
 per class and per split pair) and ``contact_sheet.png`` (example groups side by side).
 
+Given several collections (``data`` a list), it pools them and reports what spans them: the
+images of each collection with a copy in another, the groups each pair of collections shares,
+and label conflicts between collections (one image filed under two classes by two collections).
+
 With ``--external OTHER`` it also checks another folder, such as an external test set, for copies
 of the dataset's images (`braintumor.data.duplicates.copies_in`) and lists them in ``against.csv``
 with example pairs in ``against_sheet.png``: what a model trained on the dataset would have seen.
@@ -21,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from braintumor.data.dataset import Dataset, scan
-from braintumor.data.duplicates import (DEFAULT_THRESHOLD, check_threshold, connected_groups, copies_in, equal_pairs, group_ids,
+from braintumor.data.dataset import Dataset, data_folders, scan
+from braintumor.data.duplicates import (CROSS_COLLECTION_THRESHOLD, DEFAULT_THRESHOLD, check_threshold, connected_groups, copies_in, equal_pairs, group_ids,
                          hash_dataset, summarise_copies)
 from braintumor.errors import DataError
 from braintumor.files import locked_folder, write_json, write_text
@@ -84,6 +88,42 @@ def summarise_groups(ids: np.ndarray, dataset: Dataset, keep: np.ndarray) -> dic
     }
 
 
+def summarise_collections(ids: np.ndarray, dataset: Dataset, keep: np.ndarray) -> dict:
+    """What the collections of a pooled dataset share, at one level of grouping (`ids`).
+
+    Returns
+    -------
+    dict
+        ``per_collection``: {name: {images, with_a_copy_elsewhere}} (images with a copy in another
+        collection); ``shared_groups``: {"a+b": groups with members in both}; ``label_conflicts``:
+        groups spanning collections whose members carry two or more classes.
+    """
+    ids = np.where(keep, ids, -1)
+    names = dataset.collections
+    order = np.argsort(ids, kind="stable")
+    ids_sorted = ids[order]
+    starts = np.flatnonzero(np.r_[True, ids_sorted[1:] != ids_sorted[:-1]])
+    copied = np.zeros(len(ids), dtype=bool)
+    shared: dict[str, int] = {}
+    conflicts = 0
+    for members in np.split(order, starts[1:]):
+        if len(members) < 2 or ids[members[0]] < 0:
+            continue
+        sources = np.unique(dataset.sources[members])
+        if len(sources) < 2:
+            continue
+        copied[members] = True
+        conflicts += len(np.unique(dataset.labels[members])) > 1
+        for a in range(len(sources)):
+            for b in range(a + 1, len(sources)):
+                key = f"{names[sources[a]]}+{names[sources[b]]}"
+                shared[key] = shared.get(key, 0) + 1
+    per_collection = {name: {"images": int(((dataset.sources == k) & keep).sum()),
+                             "with_a_copy_elsewhere": int((copied & (dataset.sources == k)).sum())}
+                      for k, name in enumerate(names)}
+    return {"per_collection": per_collection, "shared_groups": shared, "label_conflicts": int(conflicts)}
+
+
 def _group_records(ids: np.ndarray, dataset: Dataset, pixel_digest: np.ndarray, keep: np.ndarray) -> list[dict]:
     """One record per near-duplicate group of two or more images, largest first."""
     records = []
@@ -101,12 +141,14 @@ def _group_records(ids: np.ndarray, dataset: Dataset, pixel_digest: np.ndarray, 
                 "splits": _split_key(splits),
                 "label_conflict": len(classes) > 1,
                 "cross_split": len(splits) > 1,
+                "collections": sorted({dataset.collections[dataset.sources[m]] for m in members}),
                 "pixel_identical": len({pixel_digest[m] for m in members}) == 1,
                 "files": [
                     {
                         "path": dataset.paths[m].relative_to(dataset.root).as_posix(),
                         "class": dataset.classes[dataset.labels[m]],
                         "split": dataset.splits[m] or "all",
+                        "collection": dataset.collections[dataset.sources[m]],
                         "pixels": str(pixel_digest[m])[:12],
                     }
                     for m in members
@@ -130,8 +172,9 @@ def audit(
 
     Parameters
     ----------
-    data : path
-        Dataset folder, laid out as for training.
+    data : path or list of paths
+        Dataset folder, laid out as for training; several: collections audited as one pool, with
+        what they share (`summarise_collections`).
     threshold : int
         Near-duplicate Hamming threshold in bits, 0..24.
     out : path, optional
@@ -155,7 +198,8 @@ def audit(
     """
     threshold = check_threshold(threshold)
     if against is not None:
-        _check_apart(Path(data), Path(against))
+        for folder in data_folders(data):
+            _check_apart(folder, Path(against))
     with locked_folder(out) if out is not None else nullcontext():  # (a report folder is one command's at a time)
         return _audit(data, threshold, out, class_map, progress, cache, against)
 
@@ -174,9 +218,11 @@ def _audit(data, threshold: int, out, class_map, progress: bool, cache: bool, ag
     ids = {
         "byte": connected_groups(len(dataset), *equal_pairs(hashes.file_digest)),
         "pixel": connected_groups(len(dataset), *equal_pairs(hashes.pixel_digest)),
-        "near": group_ids(hashes, threshold),
+        "near": group_ids(hashes, threshold, dataset.sources),
     }
     levels = {name: summarise_groups(level_ids, dataset, keep) for name, level_ids in ids.items()}
+    across = ({name: summarise_collections(level_ids, dataset, keep) for name, level_ids in ids.items()}
+              if len(dataset.collections) > 1 else None)
     groups = _group_records(ids["near"], dataset, hashes.pixel_digest, keep)
     features = file_features(hashes)
     shortcut = shortcut_check(features, dataset.labels, ids["near"], dataset.classes)
@@ -187,6 +233,7 @@ def _audit(data, threshold: int, out, class_map, progress: bool, cache: bool, ag
         "threshold": threshold,
         "counts": dataset.counts(),
         "levels": levels,
+        **({"collections": across, "cross_collection_threshold": max(threshold, CROSS_COLLECTION_THRESHOLD)} if across else {}),
         "near_groups_not_pixel_identical": sum(not g["pixel_identical"] for g in groups),
         "shortcut": shortcut,
         "seconds": round(time.time() - start, 1),
@@ -337,6 +384,8 @@ def _write_audit(result: dict, out: Path) -> Path:
     for c in classes:
         cells = [f"{levels[n]['per_class'][c]['files']} ({levels[n]['per_class'][c]['groups']})" for n in LEVELS]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    if result.get("collections"):
+        lines += ["", *_collection_lines(result["collections"], result["cross_collection_threshold"])]
     lines += ["", *_shortcut_lines(result["shortcut"])]
     conflicts = [g for g in result["groups"] if g["label_conflict"]]
     lines += ["", f"## Label conflicts: {len(conflicts)} groups", ""]
@@ -359,6 +408,26 @@ def _write_audit(result: dict, out: Path) -> Path:
     lines += ["", f"## Skipped files: {len(skipped)}", ""]
     lines += [f"- `{s['path']}`: {s['reason']}" for s in skipped[:50]] or ["None."]
     return write_text(out / "audit.md", "\n".join(lines) + "\n")
+
+
+def _collection_lines(across: dict, cross_threshold: int) -> list[str]:
+    names = list(across["near"]["per_collection"])
+    lines = [
+        "## Across collections", "",
+        "Images of each collection with a copy in another, at each level; a model trained on one and tested on another "
+        "is tested on these from memory (`--protocol cross` leaves them out, `dedup` keeps each group on one side). "
+        "Label conflicts: groups spanning collections whose images the collections file under different classes. "
+        f"Between collections, images up to {cross_threshold} bits apart count as near-duplicates (a collection built "
+        "from another re-crops and resizes its copies).", "",
+        "| level | " + " | ".join(f"{n}: images with a copy elsewhere" for n in names) + " | groups shared | label conflicts |",
+        "|---|" + "---:|" * (len(names) + 2),
+    ]
+    for name, title in LEVELS.items():
+        lv = across[name]
+        cells = [f"{lv['per_collection'][n]['with_a_copy_elsewhere']} of {lv['per_collection'][n]['images']}" for n in names]
+        shared = "; ".join(f"{k}: {v}" for k, v in lv["shared_groups"].items()) or "0"
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | {shared} | {lv['label_conflicts']} |")
+    return lines
 
 
 def _shortcut_lines(shortcut: dict) -> list[str]:

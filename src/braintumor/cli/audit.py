@@ -3,7 +3,7 @@ copies of a dataset's images in another folder (``--external``)."""
 
 from __future__ import annotations
 
-from braintumor.cli.common import add_command, add_data, add_out, print_json
+from braintumor.cli.common import add_command, add_data, add_out, data_of, print_json
 from braintumor.errors import BrainTumorError
 from braintumor.options import cli_type
 
@@ -29,7 +29,7 @@ def run(args) -> int:
 
     if args.positional_data and args.data:
         raise BrainTumorError("the dataset is given twice (DIR and --data)", "give it once: braintumor audit -d DIR")
-    data = args.positional_data or args.data
+    data = args.positional_data or data_of(args)
     if not data:
         raise BrainTumorError("no dataset given", "pass -d DIR (a folder of <class>/<image>)")
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold

@@ -43,13 +43,23 @@ def add_command(sub, name: str, help: str, *, quiet: bool = True, json_help: str
 
 
 def add_data(p: argparse.ArgumentParser, help: str | None = None, class_map: bool = True) -> None:
-    """``-d/--data DIR`` (and ``--class-map``)."""
-    p.add_argument("-d", "--data", type=cli_type("data"), metavar="DIR", help=help or (
+    """``-d/--data DIR`` (and ``--class-map``); given several times, the collections are pooled
+    (read them with `data_of`)."""
+    p.add_argument("-d", "--data", type=cli_type("data"), action="append", metavar="DIR", help=(help or (
         "dataset folder (<class>/<image> or Training|Testing/<class>/<image>); default: $BRAINTUMOR_DATA, "
         "else data/sartaj if it exists, else ../shared/data/sartaj"))
+        + ". Given several times, the collections are pooled, near-duplicates grouped across them")
     if class_map:
         p.add_argument("--class-map", type=cli_type("class_map"),
                        help="extra folder-to-class names, e.g. 'tumor_g=glioma,healthy=no_tumor'")
+
+
+def data_of(args):
+    """The ``--data`` a command was given: None, one folder, or a list of several collections."""
+    data = getattr(args, "data", None)
+    if not data:
+        return None
+    return data[0] if len(data) == 1 else list(data)
 
 
 def add_model(p: argparse.ArgumentParser, help: str = "", positional: bool = False) -> None:

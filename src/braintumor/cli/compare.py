@@ -7,24 +7,25 @@ from pathlib import Path
 
 from braintumor.cli.common import add_command, print_json
 from braintumor.cli.train import add_run_args, config_kwargs
+from braintumor.options import PROTOCOLS
 
 
 def register(sub) -> None:
     p = add_command(sub, "compare", "train and evaluate one configuration under original, dedup and official; write a table",
                     json_help="print the table as JSON")
     add_run_args(p, "runs/compare", "folder for one run per protocol and comparison.md (default: runs/compare)")
-    p.add_argument("--protocols", nargs="+", choices=["original", "dedup", "official"], help="default: all three")
+    p.add_argument("--protocols", nargs="+", choices=PROTOCOLS, help="default: original, dedup, official, and cross with several --data")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from braintumor.data.dataset import default_data_dir
-    from braintumor.evaluation.compare import DEFAULT_PROTOCOLS, compare
+    from braintumor.evaluation.compare import compare, default_protocols
     from braintumor.training import TrainConfig
     from braintumor.training.runfolder import stored_config
 
-    protocols = tuple(args.protocols or DEFAULT_PROTOCOLS)
     kwargs = config_kwargs(args)
+    protocols = tuple(args.protocols or default_protocols(kwargs.get("data")))
     if args.resume:  # the runs keep the settings they started with, except those given again
         names = {f.name for f in fields(TrainConfig)} - {"protocol", "out", "folds", "fold", "overwrite"}
         stored = next(filter(None, (stored_config(Path(args.out) / p) for p in protocols)), None) or {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from braintumor.cli.common import add_command, add_data, print_json
+from braintumor.cli.common import add_command, add_data, data_of, print_json
 from braintumor.options import cli_type
 
 
@@ -25,7 +25,7 @@ def info(args) -> int:
     from braintumor.data.classes import parse_class_map
     from braintumor.data.dataset import default_data_dir, scan
 
-    dataset = scan(args.data or default_data_dir(), parse_class_map(args.class_map))
+    dataset = scan(data_of(args) or default_data_dir(), parse_class_map(args.class_map))
     found = {
         "root": str(dataset.root),
         "images": len(dataset),

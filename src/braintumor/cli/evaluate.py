@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from braintumor.cli.common import add_command, add_model, add_out, models_of, print_metrics
+from braintumor.cli.common import add_command, add_data, add_model, add_out, data_of, models_of, print_metrics
 from braintumor.errors import BrainTumorError
-from braintumor.options import cli_type
+from braintumor.options import PROTOCOLS, cli_type
 
 
 def register(sub) -> None:
@@ -16,8 +16,8 @@ def register(sub) -> None:
     add_model(p, "The model to evaluate; several: their ensemble, scored on the first one's test split (each must "
                  "have held those images out: same --protocol and --seed, e.g. other --train-seed runs; needs --out).",
               positional=True)
-    p.add_argument("-d", "--data", type=cli_type("data"), metavar="DIR", help="dataset folder (default: the one the model was trained on)")
-    p.add_argument("--protocol", choices=["original", "official", "dedup"], help="default: the model's training protocol")
+    add_data(p, help="dataset folder (default: the one(s) the model was trained on)", class_map=False)
+    p.add_argument("--protocol", choices=PROTOCOLS, help="default: the model's training protocol")
     p.add_argument("--seed", type=cli_type("seed"), help="split seed (default: the model's)")
     add_out(p, "report folder (default: the checkpoint's folder)")
     p.add_argument("--against", type=cli_type("against"), metavar="MODEL2",
@@ -49,7 +49,7 @@ def run(args) -> int:
     if args.train_data or not args.copy_check or args.class_map:
         raise BrainTumorError("--train-data, --no-copy-check and --class-map go with --external",
                               "add --external DIR, or drop them (a protocol's test split keeps the model's own class names)")
-    metrics = evaluate(model, args.data, args.protocol, args.seed, args.out, progress=not args.quiet, against=args.against,
+    metrics = evaluate(model, data_of(args), args.protocol, args.seed, args.out, progress=not args.quiet, against=args.against,
                        members=members, allow_overlap=args.allow_overlap)
     if metrics.get("held_out") is False and not args.json:
         print(metrics["overlap_note"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from braintumor.cli.common import add_command, add_model, add_out, models_of, print_json
+from braintumor.cli.common import add_command, add_data, add_model, add_out, data_of, models_of, print_json
 from braintumor.errors import BrainTumorError
 from braintumor.options import cli_type
 
@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--int8", action="store_true",
                    help="quantize the convolutions to 8-bit integers (faster on CPUs; calibrated on the checkpoint's "
                         "training images and checked on its validation images, so it needs the dataset)")
-    p.add_argument("-d", "--data", type=cli_type("data"), metavar="DIR", help="with --int8: the dataset the model was trained on, if it moved since training")
+    add_data(p, help="with --int8: the dataset the model was trained on, if it moved since training", class_map=False)
     p.add_argument("--calibration", type=cli_type("calibration"), help="with --int8: training images that set the int8 ranges (default: 200)")
     p.set_defaults(func=run)
 
@@ -39,7 +39,7 @@ def run(args) -> int:
     if members:
         raise BrainTumorError("--int8 exports one model, not an ensemble", "give one -m, or leave out --int8")
     kwargs = {} if args.calibration is None else {"calibration": args.calibration}
-    out, report = quantize_checkpoint(model, args.out, args.data, args.tta, progress=not args.quiet, **kwargs)
+    out, report = quantize_checkpoint(model, args.out, data_of(args), args.tta, progress=not args.quiet, **kwargs)
     if args.json:
         print_json({"out": str(out), **report})
         return 0

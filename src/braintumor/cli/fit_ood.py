@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from braintumor.cli.common import add_command, add_model, add_out, models_of, print_json
+from braintumor.cli.common import add_command, add_data, add_model, add_out, data_of, models_of, print_json
 from braintumor.errors import BrainTumorError
 from braintumor.options import cli_type
 
@@ -12,7 +12,7 @@ def register(sub) -> None:
                     json_help="print the fitted statistics as JSON")
     add_model(p, "The checkpoint (.safetensors): its run's split.json, else the split re-created from its config.",
               positional=True)
-    p.add_argument("-d", "--data", type=cli_type("data"), metavar="DIR", help="dataset folder, if it moved since training")
+    add_data(p, help="dataset folder, if it moved since training", class_map=False)
     p.add_argument("--accept", type=cli_type("accept"), help="share of validation images to accept (default: 0.99)")
     add_out(p, "write the updated checkpoint here (a new file; the input is left as it is)")
     p.add_argument("--in-place", action="store_true", help="update the input checkpoint itself instead of writing --out")
@@ -30,7 +30,7 @@ def run(args) -> int:
                               if not args.out else "--out and --in-place contradict each other",
                               "fit-ood never overwrites its input unless --in-place is given")
     accept = DEFAULT_ACCEPT if args.accept is None else args.accept
-    meta = fit_checkpoint(models[0], args.data, args.out, accept, progress=not args.quiet)
+    meta = fit_checkpoint(models[0], data_of(args), args.out, accept, progress=not args.quiet)
     if args.json:
         print_json(meta)
     else:

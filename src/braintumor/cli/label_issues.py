@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from braintumor.cli.common import add_command, add_out, print_json
+from braintumor.cli.common import add_command, add_data, add_out, data_of, print_json
 from braintumor.options import cli_type
 
 
@@ -14,7 +14,7 @@ def register(sub) -> None:
                     json_help="print the result, every flagged image included, as JSON")
     p.add_argument("runs", nargs="+", type=cli_type("runs"), metavar="RUN",
                    help="run folder (its test split is scored) or cross-validation folder (every fold's test split: every image once)")
-    p.add_argument("-d", "--data", type=cli_type("data"), metavar="DIR", help="dataset folder, if it moved since training")
+    add_data(p, help="dataset folder, if it moved since training", class_map=False)
     add_out(p, "report folder (default: RUN/label_issues)")
     p.add_argument("--sheet", type=cli_type("sheet"), default=48, help="flagged images shown in label_issues.png (default: 48)")
     p.set_defaults(func=run)
@@ -23,7 +23,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from braintumor.evaluation.label_issues import label_issues
 
-    result = label_issues(args.runs, args.data, args.out, progress=not args.quiet, sheet=args.sheet)
+    result = label_issues(args.runs, data_of(args), args.out, progress=not args.quiet, sheet=args.sheet)
     if args.json:
         print_json(result)
         return 0

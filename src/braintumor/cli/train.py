@@ -9,12 +9,13 @@ import argparse
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from braintumor.cli.common import add_command, add_data, add_out, print_json, print_metrics
+from braintumor.cli.common import add_command, add_data, add_out, data_of, print_json, print_metrics
 from braintumor.errors import BrainTumorError
-from braintumor.options import RULES, cli_type
+from braintumor.options import PROTOCOLS, RULES, cli_type
 
 PROTOCOL_HELP = ("original: pooled data, random 10%% test split; official: Training vs Testing folders; "
-                 "dedup: original with near-duplicate groups kept on one side")
+                 "dedup: original with near-duplicate groups kept on one side; cross (several --data): train on "
+                 "all collections but one, test on that one's images that have no copy in the others")
 
 # The recipe: (option name in TrainConfig, help). Values are checked by RULES[name].
 RECIPE_OPTIONS = [
@@ -101,7 +102,7 @@ def config_kwargs(args) -> dict:
     names = {f.name for f in fields(TrainConfig)}
     kwargs = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if args.data:
-        kwargs["data"] = str(args.data)
+        kwargs["data"] = data_of(args)
     if args.class_map:
         kwargs["class_map"] = parse_class_map(args.class_map)
     if args.exclude_file:
@@ -115,7 +116,9 @@ def config_kwargs(args) -> dict:
 def register(sub) -> None:
     p = add_command(sub, "train", "train a model, then evaluate it on the held-out test split and write a report")
     add_run_args(p, "runs/latest", "run folder for checkpoints, metrics and report (default: runs/latest)")
-    p.add_argument("--protocol", choices=["original", "official", "dedup"], help=PROTOCOL_HELP + " (default: original)")
+    p.add_argument("--protocol", choices=PROTOCOLS, help=PROTOCOL_HELP + " (default: original)")
+    p.add_argument("--test-collection", type=cli_type("test_collection"), metavar="NAME",
+                   help="with --protocol cross: the collection tested on, by its folder's name (default: the last --data)")
     p.add_argument("--folds", type=cli_type("folds"), help="cross-validate: train and test on K group-aware folds, report mean ± std of every metric")
     p.add_argument("--no-test", dest="test", action="store_false", help="do not evaluate the test split after training: print validation figures only, for choosing a recipe without looking at the test images (evaluate it later with 'braintumor evaluate')")
     p.add_argument("--json", action="store_true", help="print the test metrics (with --no-test: the validation figures) as JSON")

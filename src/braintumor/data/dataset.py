@@ -55,6 +55,12 @@ class Dataset:
         ``"Training"``, ``"Testing"`` or ``""`` (no split folders) for each path.
     skipped : list of (str, str)
         ``(path, reason)`` of every file that was not used.
+    sources : numpy.ndarray
+        Index into `collections` of the collection (data folder) each path came from: all 0 for
+        one folder.
+    collections : tuple of str
+        The collections' names (`collection_name`); `root` is their folders' common parent when
+        there are several.
     """
 
     root: Path
@@ -63,9 +69,21 @@ class Dataset:
     splits: list[str]
     classes: tuple[str, ...] = CLASSES
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    sources: np.ndarray | None = None
+    collections: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.sources is None:
+            self.sources = np.zeros(len(self.paths), dtype=np.int64)
+        if not self.collections:
+            self.collections = (collection_name(self.root),)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def collection_of(self) -> list[str]:
+        """The collection name of every image."""
+        return [self.collections[s] for s in self.sources]
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per split and class."""
@@ -92,6 +110,8 @@ class Dataset:
             splits=[self.splits[i] for i in index],
             classes=self.classes,
             skipped=list(self.skipped),
+            sources=self.sources[index],
+            collections=self.collections,
         )
 
 
@@ -99,16 +119,65 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan(root: str | Path, class_map: dict[str, str] | None = None) -> Dataset:
-    """Find the images under `root`.
+def data_folders(data) -> list[Path]:
+    """The data folders of a ``data`` setting: one path, or a list of them (several collections)."""
+    return [Path(d) for d in data] if isinstance(data, (list, tuple)) else [Path(data)]
+
+
+def data_root(data) -> Path:
+    """The folder image paths are relative to: the data folder, or the common parent of several."""
+    folders = data_folders(data)
+    if len(folders) == 1:
+        return folders[0]
+    return Path(os.path.commonpath([os.path.abspath(f) for f in folders]))
+
+
+def collection_name(folder: str | Path) -> str:
+    """A collection's name from its folder: the folder's name, or its parent's when the folder is a
+    split folder (``masoud/Training`` is ``masoud``)."""
+    folder = Path(os.path.abspath(folder))
+    return (folder.parent.name if folder.name.lower() in _SPLIT_NAMES else folder.name) or "data"
+
+
+def scan(data, class_map: dict[str, str] | None = None) -> Dataset:
+    """Find the images under a data folder, or under several (`data` a list: one collection each).
+
+    Each folder's class folders are mapped to classes on their own (their spellings may differ).
+    Several folders are pooled into one `Dataset` whose ``sources`` tell the collections apart.
 
     Raises
     ------
     DataError
-        When `root` is missing, has no class folders, has an unknown or empty class folder, or
-        holds no images at all.
+        When a folder is missing, has no class folders, has an unknown or empty class folder, or
+        holds no images at all; or when one folder is given twice or lies inside another.
     """
-    root = Path(root)
+    folders = data_folders(data)
+    if len(folders) == 1:
+        return _scan_one(folders[0], class_map)
+    resolved = [f.resolve() for f in folders]
+    for a, fa in enumerate(resolved):
+        for b, fb in enumerate(resolved):
+            if a != b and (fa == fb or fa.is_relative_to(fb)):
+                raise DataError(f"data folder {folders[a]} is {'the same as' if fa == fb else 'inside'} {folders[b]}",
+                                "give each collection's folder once, none inside another")
+    parts = [_scan_one(Path(os.path.abspath(f)), class_map) for f in folders]  # paths under the common root
+    names: list[str] = []
+    for f in folders:  # unique names: a second "data" becomes "data-2"
+        name = collection_name(f)
+        names.append(name if name not in names else f"{name}-{len(names) + 1}")
+    return Dataset(
+        root=data_root(folders),
+        paths=[p for d in parts for p in d.paths],
+        labels=np.concatenate([d.labels for d in parts]),
+        splits=[s for d in parts for s in d.splits],
+        classes=CLASSES,
+        skipped=[s for d in parts for s in d.skipped],
+        sources=np.concatenate([np.full(len(d), k, dtype=np.int64) for k, d in enumerate(parts)]),
+        collections=tuple(names),
+    )
+
+
+def _scan_one(root: Path, class_map: dict[str, str] | None) -> Dataset:
     if not root.is_dir():
         raise DataError(
             f"data folder not found: {root}",

@@ -14,7 +14,10 @@ those margins, so a copy that was resized, padded, shifted or had its margins cr
 like the original. Two images are a near pair when *both* hashes are within the threshold.
 
 Near pairs are joined into groups by connected components: if A~B and B~C, then A, B and C are
-one group even when A and C differ more. The ``dedup`` protocol never splits a group across
+one group even when A and C differ more. Between two collections (a dataset pooled from several
+folders) the threshold is `CROSS_COLLECTION_THRESHOLD`: a collection built from another re-crops
+and resizes its images, so its copies sit further from their originals than copies within one
+collection do. The ``dedup`` protocol never splits a group across
 train, validation and test. Hashes of a dataset are cached on disk, keyed by its fingerprint.
 """
 
@@ -42,6 +45,12 @@ DEFAULT_THRESHOLD = 8
 """Default Hamming threshold in bits (of 64). On the Sartaj data, pairs up to 8 bits apart are
 copies of one slice or its neighbouring slice in the same scan; past 10 bits unrelated patients
 start to match and groups chain into large clusters."""
+
+CROSS_COLLECTION_THRESHOLD = 10
+"""Hamming threshold between images of two collections. Masoud-Training's copies of Sartaj images
+are cropped to the head and resized to 224 px: pairs 9-10 bits apart were the same images, at
+12 bits neighbouring slices and unrelated patients started to match, and the largest group grew
+from 193 images (at 10) to 537 (``docs/collections.md``)."""
 
 MAX_THRESHOLD = 24
 HASH_VERSION = 2  # bump when the hashing changes, so that cached hashes are recomputed
@@ -253,13 +262,22 @@ def connected_groups(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return renumber[labels]
 
 
-def group_ids(hashes: ImageHashes, threshold: int = DEFAULT_THRESHOLD) -> np.ndarray:
+def group_ids(hashes: ImageHashes, threshold: int = DEFAULT_THRESHOLD, sources: np.ndarray | None = None,
+              cross_threshold: int = CROSS_COLLECTION_THRESHOLD) -> np.ndarray:
     """Near-duplicate group of every row: pixel-identical and near pairs, connected.
 
-    Unreadable files never match anything and are groups of their own.
+    With `sources` (the collection of each row), rows of two collections pair up to
+    `cross_threshold` bits apart (never less than `threshold`). Unreadable files never match
+    anything and are groups of their own.
     """
     readable = np.flatnonzero(hashes.readable)
-    ni, nj, _ = near_pairs(hashes.perceptual[readable], threshold)
+    if sources is None or len(np.unique(sources)) < 2:
+        ni, nj, _ = near_pairs(hashes.perceptual[readable], threshold)
+    else:
+        ni, nj, bits = near_pairs(hashes.perceptual[readable], max(threshold, cross_threshold))
+        src = np.asarray(sources)[readable]
+        keep = (bits <= threshold) | (src[ni] != src[nj])
+        ni, nj = ni[keep], nj[keep]
     ei, ej = equal_pairs(hashes.pixel_digest)
     i = np.concatenate([readable[ni], ei])
     j = np.concatenate([readable[nj], ej])
@@ -340,8 +358,9 @@ def _nearest_reference_rows(ids: np.ndarray, perceptual: np.ndarray, n_query: in
 
 
 def duplicate_groups(dataset: Dataset, threshold: int = DEFAULT_THRESHOLD, progress: bool = True) -> np.ndarray:
-    """Near-duplicate group id of every image of `dataset` (hashes cached on disk)."""
-    return group_ids(hash_dataset(dataset, progress=progress), threshold)
+    """Near-duplicate group id of every image of `dataset` (hashes cached on disk), across its
+    collections too (`group_ids`' `sources`)."""
+    return group_ids(hash_dataset(dataset, progress=progress), threshold, dataset.sources)
 
 
 def file_groups(paths: list[Path], threshold: int = DEFAULT_THRESHOLD, progress: bool = True) -> np.ndarray:

@@ -17,6 +17,13 @@ part is exactly the one the same protocol and seed give without exclusions. Corr
 (``relabel``, `run_labels`) likewise change the training and validation parts only: the split is
 drawn with the given labels, and the test part is scored against them.
 
+- ``cross``: cross-collection, for a dataset pooled from several collections (``scan`` of several
+  folders): test on one collection's images that have no exact or near copy in the others, train
+  and validate (group-aware) on the others. Its images with a copy in them are in no part.
+
+Under ``dedup`` and ``cross`` the near-duplicate groups are formed across every collection, so
+no group spans two parts whichever collections its members came from.
+
 Cross-validation (``folds=K``, ``fold=i``): the test part is fold ``i`` of ``K`` stratified,
 group-aware folds of the pooled data (under ``original`` every image is its own group).
 """
@@ -30,10 +37,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from braintumor.data.dataset import Dataset, load_images, scan
+from braintumor.data.dataset import Dataset, data_root, load_images, scan
 from braintumor.errors import DataError
+from braintumor.options import PROTOCOLS
 
-PROTOCOLS = ("original", "official", "dedup")
+GROUPED = ("dedup", "cross")  # the protocols that form near-duplicate groups
 
 
 @dataclass(frozen=True)
@@ -41,13 +49,16 @@ class Split:
     """Index arrays into a `Dataset`, and the near-duplicate groups when the split used them.
 
     ``groups`` holds the group id of every image of the dataset (not only of the split's) under
-    ``dedup`` and is None otherwise, so that training can reuse it instead of grouping again.
+    ``dedup`` and ``cross`` and is None otherwise, so that training can reuse it instead of
+    grouping again. ``copied`` (``cross`` only) holds the images of the test collection left out
+    because a copy of them is in a training collection.
     """
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
     groups: np.ndarray | None = None
+    copied: np.ndarray | None = None
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -130,13 +141,14 @@ def make_split(
     progress: bool = False,
     train_fraction: float = 1.0,
     exclude: np.ndarray | None = None,
+    test_collection: str = "",
 ) -> Split:
     """Split `dataset` under `protocol`.
 
     Parameters
     ----------
     dataset : Dataset
-    protocol : {"original", "official", "dedup"}
+    protocol : {"original", "official", "dedup", "cross"}
     seed : int
         Seed of the random test split (``original``, ``dedup``) and of the validation carve.
     test_fraction : float
@@ -156,6 +168,8 @@ def make_split(
     exclude : numpy.ndarray, optional
         Indices of images left out of the training and validation parts (see `excluded_indices`);
         the test part does not change.
+    test_collection : str
+        Under ``cross``: the collection tested on (default: the last one).
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"unknown protocol {protocol!r}", f"use one of: {', '.join(PROTOCOLS)}")
@@ -167,29 +181,32 @@ def make_split(
     labels = dataset.labels
     every = np.arange(len(dataset))
     groups = every
-    if protocol == "dedup":
+    copied = None
+    if protocol in GROUPED:
         from braintumor.data.duplicates import duplicate_groups  # hashes every image once (then cached)
 
         groups = duplicate_groups(dataset, progress=progress)
     if folds:
-        if protocol == "official":
-            raise DataError("cross-validation needs a pooled protocol, not official", "use --protocol dedup or original with --folds")
+        if protocol in ("official", "cross"):
+            raise DataError(f"cross-validation needs a pooled protocol, not {protocol}", "use --protocol dedup or original with --folds")
         check_folds(dataset, groups, folds, fold)
         trainval, test = _group_fold(every, labels, groups, folds, fold, seed)
     elif protocol == "original":
         trainval, test = _stratified(every, labels, test_fraction, seed)
     elif protocol == "dedup":
         trainval, test = (every, every[:0]) if test_fraction == 0 else _group_fold(every, labels, groups, _n_splits(test_fraction), 0, seed)
+    elif protocol == "cross":
+        trainval, test, copied = _cross_collection(dataset, groups, test_collection)
     else:
         splits = np.asarray(dataset.splits)
-        trainval, test = every[splits == "Training"], every[splits == "Testing"]
+        trainval, test = every[splits != "Testing"], every[splits == "Testing"]  # (several collections: all but Testing/ trained on)
         if len(trainval) == 0 or len(test) == 0:
             raise DataError(
                 f"the official protocol needs Training/ and Testing/ folders under {dataset.root}",
                 "use --protocol original for a folder without split folders",
             )
     # Different streams for the validation carve and the training share than for the test split.
-    if protocol == "dedup":
+    if protocol in GROUPED:
         if val_fraction == 0:
             train, val = trainval, trainval[:0]
         else:
@@ -199,7 +216,29 @@ def make_split(
     train = _train_share(train, labels, groups, train_fraction, seed + 20_000)
     if exclude is not None and len(exclude):
         train, val = train[~np.isin(train, exclude)], val[~np.isin(val, exclude)]
-    return Split(train, val, test, groups if protocol == "dedup" else None)
+    return Split(train, val, test, groups if protocol in GROUPED else None, copied)
+
+
+def test_collection_index(dataset: Dataset, name: str = "") -> int:
+    """Index into ``dataset.collections`` of the collection `name` (default: the last one)."""
+    if len(dataset.collections) < 2:
+        raise DataError("protocol 'cross' needs two or more collections",
+                        "give --data once per collection: trained on all but --test-collection, tested on it")
+    if not name:
+        return len(dataset.collections) - 1
+    if name not in dataset.collections:
+        raise DataError(f"no collection named {name!r} among {', '.join(dataset.collections)}",
+                        "name the collection by its folder (masoud for .../masoud/Training)")
+    return dataset.collections.index(name)
+
+
+def _cross_collection(dataset: Dataset, groups: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(trainval, test, copied)`` of protocol ``cross``: the other collections, the test
+    collection's images with no copy in them, and those with one."""
+    held = dataset.sources == test_collection_index(dataset, name)
+    every = np.arange(len(dataset))
+    has_copy = np.isin(groups, groups[~held])
+    return every[~held], every[held & ~has_copy], every[held & has_copy]
 
 
 def excluded_indices(dataset: Dataset, paths) -> np.ndarray:
@@ -319,7 +358,7 @@ def run_split(
     exclude = excluded_indices(dataset, cfg["exclude"]) if cfg.get("exclude") else None
     return make_split(
         dataset, protocol, seed, cfg.get("test_fraction", 0.1), cfg.get("val_fraction", 0.1), folds, fold, progress,
-        cfg.get("train_fraction", 1.0), exclude,
+        cfg.get("train_fraction", 1.0), exclude, cfg.get("test_collection", "") if protocol == "cross" else "",
     )
 
 
@@ -330,9 +369,9 @@ def recorded_parts(recorded: dict, recorded_root: str | Path, dataset: Dataset) 
     ----------
     recorded : dict
         The ``split.json`` content: ``train``, ``val`` and ``test`` lists of image paths.
-    recorded_root : path
-        The data folder the run recorded, under which those paths lie: images are matched by
-        their path relative to it, so the dataset may have moved since.
+    recorded_root : path or list of paths
+        The data folder(s) the run recorded, under which those paths lie: images are matched by
+        their path relative to it (to their common parent), so the dataset may have moved since.
     dataset : Dataset
         The dataset now.
 
@@ -341,7 +380,7 @@ def recorded_parts(recorded: dict, recorded_root: str | Path, dataset: Dataset) 
     dict
         ``{"train": rows, "val": rows, "test": rows}``; images no longer in `dataset` are left out.
     """
-    recorded_root = Path(recorded_root)
+    recorded_root = data_root(recorded_root)
     row_of = {p.relative_to(dataset.root).as_posix(): i for i, p in enumerate(dataset.paths)}
     parts = {}
     for part in ("train", "val", "test"):
@@ -388,7 +427,7 @@ def load_run(checkpoint, info, data=None, progress: bool = False, protocol: str 
     config = info.train_config
     if data is None and not config.get("data"):
         raise DataError(f"{checkpoint} records no training data", "pass --data with the dataset it was trained on")
-    dataset = scan(Path(data) if data is not None else Path(config["data"]), config.get("class_map") or None)
+    dataset = scan(data if data is not None else config["data"], config.get("class_map") or None)
     images, found = load_images(dataset, info.preprocess, progress=progress)
     if info.data_fingerprint and found.fingerprint() != info.data_fingerprint:
         raise DataError(f"{found.root} is not the dataset {checkpoint} was trained on (its fingerprint differs)",

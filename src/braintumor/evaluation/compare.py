@@ -6,6 +6,10 @@ intervals, the ROC-AUC and calibration error, and how many test images have a co
 in the training or validation part: the images on which the test measures memory rather than
 generalisation. The gap between ``original`` and ``dedup`` is the part of the headline accuracy
 that comes from duplicates.
+
+With several collections (``data`` a list), ``cross`` joins the default protocols: trained on all
+collections but the test collection, tested on its images without a copy in them; and every
+row gives each collection's own test accuracy beside the pooled one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from braintumor.data.protocols import PROTOCOLS
 DEFAULT_PROTOCOLS = ("original", "dedup", "official")
 
 
+def default_protocols(data) -> tuple[str, ...]:
+    """The protocols `compare` runs unless told: ``cross`` too when `data` is several collections."""
+    return DEFAULT_PROTOCOLS + (("cross",) if isinstance(data, (list, tuple)) and len(data) > 1 else ())
+
+
 def leaked_test_images(split_file: Path, group_of: dict[str, int]) -> int:
     """Test images of a run (its ``split.json``) whose near-duplicate group also has a member
     in the run's training or validation part."""
@@ -34,7 +43,8 @@ def compare(config, protocols: tuple[str, ...] = DEFAULT_PROTOCOLS) -> dict:
     """Train and evaluate `config` (a `TrainConfig`) under each protocol; runs go to
     ``config.out/<protocol>``, the table to ``config.out/comparison.{md,json}``.
 
-    ``official`` is left out, with a note, for data without Training/Testing folders.
+    ``official`` is left out, with a note, for data without Training/Testing folders, and
+    ``cross`` for data of one collection.
 
     Returns
     -------
@@ -52,19 +62,21 @@ def compare(config, protocols: tuple[str, ...] = DEFAULT_PROTOCOLS) -> dict:
     has_folders = {"Training", "Testing"} <= set(dataset.splits)
     # The comparison's folder is locked while it runs, each protocol's run folder by its `train` too.
     with locked_folder(config.out) as out:
-        rows = [_compare_row(config, protocol, has_folders, group_of) for protocol in protocols]
-        result = {"data": str(dataset.root), "seed": config.seed, "rows": rows}
+        rows = [_compare_row(config, protocol, has_folders, group_of, len(dataset.collections)) for protocol in protocols]
+        result = {"data": str(dataset.root), "collections": list(dataset.collections), "seed": config.seed, "rows": rows}
         result["report"] = str(write_comparison(result, out))
     return result
 
 
-def _compare_row(config, protocol: str, has_folders: bool, group_of: dict[str, int]) -> dict:
+def _compare_row(config, protocol: str, has_folders: bool, group_of: dict[str, int], collections: int) -> dict:
     """Train and evaluate `config` under `protocol` into ``config.out/<protocol>``: a row of the table."""
     from braintumor.evaluation.evaluator import evaluate
     from braintumor.training.trainer import train
 
     if protocol == "official" and not has_folders:
         return {"protocol": protocol, "skipped": "the data has no Training/ and Testing/ folders"}
+    if protocol == "cross" and collections < 2:
+        return {"protocol": protocol, "skipped": "the data is one collection (give --data once per collection)"}
     run = train(replace(config, protocol=protocol, out=str(Path(config.out) / protocol), folds=0, fold=0))
     m = evaluate(run / "model.safetensors", config.data, progress=config.progress)
     return {
@@ -80,6 +92,9 @@ def _compare_row(config, protocol: str, has_folders: bool, group_of: dict[str, i
         "ece": m["ece"],
         "leaked_test_images": leaked_test_images(run / "split.json", group_of),
         "testing_folder": _testing_folder(m, protocol),
+        "by_collection": {name: {k: part[k] for k in ("n", "correct", "accuracy")}
+                          for name, part in (m.get("by_collection") or {}).items()},
+        **({"cross_collection": m["cross_collection"]} if "cross_collection" in m else {}),
     }
 
 
@@ -89,6 +104,15 @@ def _testing_folder(metrics: dict, protocol: str) -> dict | None:
         return {"n": metrics["n"], "correct": metrics["correct"], "accuracy": metrics["accuracy"]}
     part = metrics.get("by_source", {}).get("Testing")
     return None if part is None else {k: part[k] for k in ("n", "correct", "accuracy")}
+
+
+def _collection_cell(row: dict) -> str:
+    cross = row.get("cross_collection")
+    if cross:
+        return (f"{cross['tested_on']} (trained on {', '.join(cross['trained_on'])}; "
+                f"{cross['left_out_with_copy']} images with a copy left out)")
+    parts = row.get("by_collection") or {}
+    return "; ".join(f"{name} {_pct(p['accuracy'])} ({p['correct']}/{p['n']})" for name, p in parts.items()) or "–"
 
 
 def _pct(x: float) -> str:
@@ -104,12 +128,12 @@ def write_comparison(result: dict, out: Path) -> Path:
         "Same training configuration; only which images are trained, validated and tested on differs.",
         "",
         "| protocol | train / val / test | test accuracy (95% CI) | macro-F1 (95% CI) | macro ROC-AUC | ECE "
-        "| test images with a (near-)copy in train/val | on the Testing folder's test images |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| test images with a (near-)copy in train/val | on the Testing folder's test images | by collection |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in result["rows"]:
         if "skipped" in r:
-            lines.append(f"| {r['protocol']} | skipped: {r['skipped']} | | | | | | |")
+            lines.append(f"| {r['protocol']} | skipped: {r['skipped']} | | | | | | | |")
             continue
         folder = r.get("testing_folder")
         folder = "–" if folder is None else f"{_pct(folder['accuracy'])} ({folder['correct']}/{folder['n']})"
@@ -119,7 +143,7 @@ def write_comparison(result: dict, out: Path) -> Path:
         lines.append(
             f"| [{r['protocol']}]({r['protocol']}/report.md) | {r['split_sizes']} | **{_pct(r['accuracy'])}** "
             f"({_pct(lo)}–{_pct(hi)}) | {r['macro_f1']:.4f} ({flo:.4f}–{fhi:.4f}) | {auc} | {r['ece']:.4f} | "
-            f"{r['leaked_test_images']} of {r['n']} | {folder} |"
+            f"{r['leaked_test_images']} of {r['n']} | {folder} | {_collection_cell(r)} |"
         )
     lines += [
         "",
@@ -127,8 +151,10 @@ def write_comparison(result: dict, out: Path) -> Path:
         "training part, so part of its accuracy is memory.",
         "- `dedup`: the same, but every group of exact and near-duplicate images stays on one side of the split.",
         "- `official`: trained on Training/, tested on Testing/, a separate and harder test set.",
-        "- The last column scores only the test images from the Testing folder: under `original` and `dedup` a "
-        "minority of the test set, under `official` all of it.",
+        "- `cross` (several collections): trained on all but one collection, tested on that one's images that have "
+        "no copy in the others.",
+        "- 'On the Testing folder' scores only the test images from the Testing folder: under `original` and `dedup` a "
+        "minority of the test set, under `official` all of it. 'By collection' scores each collection's test images.",
         "",
         "Confidence intervals: percentile bootstrap of each test set, near-duplicate copies within it resampled together. "
         "Near-duplicates: see `braintumor audit`.",

@@ -211,6 +211,10 @@ def _write_report(out: Path, metrics: dict, classes: list[str], skipped: list[tu
         lines += _copies_lines(metrics["training_copies"], metrics.get("unseen"))
     if metrics.get("against"):
         lines += _against_lines(metrics["against"], metrics)
+    if metrics.get("cross_collection"):
+        lines += _cross_lines(metrics["cross_collection"])
+    if metrics.get("by_collection"):
+        lines += _source_lines(metrics["by_collection"], classes, _BY_COLLECTION)
     if metrics.get("by_source"):
         lines += _source_lines(metrics["by_source"], classes)
     lines += [
@@ -274,7 +278,14 @@ class TestPredictions:
     skipped: list
     """Unreadable files of the dataset, skipped: ``(path, reason)``."""
     sources: list[str] | None = None
-    """Top-level folder (``Training``, ``Testing`` or ``""``) of each test image."""
+    """Top-level folder (``Training``, ``Testing`` or ``""``) of each test image; with several
+    collections, prefixed by the collection's name (``sartaj/Testing``)."""
+    collections: list[str] | None = None
+    """The collection of each test image when the data pools several (None for one)."""
+    data: object = None
+    """The data setting scored: a folder, or a list of collections' folders."""
+    cross: dict | None = None
+    """Under protocol ``cross``: `cross_collection_summary`."""
     members: list[str] = field(default_factory=list)
     """The other checkpoints averaged with the first into an ensemble (see `predict_test_split`)."""
     member_probs: list = field(default_factory=list)
@@ -284,13 +295,20 @@ class TestPredictions:
     ``{"seen": k, "test_images": n, "example": path}``; None when the test split is held out."""
 
 
-def _source_lines(by_source: dict, classes: list[str]) -> list[str]:
+_BY_FOLDER = ("By source folder", "folder",
+              "The test images come from more than one top-level folder of the dataset. Where the folders were "
+              "collected from different sources, as Sartaj's Training and Testing folders were, a model can do much "
+              "better on one than on the other:")
+_BY_COLLECTION = ("By collection", "collection",
+                  "The data pools several collections; the pooled figure above is the test images of all of them, "
+                  "and each collection's own test images score:")
+
+
+def _source_lines(by_source: dict, classes: list[str], words: tuple[str, str, str] = _BY_FOLDER) -> list[str]:
+    title, column, text = words
     lines = [
-        "## By source folder", "",
-        "The test images come from more than one top-level folder of the dataset. Where the folders were "
-        "collected from different sources, as Sartaj's Training and Testing folders were, a model can do much "
-        "better on one than on the other:", "",
-        "| folder | images | right | accuracy (95% CI) | " + " | ".join(f"{c} recall" for c in classes) + " |",
+        f"## {title}", "", text, "",
+        f"| {column} | images | right | accuracy (95% CI) | " + " | ".join(f"{c} recall" for c in classes) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(classes),
     ]
     for name, m in by_source.items():
@@ -408,7 +426,7 @@ def predict_test_split(
     checkpoint = Path(checkpoint)
     model, info = load_checkpoint(checkpoint)
     cfg = info.train_config
-    data = Path(data or cfg.get("data") or ".")
+    data = data or cfg.get("data") or "."
     protocol = protocol or cfg.get("protocol", "original")
     seed = cfg.get("seed", 0) if seed is None else seed
     images, dataset, split = load_run(checkpoint, info, data, progress, protocol, seed)
@@ -442,9 +460,15 @@ def predict_test_split(
     }
     paths = [dataset.paths[i] for i in split.test]
     found = file_groups(paths, progress=progress) if groups else None
+    several = len(dataset.collections) > 1
+    collections = [dataset.collections[s] for s in dataset.sources[split.test]] if several else None
     sources = [dataset.splits[i] for i in split.test]
+    if several:
+        sources = [f"{c}/{s}" if s else c for c, s in zip(collections, sources)]
+    cross = cross_collection_summary(dataset, split) if protocol == "cross" else None
     return TestPredictions(probs, dataset.labels[split.test], paths, found, info, context, dataset.skipped, sources,
-                           [str(m) for m in members], every if members else [], overlap)
+                           collections=collections, members=[str(m) for m in members],
+                           member_probs=every if members else [], overlap=overlap, data=data, cross=cross)
 
 
 def images_seen_in_training(checkpoint, info: ModelInfo, dataset) -> np.ndarray | None:
@@ -517,8 +541,9 @@ def check_held_out(checkpoint, info: ModelInfo, dataset, split, protocol: str, s
 
 def model_context(checkpoint, info: ModelInfo, data) -> dict:
     """The first lines of a report's description: which model, scored on which data."""
+    shown = ", ".join(map(str, data)) if isinstance(data, (list, tuple)) else str(data)
     return {"model": str(checkpoint), "backbone": info.backbone, "image size": info.preprocess.image_size,
-            "data": str(data)}
+            "data": shown}
 
 
 def check_ensemble_member(member, member_info, info, dataset, split) -> None:
@@ -589,12 +614,31 @@ def evaluate(
         if against is not None:
             ctx = test.context
             # The same images, so the same groups: the first model's serve the comparison.
-            other = predict_test_split(against, ctx["data"], ctx["protocol"], ctx["split seed"], progress, groups=False,
+            other = predict_test_split(against, test.data, ctx["protocol"], ctx["split seed"], progress, groups=False,
                                        allow_overlap=allow_overlap)
             comparison = paired_comparison(test, other, str(against))
             if other.overlap:
                 comparison["overlap"] = other.overlap
         return report_predictions(test, folder, against=comparison)
+
+
+def _cross_lines(cross: dict) -> list[str]:
+    return [
+        "## Cross-collection test", "",
+        f"Trained and validated on {', '.join(cross['trained_on'])}; tested on the {cross['test_images']} images of "
+        f"{cross['tested_on']} that have no exact or near copy in {'them' if len(cross['trained_on']) > 1 else 'it'}. "
+        f"{cross['left_out_with_copy']} of its {cross['collection_images']} images have one and are left out "
+        "(scoring them would score memory, not generalisation).", "",
+    ]
+
+
+def cross_collection_summary(dataset, split) -> dict:
+    """What protocol ``cross`` trained and tested on, for reports and ``compare``."""
+    tested = dataset.collections[int(dataset.sources[split.test[0]])] if len(split.test) else ""
+    copied = 0 if split.copied is None else len(split.copied)
+    return {"trained_on": [c for c in dataset.collections if c != tested], "tested_on": tested,
+            "test_images": int(len(split.test)), "left_out_with_copy": copied,
+            "collection_images": int(len(split.test)) + copied}
 
 
 def report_predictions(test: TestPredictions, out: Path, against: dict | None = None, extra: dict | None = None) -> dict:
@@ -615,6 +659,10 @@ def report_predictions(test: TestPredictions, out: Path, against: dict | None = 
         metrics["ece_uncalibrated"] = expected_calibration_error(uncalibrated, test.labels)
     if test.sources is not None:
         metrics["by_source"] = metrics_by_source(test.labels, test.probs, test.sources, info.classes, test.groups)
+    if test.cross is not None:
+        metrics["cross_collection"] = test.cross
+    if test.collections is not None:
+        metrics["by_collection"] = metrics_by_source(test.labels, test.probs, test.collections, info.classes, test.groups)
     if against is not None:
         metrics["against"] = against
     metrics.update(extra or {})

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from braintumor.data.dataset import data_root
 from braintumor.errors import BrainTumorError
 from braintumor.files import locked_folder, write_json, write_text
 from braintumor.metrics.stats import resample_weights
@@ -97,7 +98,7 @@ def out_of_sample_predictions(runs: list[str | Path], data: str | Path | None = 
         test = predict_test_split(folder / "model.safetensors", data, progress=progress, groups=False)
         protocols.append(test.context["protocol"])
         if classes is None:
-            classes, root = list(test.info.classes), Path(test.context["data"])
+            classes, root = list(test.info.classes), data_root(test.data)
         elif list(test.info.classes) != classes:
             raise BrainTumorError(f"{folder} predicts classes {list(test.info.classes)}, not {classes}",
                                   "pool only runs trained on the same classes")

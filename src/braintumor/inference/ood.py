@@ -249,8 +249,8 @@ def run_parts(checkpoint: str | Path, info, data: str | Path | None = None, prog
         return images, run_labels(dataset, info.train_config, np.r_[split.train, split.val]), {
             "train": split.train, "val": split.val, "test": split.test}
     split = json.loads(split_file.read_text())
-    recorded = Path(info.train_config.get("data", "."))
-    dataset = scan(Path(data) if data else recorded, info.train_config.get("class_map") or None)
+    recorded = info.train_config.get("data", ".")
+    dataset = scan(data if data else recorded, info.train_config.get("class_map") or None)
     images, dataset = load_images(dataset, info.preprocess, progress=progress)
     parts = recorded_parts(split, recorded, dataset)
     if len(parts["train"]) < 2 or len(parts["val"]) == 0:

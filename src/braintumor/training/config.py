@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from braintumor.data.classes import CLASSES
-from braintumor.data.dataset import default_data_dir
+from braintumor.data.dataset import data_root, default_data_dir
 from braintumor.errors import BrainTumorError
 from braintumor.model import DEFAULT_BACKBONE
 from braintumor.options import RULES, check
@@ -25,9 +25,14 @@ _OPTIONAL = {"train_seed", "threads", "time_limit_min"}
 class TrainConfig:
     """Everything that defines a training run; stored in the checkpoint."""
 
-    data: str = field(default_factory=lambda: str(default_data_dir()))
+    # The data folder, or a list of several collections' folders, trained on as one pool (their
+    # near-duplicate groups formed across all of them under 'dedup' and 'cross').
+    data: str | list = field(default_factory=lambda: str(default_data_dir()))
     out: str = "runs/latest"
     protocol: str = "original"
+    # Under protocol 'cross': the collection tested on (its name, see `collection_name`; default:
+    # the last of `data`), trained on the others; its images with a copy in them are left out.
+    test_collection: str = ""
     seed: int = 0  # of the split; also of the training below unless `train_seed` is set
     # Seed of the initialisation, augmentation, data order and dropout (None: `seed`). Runs of one
     # split that differ only in it are a deep ensemble (teachers for `teacher`, say), and their
@@ -106,17 +111,31 @@ class TrainConfig:
                 setattr(self, f.name, check(f.name, getattr(self, f.name), allow_none=f.name in _OPTIONAL))
         if self.folds and self.fold >= self.folds:
             raise BrainTumorError(f"fold must be in 0..folds-1, got fold {self.fold} of {self.folds}")
+        if isinstance(self.data, (list, tuple)):
+            if not self.data:
+                raise BrainTumorError("data is an empty list", "give one data folder, or a list of several")
+            self.data = [os.path.abspath(check("data", d)) for d in self.data]
+            if len(self.data) == 1:
+                self.data = self.data[0]
         for name in ("data", "out", "backbone"):
-            check(name, getattr(self, name))
+            if name != "data" or isinstance(self.data, str):
+                check(name, getattr(self, name))
         check("weights", self.weights, allow_none=True)
         if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(p, str) for p in self.exclude):
             raise BrainTumorError(f"exclude must be a list of image paths, got {self.exclude!r}")
-        self.data = os.path.abspath(self.data)
-        self.exclude = sorted({_under(path, self.data) for path in self.exclude})
+        if isinstance(self.data, str):
+            self.data = os.path.abspath(self.data)
+        if self.protocol == "cross" and isinstance(self.data, str):
+            raise BrainTumorError("protocol 'cross' needs two or more data folders",
+                                  "give --data once per collection: trained on all but --test-collection, tested on it")
+        if self.test_collection and self.protocol != "cross":
+            raise BrainTumorError("test_collection applies to protocol 'cross' only", "add --protocol cross, or drop --test-collection")
+        root = str(data_root(self.data))
+        self.exclude = sorted({_under(path, root) for path in self.exclude})
         if not isinstance(self.relabel, dict) or not all(
                 isinstance(p, str) and c in CLASSES for p, c in self.relabel.items()):
             raise BrainTumorError(f"relabel must map image paths to classes ({', '.join(CLASSES)}), got {self.relabel!r}")
-        self.relabel = {_under(path, self.data): c for path, c in sorted(self.relabel.items())}
+        self.relabel = {_under(path, root): c for path, c in sorted(self.relabel.items())}
         if not isinstance(self.teacher, (list, tuple)) or not all(isinstance(p, str) for p in self.teacher):
             raise BrainTumorError(f"teacher must be a list of run folders or checkpoints, got {self.teacher!r}")
         # Stored as absolute paths, so the run resumes and evaluates from any working directory

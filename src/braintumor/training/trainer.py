@@ -217,7 +217,8 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     per_epoch = len(np.unique(train_groups)) if train_groups is not None else len(data.split.train)
     steps_per_epoch = _steps_per_epoch(per_epoch, config.batch_size)
     total_steps, warmup_steps = steps_per_epoch * config.epochs, int(config.warmup_epochs * steps_per_epoch)
-    source_weights = _source_weights([data.dataset.splits[i] for i in data.split.train], config.balance_sources)
+    source_weights = _source_weights([f"{data.dataset.sources[i]}/{data.dataset.splits[i]}" for i in data.split.train],
+                                     config.balance_sources)  # a source: a collection's top-level folder
     info = _model_info(config, data)
     done = _restore(run, info, model, ema, optimizer, generator) if run.state else Progress()
     write_text(out / "metrics.jsonl", done.metrics_lines())
