@@ -1,8 +1,9 @@
 """A set of images that are not brain MRI slices, for testing out-of-distribution rejection.
 
 Photographs and scientific images that scikit-image ships (no download), plus generated images:
-blank, noise, gradients, checkerboards, text, and rough imitations of other modalities (a chest
-X-ray, an abdominal CT slice, an ultrasound sector, a hand X-ray). The brain images that
+blank, noise, gradients, checkerboards, text, rendered document pages, natural-image-like 1/f
+textures, and rough imitations of other modalities and body regions (a chest X-ray, an abdominal
+CT slice, an ultrasound sector, a hand X-ray). The brain images that
 scikit-image can download (``data.brain``) are deliberately not used.
 """
 
@@ -121,6 +122,47 @@ def text_image(size: int, rng: np.random.Generator, dark: bool = False) -> np.nd
     return _rgb(np.asarray(img))
 
 
+def document_page(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A rendered document: a title, paragraphs of small text, a ruled table and a margin."""
+    img = Image.new("L", (size, size), 245)
+    draw = ImageDraw.Draw(img)
+    m = size // 12
+    draw.rectangle([m, m, size - m, m + size // 14], fill=60)  # a title bar
+    y = m + size // 10
+    while y < size * 0.55:
+        width = rng.uniform(0.5, 1.0) * (size - 2 * m)
+        for x in range(m, int(m + width), 7):  # words as small dark strokes
+            if rng.random() < 0.85:
+                draw.rectangle([x, y, x + rng.integers(3, 6), y + 3], fill=int(rng.integers(20, 80)))
+        y += 7 + (8 if rng.random() < 0.15 else 0)
+    rows, cols = 5, 4
+    top, bottom = size * 0.62, size - m
+    for r in range(rows + 1):
+        ry = top + r * (bottom - top) / rows
+        draw.line([m, ry, size - m, ry], fill=40)
+    for c in range(cols + 1):
+        cx = m + c * (size - 2 * m) / cols
+        draw.line([cx, top, cx, bottom], fill=40)
+    return _rgb(np.asarray(img))
+
+
+def natural_texture(size: int, rng: np.random.Generator, color: bool = False) -> np.ndarray:
+    """Noise with a steep power-law spectrum, as natural scenes have (clouds, bark, foliage-like)."""
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.fftfreq(size)[None, :]
+    radius = np.hypot(fy, fx)
+    radius[0, 0] = 1.0
+
+    def channel() -> np.ndarray:
+        spectrum = (rng.normal(size=(size, size)) + 1j * rng.normal(size=(size, size))) / radius**1.5
+        field = np.real(np.fft.ifft2(spectrum))
+        return (field - field.min()) / (np.ptp(field) + 1e-12)
+
+    if color:
+        return _rgb(np.stack([channel(), channel(), channel()], axis=2))
+    return _rgb(channel())
+
+
 def generated_images(size: int = 256, seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """Blank, noise, gradient, checkerboard, text and other-modality-like images."""
     rng = np.random.default_rng(seed)
@@ -149,6 +191,9 @@ def generated_images(size: int = 256, seed: int = 0) -> list[tuple[str, np.ndarr
         out.append((f"abdominal-ct-{i}", abdominal_ct(size, rng)))
         out.append((f"ultrasound-{i}", ultrasound(size, rng)))
         out.append((f"hand-xray-{i}", hand_xray(size, rng)))
+        out.append((f"document-{i}", document_page(size, rng)))
+        out.append((f"texture-gray-{i}", natural_texture(size, rng)))
+        out.append((f"texture-color-{i}", natural_texture(size, rng, color=True)))
     return out
 
 

@@ -157,6 +157,7 @@ RULES: dict[str, Rule] = {
     "workers": Rule("int", 1, 64, hint="leave --workers out to use every core (at most 4)"),
     "queue": Rule("int", 0, 100_000, hint="0 answers 503 as soon as every worker is busy"),
     "max_upload_mb": Rule("float", 0, 1024, low_open=True, hint="a brain MRI slice is well under 20 MiB, even as DICOM"),
+    "max_volume_mb": Rule("float", 0, 4096, low_open=True, hint="a 256 x 256 x 180 volume of 16-bit voxels is 23 MiB"),
     "host": Rule("text", hint="use 127.0.0.1 for this machine only, or 0.0.0.0 for every interface"),
     # paths and names: never empty
     "data": Rule("path"), "out": Rule("path"), "model": Rule("path"), "teacher": Rule("path"),
@@ -164,6 +165,7 @@ RULES: dict[str, Rule] = {
     "exclude": Rule("path"), "relabel": Rule("path"), "csv": Rule("path"), "archive": Rule("path"),
     "dest": Rule("path"), "backbone": Rule("text"), "class_map": Rule("text"), "target": Rule("text"),
     "url": Rule("text"), "sha256": Rule("text"), "runs": Rule("path"), "inputs": Rule("path"),
+    "variants": Rule("int", 0, 8, hint="1 doubles the images the detector is fitted on; 0 turns the copies off"),
     "test_collection": Rule("text", hint="name the collection by its folder (masoud for .../masoud/Training)"),
 }
 

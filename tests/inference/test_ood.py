@@ -83,7 +83,8 @@ def test_statistics_travel_in_the_checkpoint_in_float32(tiny_checkpoint, tmp_pat
 
 def test_ood_set_covers_the_required_kinds():
     names = [name for name, _ in ood_images(size=64)]
-    for kind in ("skimage-", "blank-", "noise-", "gradient-", "text-", "chest-xray", "abdominal-ct", "ultrasound"):
+    for kind in ("skimage-", "blank-", "noise-", "gradient-", "text-", "document-", "texture-", "chest-xray", "abdominal-ct",
+                 "ultrasound", "hand-xray"):
         assert any(n.startswith(kind) for n in names), kind
     assert not any("brain" in n for n in names)
     assert all(img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 for _, img in ood_images(size=64))
@@ -158,3 +159,44 @@ def test_detector_fitted_on_other_features_is_a_clear_error(tiny_checkpoint):
     info.extra["ood"]["features"] = "penultimate features"
     with pytest.raises(CheckpointError, match="fit-ood"):
         OODStats.load_from(info)
+
+
+def test_sequence_variants_remap_the_head_and_keep_the_background():
+    from braintumor.inference.ood import sequence_variants
+    from synthetic import tumor_slice
+
+    rng = np.random.default_rng(3)
+    images = np.stack([tumor_slice(i % 4, rng, 64) for i in range(6)])
+    variants, rows = sequence_variants(images, copies=2, seed=5)
+    assert variants.shape == (12, 64, 64, 3) and variants.dtype == np.uint8 and rows.tolist() == [0, 1, 2, 3, 4, 5] * 2
+    assert (variants[..., 0] == variants[..., 1]).all() and (variants[..., 1] == variants[..., 2]).all()  # grey
+    gray = images.mean(axis=3)[rows]
+    background = gray <= 0.04 * 255
+    assert np.abs(variants[..., 0].astype(float) - gray)[background].max() <= 1  # black stays black
+    assert (variants[..., 0][~background] >= 0.04 * 255 - 1).all()  # the head never sinks into it
+    changed = np.abs(variants[..., 0].astype(float) - gray)[~background].mean()
+    assert changed > 20  # grey levels really moved
+    again, _ = sequence_variants(images, copies=2, seed=5)
+    other, _ = sequence_variants(images, copies=2, seed=6)
+    assert np.array_equal(variants, again) and not np.array_equal(variants, other)
+
+
+def test_a_detector_fitted_with_variants_records_them_and_scores_such_images_closer(tiny_checkpoint):
+    from braintumor.inference.ood import fit_model_ood, ood_features, sequence_variants
+    from synthetic import tumor_slice
+
+    model, info = load_checkpoint(tiny_checkpoint)
+    rng = np.random.default_rng(8)
+    size = info.preprocess.image_size
+    train = np.stack([info.preprocess(tumor_slice(i % 4, rng, 128)) for i in range(40)])
+    val = np.stack([info.preprocess(tumor_slice(i % 4, rng, 128)) for i in range(12)])
+    labels = np.arange(40) % 4
+    probe, _ = sequence_variants(val, copies=2, seed=99)  # other curves than the fit's
+    assert probe.shape[1] == size
+    scores = {}
+    for variants in (0, 1):
+        fit_model_ood(model, info, train, labels, val, variants=variants)
+        stats = OODStats.load_from(info)
+        assert info.extra["ood"]["sequence_variants"] == stats.variants == variants
+        scores[variants] = stats.scores(ood_features(model, probe)) / stats.threshold
+    assert np.median(scores[1]) < np.median(scores[0])

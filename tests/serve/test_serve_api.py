@@ -148,19 +148,69 @@ def test_unsupported_content_is_415_whatever_its_name(client):
     gif = encode(slice_rgb(), "GIF")
     for data, name in [(b"just some text\n" * 10, "scan.png"), (gif, "scan.jpg"), (b"%PDF-1.7\n", "scan.dcm")]:
         error = assert_error(upload(client, data, name), 415, "unsupported_media_type")
-        assert "JPEG, PNG, BMP, TIFF or DICOM" in error["message"] and error["hint"]
+        assert "JPEG, PNG, BMP, TIFF or DICOM image or a NIfTI volume" in error["message"] and error["hint"]
     # a real PNG named like a text file is read
     assert upload(client, encode(slice_rgb(), "PNG"), "notes.txt").status_code == 200
 
 
-def test_volumes_are_refused(client):
-    """NIfTI volumes, which `braintumor predict` reads, are not taken from the network: one can
-    unpack to a gigabyte."""
+def _volume_bytes(gzipped: bool = True) -> bytes:
+    """A small RAS head volume (24 axial slices, the first two and last two empty), as a
+    .nii(.gz) file's bytes."""
+    import gzip
+
     import nibabel
 
-    volume = nibabel.Nifti1Image(np.zeros((16, 16, 8), np.float32), np.eye(4)).to_bytes()
-    error = assert_error(upload(client, volume, "brain.nii"), 415, "unsupported_media_type")
-    assert "NIfTI" in error["message"] and "braintumor predict" in error["hint"]
+    x, y, z = np.mgrid[:64, :64, :24].astype(float)
+    data = np.zeros((64, 64, 24), np.float32)
+    data[((x - 32) / 26) ** 2 + ((y - 32) / 22) ** 2 + ((z - 11.5) / 11) ** 2 <= 1] = 100
+    data[:, :, :2] = data[:, :, 22:] = 0
+    data[((x - 24) ** 2 + (y - 28) ** 2 <= 25) & (z >= 10) & (z <= 13)] = 250
+    raw = nibabel.Nifti1Image(data, np.eye(4)).to_bytes()
+    return gzip.compress(raw) if gzipped else raw
+
+
+def test_a_volume_is_predicted_slice_by_slice_and_summed_up(client):
+    for gzipped, name in ((True, "brain.nii.gz"), (False, "brain.nii")):
+        response = upload(client, _volume_bytes(gzipped), name)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["media_type"] == "application/x-nifti"
+        frames = [r["frame"] for r in body["predictions"]]
+        assert frames == sorted(frames) and set(frames) <= set(range(3, 23)) and len(frames) >= 10
+        volume = body["volume"]
+        assert volume["predicted"] == len(frames) and volume["axis"] == 2
+        assert volume["predicted"] + volume["skipped"] == 24
+        assert sum(volume["class_counts"].values()) == len(frames)
+        assert set(volume["evidence_slices"]) <= set(frames)
+        assert volume["notice"] == "slice-level evidence, not a diagnosis" and volume["text"]
+    one = upload(client, _volume_bytes(), "brain.nii.gz", params={"frame": 12}).json()
+    assert [r["frame"] for r in one["predictions"]] == [12] and one["volume"]["predicted"] == 1
+    # an image is not a volume: no summary
+    assert upload(client, encode(slice_rgb(), "PNG")).json()["volume"] is None
+
+
+def test_a_volume_is_explained_one_slice_at_a_time(client):
+    error = assert_error(upload(client, _volume_bytes(), "brain.nii.gz", path="/v1/explain"), 422, "choose_slice")
+    assert "frame" in error["hint"]
+    explained = upload(client, _volume_bytes(), "brain.nii.gz", path="/v1/explain", params={"frame": 12})
+    assert explained.status_code == 200, explained.text
+    assert [r["frame"] for r in explained.json()["predictions"]] == [12]
+    out_of_range = upload(client, _volume_bytes(), "brain.nii.gz", path="/v1/explain", params={"frame": 30})
+    assert "out of range" in assert_error(out_of_range, 422, "unreadable_image")["message"]
+
+
+def test_a_volume_larger_than_the_limit_once_unpacked_is_refused(tiny_predictor):
+    """A small gzipped upload can unpack to a gigabyte: the server reads at most --max-volume-mb."""
+    import gzip
+
+    import nibabel
+
+    big = gzip.compress(nibabel.Nifti1Image(np.zeros((256, 256, 64), np.float32), np.eye(4)).to_bytes())  # 16 MiB
+    assert len(big) < 1024 * 1024
+    with TestClient(create_app(tiny_predictor, max_volume_mb=4)) as small:
+        error = assert_error(upload(small, big, "zeros.nii.gz"), 422, "unreadable_image")
+        assert "unpacks to more than 4,194,304 bytes" in error["message"] and "downsample" in error["hint"]
+        assert upload(small, _volume_bytes(), "brain.nii.gz").status_code == 200
 
 
 def test_unreadable_images_are_422(client):

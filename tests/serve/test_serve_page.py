@@ -196,6 +196,39 @@ def test_page_classifies_explains_and_reports_errors(server, browser):
     assert "POST /v1/predict 200" in lines and "POST /v1/predict 415" in lines and "POST /v1/explain 200" in lines
 
 
+def volume_file() -> dict:
+    """A NIfTI volume of 12 copies of the slice, gzipped: every slice tumour evidence for the tiny model."""
+    import gzip
+
+    import nibabel
+
+    gray = slice_rgb(label=0, size=128, seed=7)[:, :, 0].astype(np.float32)
+    data = np.repeat(gray.T[::-1, ::-1, None], 12, axis=2)  # array axes (x, y, z): z the axial axis of np.eye(4)
+    data = np.pad(data, ((0, 0), (0, 0), (2, 2)))  # and two empty slices at each end
+    buffer = gzip.compress(nibabel.Nifti1Image(data, np.eye(4)).to_bytes())
+    return {"name": "head.nii.gz", "mimeType": "application/gzip", "buffer": buffer}
+
+
+def test_page_sums_up_a_volume_and_explains_its_first_evidence_slice(server, browser):
+    url, log = server
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    console = Console(page)
+    page.goto(url)
+    page.set_input_files("#files", [volume_file()])
+    volume = card(page, "head.nii.gz")
+    summary = volume.locator(".volume-summary")
+    summary.wait_for(timeout=60_000)
+    assert "slice-level evidence, not a diagnosis" in summary.inner_text() and "predicted" in summary.inner_text()
+    titles = volume.locator(".frame-title").all_inner_texts()
+    assert 1 <= len(titles) <= 3 and all(t.startswith("Slice ") and "(of 12 predicted)" in t for t in titles)
+    volume.locator(".heat").first.wait_for(state="visible", timeout=60_000)
+    assert volume.locator(".heat").first.evaluate("img => img.complete && img.naturalWidth > 0")
+    page.screenshot(path=str(artifacts() / "serve_volume.png"), full_page=True)
+    assert console.unexpected() == []
+    page.close()
+    assert "POST /v1/explain?frame=" in log.read_text() or "POST /v1/explain 200" in log.read_text()
+
+
 def test_keyboard_and_drag_and_drop(server, browser):
     url, _ = server
     page = browser.new_page(viewport={"width": 800, "height": 900})

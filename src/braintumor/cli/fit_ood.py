@@ -14,13 +14,16 @@ def register(sub) -> None:
               positional=True)
     add_data(p, help="dataset folder, if it moved since training", class_map=False)
     p.add_argument("--accept", type=cli_type("accept"), help="share of validation images to accept (default: 0.99)")
+    p.add_argument("--variants", type=cli_type("variants"),
+                   help="intensity-remapped copies of each training image to fit on too, so that slices of MRI sequences "
+                        "the training data lacks (T2, FLAIR) are accepted; 0: the training images alone (default: 1)")
     add_out(p, "write the updated checkpoint here (a new file; the input is left as it is)")
     p.add_argument("--in-place", action="store_true", help="update the input checkpoint itself instead of writing --out")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from braintumor.inference.ood import DEFAULT_ACCEPT, fit_checkpoint
+    from braintumor.inference.ood import DEFAULT_ACCEPT, DEFAULT_VARIANTS, fit_checkpoint
 
     models = models_of(args)
     if len(models) > 1:
@@ -30,7 +33,8 @@ def run(args) -> int:
                               if not args.out else "--out and --in-place contradict each other",
                               "fit-ood never overwrites its input unless --in-place is given")
     accept = DEFAULT_ACCEPT if args.accept is None else args.accept
-    meta = fit_checkpoint(models[0], data_of(args), args.out, accept, progress=not args.quiet)
+    variants = DEFAULT_VARIANTS if args.variants is None else args.variants
+    meta = fit_checkpoint(models[0], data_of(args), args.out, accept, progress=not args.quiet, variants=variants)
     if args.json:
         print_json(meta)
     else:

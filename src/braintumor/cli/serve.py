@@ -35,6 +35,9 @@ def register(sub) -> None:
                         "Retry-After (default: 16)")
     p.add_argument("--max-upload-mb", type=cli_type("max_upload_mb"), default=20.0,
                    help="largest file accepted, in MiB, above 0 and at most 1024; larger uploads get 413 (default: 20)")
+    p.add_argument("--max-volume-mb", type=cli_type("max_volume_mb"), default=256.0,
+                   help="largest NIfTI volume accepted once unpacked, in MiB, above 0 and at most 4096; larger "
+                        "volumes get 422 (default: 256)")
     p.add_argument("-q", "--quiet", action="store_true", help="no log line per request")
     p.set_defaults(func=run)
 
@@ -101,7 +104,7 @@ def run(args) -> int:
     sock = _listen(host, args.port)
     predictor = Predictor(models, threads=args.threads or 1, progress=not args.quiet)
     app = create_app(predictor, workers=workers, queue=args.queue, max_upload_mb=args.max_upload_mb,
-                     torch_threads=args.threads or 1)
+                     max_volume_mb=args.max_volume_mb, torch_threads=args.threads or 1)
     host = sock.getsockname()[0]
     shown = f"[{host}]" if ":" in host else host
     print(f"braintumor serve: http://{shown}:{args.port}/ ({' + '.join(p.name for p in predictor.paths)}, "

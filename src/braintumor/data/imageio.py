@@ -182,8 +182,8 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def iter_frames_from_bytes(data: bytes, name: str = "upload", frame: int | None = None
-                           ) -> Iterator[tuple[int | None, np.ndarray]]:
+def iter_frames_from_bytes(data: bytes, name: str = "upload", frame: int | None = None,
+                           max_unpacked: int | None = None) -> Iterator[tuple[int | None, np.ndarray]]:
     """Every image in encoded bytes as ``(frame number or None, H x W x 3 uint8)``: what
     `iter_frames` gives for a file, for an upload held in memory (nothing touches the disk).
 
@@ -199,6 +199,8 @@ def iter_frames_from_bytes(data: bytes, name: str = "upload", frame: int | None 
         Names the image in error messages.
     frame : int, optional
         Only this frame (from 1) of a multi-frame DICOM file, or slice of a NIfTI volume.
+    max_unpacked : int, optional
+        Refuse a NIfTI volume of more bytes than this once unpacked (default: the reader's limit).
 
     Raises
     ------
@@ -217,7 +219,8 @@ def iter_frames_from_bytes(data: bytes, name: str = "upload", frame: int | None 
         yield from iter_dicom_frames(stream, frame, MAX_PIXELS)
         return
     if kind == "NIFTI":
-        yield from read_nifti_bytes(data, name, frame=frame).slices
+        limit = {} if max_unpacked is None else {"max_unpacked": max_unpacked}
+        yield from read_nifti_bytes(data, name, frame=frame, **limit).slices
         return
     formats = ("JPEG", "MPO") if kind == "JPEG" else ("BMP", "DIB") if kind == "BMP" else (kind,)
     yield None, _decode_pillow(io.BytesIO(data), name, formats)

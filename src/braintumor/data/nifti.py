@@ -151,12 +151,16 @@ def read_nifti(path: str | Path, axis: int | None = None, volume: int | None = N
 
 
 def read_nifti_bytes(data: bytes, name: str = "upload", axis: int | None = None, volume: int | None = None,
-                     frame: int | None = None, min_brain: float = MIN_BRAIN) -> VolumeSlices:
+                     frame: int | None = None, min_brain: float = MIN_BRAIN,
+                     max_unpacked: int = MAX_DECOMPRESSED) -> VolumeSlices:
     """`read_nifti` for a volume held in memory (gzipped or not; nothing touches the disk).
-    A gzipped volume that unpacks to more than `MAX_DECOMPRESSED` bytes is refused."""
+    A volume of more than `max_unpacked` bytes once unpacked is refused (a server sets it lower)."""
     import nibabel as nib
 
-    raw = _gunzip(data, name) if data[:2] == b"\x1f\x8b" else data
+    raw = _gunzip(data, name, max_unpacked) if data[:2] == b"\x1f\x8b" else data
+    if len(raw) > max_unpacked:
+        raise ImageError(f"{name}: the volume is larger than {max_unpacked:,} bytes",
+                         "crop or downsample the volume before sending it")
     version = _header_version(raw[:544])
     if version is None:
         raise ImageError(f"{name}: not a NIfTI-1 or NIfTI-2 volume", "send a .nii or .nii.gz file")
@@ -169,15 +173,15 @@ def read_nifti_bytes(data: bytes, name: str = "upload", axis: int | None = None,
     return volume_slices(image, name, axis, volume, frame, min_brain)
 
 
-def _gunzip(data: bytes, name: str) -> bytes:
-    """Unpack gzipped bytes, refusing more than `MAX_DECOMPRESSED` of them (a zip bomb)."""
+def _gunzip(data: bytes, name: str, limit: int = MAX_DECOMPRESSED) -> bytes:
+    """Unpack gzipped bytes, refusing more than `limit` of them (a zip bomb)."""
     unpacker = zlib.decompressobj(wbits=31)
     try:
-        raw = unpacker.decompress(data, MAX_DECOMPRESSED)
+        raw = unpacker.decompress(data, limit)
     except zlib.error as exc:
         raise ImageError(f"{name}: corrupt gzip data ({exc})", "re-compress or re-copy the volume") from None
     if unpacker.unconsumed_tail:
-        raise ImageError(f"{name}: the volume unpacks to more than {MAX_DECOMPRESSED:,} bytes",
+        raise ImageError(f"{name}: the volume unpacks to more than {limit:,} bytes",
                          "crop or downsample the volume before sending it")
     return raw
 

@@ -26,8 +26,10 @@ import numpy as np
 from PIL import Image
 
 from braintumor.data.imageio import iter_frames_from_bytes, pil_to_rgb
+from braintumor.data.nifti import read_nifti_bytes
 from braintumor.errors import ImageError
 from braintumor.inference.predictor import NOT_BRAIN_MRI, Prediction, Predictor, no_detector_note
+from braintumor.inference.volume import VolumeSummary, summarise_volume
 
 # Grad-CAM hooks the shared PyTorch network: one explanation at a time per process.
 _GRADCAM_LOCK = threading.Lock()
@@ -111,8 +113,8 @@ def _records(predictor: Predictor, numbers: list, images: np.ndarray | None, nam
     return results
 
 
-def decode(data: bytes, name: str = "upload", frame: int | None = None, max_frames: int | None = None
-           ) -> list[tuple[int | None, np.ndarray]]:
+def decode(data: bytes, name: str = "upload", frame: int | None = None, max_frames: int | None = None,
+           max_unpacked: int | None = None) -> list[tuple[int | None, np.ndarray]]:
     """Decode encoded image bytes (JPEG, PNG, BMP, TIFF, DICOM or a NIfTI volume's slices, told
     from the content) into ``(frame number or None, H x W x 3 uint8)`` pairs.
 
@@ -120,6 +122,8 @@ def decode(data: bytes, name: str = "upload", frame: int | None = None, max_fram
     ----------
     max_frames : int, optional
         Refuse a multi-frame DICOM file of more frames than this (unless one `frame` is chosen).
+    max_unpacked : int, optional
+        Refuse a NIfTI volume of more bytes than this once unpacked.
 
     Raises
     ------
@@ -130,7 +134,7 @@ def decode(data: bytes, name: str = "upload", frame: int | None = None, max_fram
     """
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)", "send the image's bytes")
-    frames = iter_frames_from_bytes(data, name, frame)
+    frames = iter_frames_from_bytes(data, name, frame, max_unpacked)
     if max_frames is None:
         return list(frames)
     taken = list(itertools.islice(frames, max_frames + 1))
@@ -167,6 +171,27 @@ def predict_bytes(predictor: Predictor, data: bytes, name: str = "upload", frame
         As `decode` (`UnsupportedImageError` for a type that is not read).
     """
     return predict_frames(predictor, decode(data, name, frame, max_frames), name)
+
+
+def predict_volume_bytes(predictor: Predictor, data: bytes, name: str = "upload", frame: int | None = None,
+                         max_unpacked: int | None = None) -> tuple[list[Prediction], VolumeSummary]:
+    """Predict the slices of a NIfTI volume held in memory (gzipped or not) and sum them up.
+
+    The slices are those `braintumor.data.nifti.read_nifti_bytes` keeps along the volume's axial
+    axis (or only slice `frame`); the summary is `braintumor.inference.volume.summarise_volume`'s:
+    slice-level evidence, not a diagnosis.
+
+    Raises
+    ------
+    ImageError
+        Not a readable volume, larger than `max_unpacked` bytes once unpacked, or `frame` out of range.
+    """
+    limit = {} if max_unpacked is None else {"max_unpacked": max_unpacked}
+    volume = read_nifti_bytes(data, name, frame=frame, **limit)
+    results = predict_frames(predictor, volume.slices, name)
+    for result in results:
+        result.axis, result.slices = volume.axis, volume.count
+    return results, summarise_volume(results)
 
 
 def predict_image(predictor: Predictor, image: Image.Image, name: str = "image") -> Prediction:
@@ -216,9 +241,10 @@ def explain_frames(predictor: Predictor, frames: Iterable[tuple[int | None, np.n
 
 
 def explain_bytes(predictor: Predictor, data: bytes, name: str = "upload", frame: int | None = None,
-                  target: str | None = None, max_frames: int | None = None) -> list[Explained]:
+                  target: str | None = None, max_frames: int | None = None, max_unpacked: int | None = None
+                  ) -> list[Explained]:
     """`predict_bytes` with a Grad-CAM heatmap per image (see `explain_frames`)."""
-    return explain_frames(predictor, decode(data, name, frame, max_frames), name, target)
+    return explain_frames(predictor, decode(data, name, frame, max_frames, max_unpacked), name, target)
 
 
 def result_warnings(predictor: Predictor, prediction: Prediction) -> list[str]:

@@ -35,6 +35,9 @@ from braintumor.files import locked_folder
 
 DEFAULT_ACCEPT = 0.99
 FEATURE_STRIDE = 16
+DEFAULT_VARIANTS = 1
+"""Intensity-remapped copies of each training image the detector is fitted on besides the image
+(`sequence_variants`); 0 fits on the training images alone."""
 
 
 def forward_with_ood_features(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,6 +49,47 @@ def forward_with_ood_features(model, x: torch.Tensor) -> tuple[torch.Tensor, tor
         raise BrainTumorError(f"backbone {type(net).__name__} has no stage at stride {FEATURE_STRIDE}", "use a CNN backbone")
     final, (stage,) = net.forward_intermediates((x - model.mean) / model.std, indices=[stages[-1]])
     return net.forward_head(final), stage.mean(dim=(2, 3))
+
+
+def sequence_variants(images: np.ndarray, copies: int = 1, seed: int = 0, knots: int = 4,
+                      background: float = 0.04) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of preprocessed slices as other MRI sequences might show them: each copy's head
+    passed through its own random intensity curve, the background left black.
+
+    A sequence decides which tissue is bright: cerebrospinal fluid is dark on T1, bright on T2,
+    dark again on FLAIR while oedema stays bright. A piecewise-linear curve through `knots` inner
+    points of independent random height (not sorted: it may fall as well as rise) maps a slice's
+    grey levels to another such contrast, its anatomy unchanged. A detector fitted on these too
+    accepts slices of sequences the training collections lack, while a photograph or a chest
+    X-ray, whose layout no remapping of grey levels makes a head's, stays far.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``N x S x S x 3`` uint8, preprocessed.
+    copies : int
+        Copies of each image.
+    seed : int
+        Seed of the curves.
+
+    Returns
+    -------
+    variants : numpy.ndarray
+        ``(copies * N) x S x S x 3`` uint8, grey.
+    rows : numpy.ndarray
+        The image each variant was made from.
+    """
+    rng = np.random.default_rng(seed)
+    rows = np.tile(np.arange(len(images)), copies)
+    out = np.empty((len(rows), *images.shape[1:]), dtype=np.uint8)
+    grid = np.linspace(0.0, 1.0, knots + 2)
+    for k, row in enumerate(rows):
+        gray = images[row].mean(axis=2) / 255.0
+        heights = np.r_[rng.uniform(0.0, 0.3), rng.uniform(0.0, 1.0, knots), rng.uniform(0.5, 1.0)]
+        mapped = np.interp(gray, grid, heights)
+        mapped = np.where(gray > background, np.maximum(mapped, background), gray)  # the head stays above the background
+        out[k] = np.round(mapped * 255).astype(np.uint8)[:, :, None]
+    return out, rows
 
 
 @torch.inference_mode()
@@ -102,6 +146,7 @@ class OODStats:
     threshold: float
     accept: float = DEFAULT_ACCEPT
     val_accepted: float = float("nan")
+    variants: int = 0
 
     def scorer(self) -> MahalanobisScorer:
         return MahalanobisScorer(torch.from_numpy(self.whiten), torch.from_numpy(self.means))
@@ -120,6 +165,7 @@ class OODStats:
             "accept": float(self.accept),
             "val_accepted": float(self.val_accepted),
             "feature_dim": int(self.whiten.shape[0]),
+            "sequence_variants": int(self.variants),
         }
         info.arrays["ood.whiten"] = torch.from_numpy(np.ascontiguousarray(self.whiten, dtype=np.float32))
         info.arrays["ood.means"] = torch.from_numpy(np.ascontiguousarray(self.means, dtype=np.float32))
@@ -145,6 +191,7 @@ class OODStats:
             threshold=float(meta["threshold"]),
             accept=float(meta.get("accept", DEFAULT_ACCEPT)),
             val_accepted=float(meta.get("val_accepted", float("nan"))),
+            variants=int(meta.get("sequence_variants", 0)),
         )
 
 
@@ -207,14 +254,23 @@ def threshold_at(scores: np.ndarray, accept: float) -> float:
 
 
 def fit_model_ood(model, info, train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
-                  accept: float = DEFAULT_ACCEPT, progress: bool = False):
-    """Fit the detector for `model` on preprocessed images and store it in `info` (returned).
+                  accept: float = DEFAULT_ACCEPT, progress: bool = False, variants: int = DEFAULT_VARIANTS):
+    """Fit the detector for `model` on preprocessed images and store it in `info` (returned):
+    the class Gaussians on the training images and `variants` intensity-remapped copies of each
+    (`sequence_variants`), the threshold on the validation images as they are.
 
     This is the one call the training run's finalise step makes.
     """
+    train_labels = np.asarray(train_labels)
     train_features = ood_features(model, train_images, progress=progress)
+    if variants:
+        copies, rows = sequence_variants(train_images, variants)
+        train_features = np.concatenate([train_features, ood_features(model, copies, progress=progress)])
+        train_labels = np.concatenate([train_labels, train_labels[rows]])
     val_features = ood_features(model, val_images, progress=progress)
-    fit_ood(train_features, train_labels, val_features, accept).save_to(info)
+    stats = fit_ood(train_features, train_labels, val_features, accept)
+    stats.variants = variants
+    stats.save_to(info)
     return info
 
 
@@ -268,6 +324,7 @@ def fit_checkpoint(
     out: str | Path | None = None,
     accept: float = DEFAULT_ACCEPT,
     progress: bool = True,
+    variants: int = DEFAULT_VARIANTS,
 ) -> dict:
     """Fit the detector of an existing checkpoint on the split it was trained with.
 
@@ -285,6 +342,8 @@ def fit_checkpoint(
         Where to write the updated checkpoint (default: overwrite `checkpoint`).
     accept : float
         Share of validation images to accept.
+    variants : int
+        Intensity-remapped copies of each training image fitted on too (`sequence_variants`).
 
     Returns
     -------
@@ -299,6 +358,6 @@ def fit_checkpoint(
         model, info = load_checkpoint(checkpoint)
         images, labels, parts = run_parts(checkpoint, info, data, progress)
         train, val = parts["train"], parts["val"]
-        fit_model_ood(model, info, images[train], labels[train], images[val], accept, progress)
+        fit_model_ood(model, info, images[train], labels[train], images[val], accept, progress, variants)
         save_checkpoint(out, model, info)
     return info.extra["ood"]

@@ -51,9 +51,9 @@ SHIPPED_FIGURES = [
      "value": 0.8249, "detail": "325 of 394"},
 ]
 
-# What an upload may be (`sniff_format`'s names). Not NIfTI volumes, which `Predictor` reads: one
-# can unpack to a gigabyte, too much to accept from anyone on a network.
-SERVED_TYPES = ("JPEG", "PNG", "BMP", "TIFF", "DICOM")
+# What an upload may be (`sniff_format`'s names). A NIfTI volume is refused past `max_volume_mb`
+# once unpacked: a small gzipped upload can unpack to a gigabyte.
+SERVED_TYPES = ("JPEG", "PNG", "BMP", "TIFF", "DICOM", "NIFTI")
 
 # The page: plain files shipped in the package, served from memory.
 PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
@@ -264,7 +264,7 @@ ERROR_RESPONSES = {
     for status, description in [
         (400, "The request is not a readable multipart form."),
         (413, "The file is larger than the upload limit."),
-        (415, "The content is not a JPEG, PNG, BMP, TIFF or DICOM image (told from the bytes, not the name)."),
+        (415, "The content is not a JPEG, PNG, BMP, TIFF or DICOM image or a NIfTI volume (told from the bytes, not the name)."),
         (422, "A parameter is invalid, or the image cannot be decoded."),
         (503, "Every inference worker is busy and the queue is full; retry after `Retry-After` seconds."),
     ]
@@ -278,6 +278,7 @@ def create_app(
     queue: int = 16,
     max_upload_mb: float = 20.0,
     max_frames: int = 64,
+    max_volume_mb: float = 256.0,
     explain_queue: int = 16,
     torch_threads: int | None = None,
 ) -> FastAPI:
@@ -297,6 +298,9 @@ def create_app(
         Largest file accepted, in MiB (more: 413).
     max_frames : int
         Most frames predicted from one multi-frame DICOM file (more: 422, unless ``frame`` picks one).
+    max_volume_mb : float
+        Largest NIfTI volume accepted once unpacked, in MiB (more: 422). Its slices are predicted
+        and summed up (``volume`` in the answer); ``/v1/explain`` takes one slice (``frame``).
     explain_queue : int
         Explanations that may wait (they run one at a time: Grad-CAM hooks the shared network).
     torch_threads : int, optional
@@ -311,6 +315,7 @@ def create_app(
     """
     workers = workers or min(4, os.cpu_count() or 1)
     max_upload = int(max_upload_mb * 1024 * 1024)
+    max_volume = int(max_volume_mb * 1024 * 1024)
     predict_pool = InferencePool(workers, queue, "predict")
     explain_pool = InferencePool(1, explain_queue, "explain")
     explain_available = all(p.suffix != ".onnx" for p in predictor.paths)
@@ -369,12 +374,9 @@ def create_app(
         if not data:
             raise ApiError(422, "empty_file", "the file is empty (0 bytes)", "send the image's bytes")
         kind = sniff_format(data)
-        if kind == "NIFTI":
-            raise ApiError(415, "unsupported_media_type", "a NIfTI volume: this server takes 2D slices",
-                           "send one slice as JPEG, PNG, BMP, TIFF or DICOM, or predict the volume with "
-                           "`braintumor predict VOLUME.nii.gz`")
         if kind not in SERVED_TYPES:
-            raise ApiError(415, "unsupported_media_type", "the content is not a JPEG, PNG, BMP, TIFF or DICOM image",
+            raise ApiError(415, "unsupported_media_type", "the content is not a JPEG, PNG, BMP, TIFF or DICOM image "
+                           "or a NIfTI volume",
                            "send one of these types; the type is read from the bytes, not from the name")
         return data, ENCODED_TYPES[kind]
 
@@ -418,9 +420,15 @@ def create_app(
         start = time.perf_counter()
         data, media_type = await read_upload(file)
         name = _clean_name(file.filename)
-        predictions = await in_pool(predict_pool, memory.predict_bytes, predictor, data, name, frame, max_frames)
+        volume = None
+        if media_type == ENCODED_TYPES["NIFTI"]:
+            predictions, volume = await in_pool(predict_pool, memory.predict_volume_bytes, predictor, data, name, frame,
+                                                max_volume)
+        else:
+            predictions = await in_pool(predict_pool, memory.predict_bytes, predictor, data, name, frame, max_frames)
         return {"filename": name, "media_type": media_type,
                 "predictions": [_record(predictor, p) for p in predictions],
+                "volume": None if volume is None else volume.to_dict(),
                 "model_sha256": description["sha256"], "elapsed_ms": round(1000 * (time.perf_counter() - start), 2),
                 "notice": NOTICE}
 
@@ -439,7 +447,7 @@ def create_app(
 
             torch.set_num_threads(torch_threads)
             configured.append(True)
-        explained = memory.explain_bytes(predictor, data, name, frame, target, max_frames)
+        explained = memory.explain_bytes(predictor, data, name, frame, target, max_frames, max_volume)
         if as_png:
             if len(explained) != 1:
                 raise ApiError(422, "several_frames", f"the file has {len(explained)} frames; a PNG shows one",
@@ -466,6 +474,9 @@ def create_app(
                            "choose one of: " + ", ".join(predictor.classes))
         data, media_type = await read_upload(file)
         name = _clean_name(file.filename)
+        if media_type == ENCODED_TYPES["NIFTI"] and frame is None:
+            raise ApiError(422, "choose_slice", "a NIfTI volume: explain one slice at a time",
+                           "add ?frame=N, e.g. one of the evidence_slices /v1/predict gives in its volume summary")
         as_png = _wants_png(request.headers.get("accept"))
         explained, answer = await in_pool(explain_pool, explain_job, data, name, frame, target, as_png)
         if as_png:

@@ -19,7 +19,8 @@ class ErrorBody(BaseModel):
 
 
 class PredictionRecord(BaseModel):
-    frame: int | None = Field(None, description="Frame number (from 1) of a multi-frame DICOM file; null otherwise.")
+    frame: int | None = Field(None, description="Frame number (from 1) of a multi-frame DICOM file, or slice number "
+                                                "(from 1) of a NIfTI volume along its slice axis; null otherwise.")
     label: str = Field(description="The predicted class, or `not_brain_mri` when the image is rejected.")
     top_class: str = Field(description="The class of highest probability, even for a rejected image.")
     probabilities: dict[str, float] = Field(description="Calibrated probability of each class (they sum to 1).")
@@ -37,11 +38,27 @@ class ExplainedRecord(PredictionRecord):
     overlay_png: str = Field(description="`heatmap_png` laid over `image_png`, RGB PNG in base64.")
 
 
+class VolumeRecord(BaseModel):
+    label: str | None = Field(description="The tumour class with the most confident slices; `no_tumor` when no slice is "
+                                          "such evidence; `not_brain_mri` when every slice was rejected.")
+    class_counts: dict[str, int] = Field(description="Slices per predicted label.")
+    evidence_slices: list[int] = Field(description="The slices that drove `label`, most probable first.")
+    predicted: int = Field(description="Slices predicted.")
+    skipped: int | None = Field(None, description="Slices left out for too little brain.")
+    axis: int | None = Field(None, description="The array axis the slices were taken along.")
+    confidence: float = Field(description="The probability a tumour slice needed to count as evidence.")
+    notice: str
+    text: str = Field(description="The summary in one line.")
+
+
 class PredictResponse(BaseModel):
     filename: str = Field(description="The uploaded file's name, as sent (never used to tell its type).")
     media_type: str = Field(description="The type read from the content: image/jpeg, image/png, image/bmp, "
                                         "image/tiff or application/dicom.")
-    predictions: list[PredictionRecord] = Field(description="One per image: one, or one per frame of a DICOM file.")
+    predictions: list[PredictionRecord] = Field(description="One per image: one, one per frame of a DICOM file, or one "
+                                                            "per slice of a NIfTI volume (slices with too little brain skipped).")
+    volume: VolumeRecord | None = Field(None, description="Of a NIfTI volume: what its slices say together "
+                                                          "(slice-level evidence, not a diagnosis); null otherwise.")
     model_sha256: str = Field(description="SHA-256 of the model file (of an ensemble: of its files' hashes in order).")
     elapsed_ms: float = Field(description="Time spent in the server on this request, milliseconds.")
     notice: str

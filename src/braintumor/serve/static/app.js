@@ -1,7 +1,8 @@
 // braintumor serve: the page's behaviour. Each chosen or dropped file gets a card; the file is
 // sent to /v1/predict (class, bars, "not a brain MRI" banner, warnings), then to /v1/explain
-// (the image as the network sees it, with the Grad-CAM heatmap over it). Files are handled one
-// after another, so a batch never floods the server.
+// (the image as the network sees it, with the Grad-CAM heatmap over it). A NIfTI volume gets its
+// summary and the slices that drove it, the first of them explained. Files are handled one after
+// another, so a batch never floods the server.
 "use strict";
 
 const CLASS_NAMES = {
@@ -101,9 +102,13 @@ function renderBars(list, probabilities, topClass) {
   }
 }
 
-function renderFrame(record, count) {
+const VOLUME_SLICES_SHOWN = 3;
+
+function renderFrame(record, count, volume) {
   const frame = el("frame-template").content.firstElementChild.cloneNode(true);
-  if (record.frame !== null && record.frame !== undefined) {
+  if (volume) {
+    frame.querySelector(".frame-title").textContent = "Slice " + record.frame + " (of " + volume.predicted + " predicted)";
+  } else if (record.frame !== null && record.frame !== undefined) {
     frame.querySelector(".frame-title").textContent = "Frame " + record.frame + " of " + count;
   }
   const rejected = record.accepted === false;
@@ -166,16 +171,34 @@ async function handle(file) {
     showError(card, file, predicted);
     return;
   }
-  const records = predicted.body.predictions;
-  const frames = records.map((record) => renderFrame(record, records.length));
-  card.querySelector(".frames").replaceChildren(...frames);
+  const volume = predicted.body.volume;
+  let records = predicted.body.predictions;
+  let explainPath = "/v1/explain";
+  const shown = [];
+  if (volume) {
+    // a volume: its summary, then the slices that drove it (the first explained)
+    const summary = document.createElement("p");
+    summary.className = "volume-summary";
+    summary.textContent = "Volume: " + volume.text + (volume.text.includes(volume.notice) ? "" : " (" + volume.notice + ")");
+    shown.push(summary);
+    const byFrame = new Map(records.map((r) => [r.frame, r]));
+    records = volume.evidence_slices.slice(0, VOLUME_SLICES_SHOWN).map((n) => byFrame.get(n)).filter(Boolean);
+    explainPath = records.length ? "/v1/explain?frame=" + records[0].frame : null;
+  }
+  const frames = records.map((record) => renderFrame(record, records.length, volume));
+  frames.slice(1).forEach((frame) => {
+    if (volume) {
+      frame.querySelector(".placeholder").textContent = "Heatmap: shown for the first slice only.";
+    }
+  });
+  card.querySelector(".frames").replaceChildren(...shown, ...frames);
   card.classList.add("done");
-  if (!state.explain) {
+  if (!state.explain || !explainPath) {
     status.textContent = "";
     return;
   }
   status.textContent = "Computing the heatmap…";
-  const explained = await send("/v1/explain", file);
+  const explained = await send(explainPath, file);
   if (!explained.ok) {
     status.textContent = "No heatmap: " + errorText(explained);
     for (const frame of frames) {
