@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -35,8 +36,9 @@ class Rule:
 
     Parameters
     ----------
-    kind : {"int", "float", "path", "text"}
-        Integers, finite numbers, non-empty paths or non-empty text.
+    kind : {"int", "float", "path", "text", "device"}
+        Integers, finite numbers, non-empty paths, non-empty text, or a device name (``auto``,
+        ``cpu``, ``cuda``, ``cuda:N``, ``mps``; whether it is there is checked when it is used).
     low, high : float, optional
         Bounds (None: unbounded).
     low_open, high_open : bool
@@ -61,6 +63,8 @@ class Rule:
             return "a non-empty path"
         if self.kind == "text":
             return "non-empty text"
+        if self.kind == "device":
+            return "auto, cpu, cuda, cuda:N or mps"
         if self.kind == "int":
             if self.low is not None and self.high is not None:
                 text = f"an integer in {_num(self.low)}..{_num(self.high)}"
@@ -85,6 +89,8 @@ class Rule:
         """Whether `value` (already of the right Python type) is allowed."""
         if self.kind in ("path", "text"):
             return isinstance(value, (str, os.PathLike)) and str(value).strip() != ""
+        if self.kind == "device":
+            return isinstance(value, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d{1,3})?", value.strip().lower()) is not None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         if self.kind == "int" and not float(value).is_integer():
@@ -167,6 +173,7 @@ RULES: dict[str, Rule] = {
     "url": Rule("text"), "sha256": Rule("text"), "runs": Rule("path"), "inputs": Rule("path"),
     "variants": Rule("int", 0, 8, hint="1 doubles the images the detector is fitted on; 0 turns the copies off"),
     "test_collection": Rule("text", hint="name the collection by its folder (masoud for .../masoud/Training)"),
+    "device": Rule("device", hint="auto takes a CUDA GPU, then Apple's MPS, then the CPU"),
 }
 
 

@@ -78,6 +78,13 @@ def add_out(p: argparse.ArgumentParser, help: str, default: str | None = None) -
     p.add_argument("-o", "--out", type=cli_type("out"), default=default, metavar="PATH", help=help)
 
 
+def add_device(p: argparse.ArgumentParser) -> None:
+    """``--device``: where the network runs."""
+    p.add_argument("--device", type=cli_type("device"),
+                   help="where the network runs: auto (a CUDA GPU, then Apple's MPS, then the CPU), cpu, cuda, cuda:N "
+                        "or mps (default: auto)")
+
+
 def add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=cli_type("threads"),
                    help="CPU threads (default: every core; more than the cores is capped at them)")

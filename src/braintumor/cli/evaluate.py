@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from braintumor.cli.common import add_command, add_data, add_model, add_out, data_of, models_of, print_metrics
+from braintumor.cli.common import add_command, add_device, add_data, add_model, add_out, data_of, models_of, print_metrics
 from braintumor.errors import BrainTumorError
 from braintumor.options import PROTOCOLS, cli_type
 
@@ -37,6 +37,7 @@ def register(sub) -> None:
                    help="with --external: skip the check for copies of training images (when the training data is not at hand)")
     p.add_argument("--class-map", type=cli_type("class_map"), help="with --external: the folder's class names that are not known spellings, "
                                                                 "e.g. 'Tumor_G=glioma,healthy_brain=no_tumor'")
+    add_device(p)
     p.set_defaults(func=run)
 
 
@@ -50,7 +51,7 @@ def run(args) -> int:
         raise BrainTumorError("--train-data, --no-copy-check and --class-map go with --external",
                               "add --external DIR, or drop them (a protocol's test split keeps the model's own class names)")
     metrics = evaluate(model, data_of(args), args.protocol, args.seed, args.out, progress=not args.quiet, against=args.against,
-                       members=members, allow_overlap=args.allow_overlap)
+                       members=members, allow_overlap=args.allow_overlap, device=args.device or "auto")
     if metrics.get("held_out") is False and not args.json:
         print(metrics["overlap_note"])
     print_metrics(metrics, args.json)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from braintumor.cli.common import add_command, add_model, add_out, add_threads, add_volume_options, models_of
+from braintumor.cli.common import add_command, add_device, add_model, add_out, add_threads, add_volume_options, models_of
 from braintumor.errors import BrainTumorError
 from braintumor.options import cli_type
 
@@ -23,6 +23,7 @@ def register(sub) -> None:
                         "(default: every frame, every slice with enough brain)")
     add_volume_options(p)
     add_threads(p)
+    add_device(p)
     p.set_defaults(func=run)
 
 
@@ -35,7 +36,8 @@ def run(args) -> int:
         raise BrainTumorError("nothing to explain: " + "; ".join(f"{p.path}: {p.error}" for p in problems),
                               "pass image files (JPEG, PNG, BMP, TIFF, DICOM), NIfTI volumes or folders that contain them")
     # Grad-CAM needs the torch model
-    predictor = Predictor(models_of(args, required=False) or None, threads=args.threads, runtime="torch")
+    predictor = Predictor(models_of(args, required=False) or None, threads=args.threads, runtime="torch",
+                          device=args.device or "auto")
     rows = explain_files(predictor, args.inputs, args.out, args.frame, args.target, progress=not args.quiet,
                          axis=args.axis, volume=args.volume)
     if args.json:

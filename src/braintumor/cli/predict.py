@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from braintumor.cli.common import add_command, add_model, add_threads, add_volume_options, models_of
+from braintumor.cli.common import add_command, add_device, add_model, add_threads, add_volume_options, models_of
 from braintumor.errors import BrainTumorError
 from braintumor.options import cli_type
 
@@ -27,6 +27,7 @@ def register(sub) -> None:
                    help="only this frame (from 1) of multi-frame DICOM files, and this slice (from 1) of NIfTI volumes "
                         "(default: every frame, every slice with enough brain)")
     add_volume_options(p)
+    add_device(p)
     p.set_defaults(func=run)
 
 
@@ -43,7 +44,9 @@ def run(args) -> int:
             "pass image files (JPEG, PNG, BMP, TIFF, DICOM), NIfTI volumes or folders that contain them",
         )
     predictor = Predictor(models_of(args, required=False) or None, threads=args.threads, runtime=args.runtime,
-                          tta=args.tta, progress=not args.quiet)
+                          tta=args.tta, progress=not args.quiet, device=args.device or "auto")
+    if predictor.device_note:
+        print(predictor.device_note, file=sys.stderr)
     if no_detector_note(predictor):
         print(no_detector_note(predictor), file=sys.stderr)
     results = predictor.predict(args.inputs, batch_size=args.batch_size, progress=not args.quiet, frame=args.frame,

@@ -10,7 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
-from braintumor.cli.common import add_command, add_model, models_of
+from braintumor.cli.common import add_command, add_device, add_model, models_of
 from braintumor.errors import BrainTumorError
 from braintumor.options import cli_type
 
@@ -39,6 +39,7 @@ def register(sub) -> None:
                    help="largest NIfTI volume accepted once unpacked, in MiB, above 0 and at most 4096; larger "
                         "volumes get 422 (default: 256)")
     p.add_argument("-q", "--quiet", action="store_true", help="no log line per request")
+    add_device(p)
     p.set_defaults(func=run)
 
 
@@ -102,7 +103,9 @@ def run(args) -> int:
     logger.propagate = False
 
     sock = _listen(host, args.port)
-    predictor = Predictor(models, threads=args.threads or 1, progress=not args.quiet)
+    predictor = Predictor(models, threads=args.threads or 1, progress=not args.quiet, device=args.device or "auto")
+    if predictor.device_note:
+        print(predictor.device_note, file=sys.stderr)
     app = create_app(predictor, workers=workers, queue=args.queue, max_upload_mb=args.max_upload_mb,
                      max_volume_mb=args.max_volume_mb, torch_threads=args.threads or 1)
     host = sock.getsockname()[0]

@@ -9,7 +9,7 @@ import argparse
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from braintumor.cli.common import add_command, add_data, add_out, data_of, print_json, print_metrics
+from braintumor.cli.common import add_command, add_data, add_device, add_out, data_of, print_json, print_metrics
 from braintumor.errors import BrainTumorError
 from braintumor.options import PROTOCOLS, RULES, cli_type
 
@@ -80,6 +80,8 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", action="extend", nargs="+", type=cli_type("teacher"), metavar="RUN", help="knowledge distillation: also match the mean softened predictions of these finished runs (or checkpoints) of the same split; given several times (or --teacher A B), their ensemble")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="train in float32 instead of bfloat16 autocast")
     p.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="no test-time augmentation (averaging each image with its rotated mirror)")
+    add_device(p)
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network for training: faster steps on a GPU after a minute or two of compiling")
 
 
 def add_run_args(p: argparse.ArgumentParser, out_default: str, out_help: str) -> None:

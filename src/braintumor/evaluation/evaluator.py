@@ -401,6 +401,7 @@ def predict_test_split(
     groups: bool = True,
     members: list | tuple = (),
     allow_overlap: bool = False,
+    device: str | None = None,
 ) -> TestPredictions:
     """A checkpoint's calibrated probabilities on the test part of a protocol's split.
 
@@ -424,7 +425,11 @@ def predict_test_split(
     from braintumor.data.protocols import load_run, run_fold
 
     checkpoint = Path(checkpoint)
+    from braintumor.model.device import resolve_device
+
+    place = resolve_device(device or "cpu")  # a GPU that is not there fails before any work
     model, info = load_checkpoint(checkpoint)
+    model = model.to(place)
     cfg = info.train_config
     data = data or cfg.get("data") or "."
     protocol = protocol or cfg.get("protocol", "original")
@@ -441,6 +446,7 @@ def predict_test_split(
     if members:
         for member in members:
             other, other_info = load_checkpoint(member)
+            other = other.to(place)
             check_ensemble_member(member, other_info, info, dataset, split)
             every.append(predict_images(other, images[split.test], tta=other_info.tta, temperature=other_info.temperature,
                                         tta_view=other_info.tta_view))
@@ -586,6 +592,7 @@ def evaluate(
     against: str | Path | None = None,
     members: list | tuple = (),
     allow_overlap: bool = False,
+    device: str | None = None,
 ) -> dict:
     """Evaluate a checkpoint on the test part of a protocol's split and write a report.
 
@@ -609,12 +616,14 @@ def evaluate(
     for other in [*members, *([against] if against is not None else [])]:
         read_info(other)  # a missing or foreign file fails before any scoring
     with locked_folder(Path(out) if out else Path(checkpoint).parent) as folder:
-        test = predict_test_split(checkpoint, data, protocol, seed, progress, members=members, allow_overlap=allow_overlap)
+        test = predict_test_split(checkpoint, data, protocol, seed, progress, members=members, allow_overlap=allow_overlap,
+                                  device=device)
         comparison = None
         if against is not None:
             ctx = test.context
             # The same images, so the same groups: the first model's serve the comparison.
             other = predict_test_split(against, test.data, ctx["protocol"], ctx["split seed"], progress, groups=False,
+                                       device=device,
                                        allow_overlap=allow_overlap)
             comparison = paired_comparison(test, other, str(against))
             if other.overlap:

@@ -94,7 +94,7 @@ def gradcam(model: nn.Module, images: np.ndarray, targets: list[int], layer: nn.
         raise ValueError(f"targets must have one class per image: {len(targets)} for {len(images)} images")
     was_training = model.training
     model.eval()
-    x = to_float(torch.from_numpy(np.require(images, requirements=["C", "W"])))
+    x = to_float(torch.from_numpy(np.require(images, requirements=["C", "W"])).to(next(model.parameters()).device))
     with torch.inference_mode(False), GradCAM(model=model, target_layers=[layer or gradcam_layer(model)]) as cam:
         heatmaps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
     model.train(was_training)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from braintumor.model.device import autocast, autocast_dtype, to_device
 from braintumor.model.factory import to_float
 from braintumor.model.views import MirrorView
 from braintumor.inference.ood import OODStats, forward_with_ood_features
@@ -72,7 +73,8 @@ class InferenceModel(nn.Module):
 
 
 @torch.inference_mode()
-def run_batches(module: nn.Module, images: np.ndarray, batch_size: int = 64, bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def run_batches(module: nn.Module, images: np.ndarray, batch_size: int = 64, bf16: bool = False,
+                device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run an `InferenceModel` (or an `EnsembleModel`) over preprocessed uint8 images in batches.
 
     The one loop every prediction in PyTorch goes through: `TorchRuntime` (``predict``, the
@@ -87,7 +89,10 @@ def run_batches(module: nn.Module, images: np.ndarray, batch_size: int = 64, bf1
         ``N x S x S x 3`` uint8, the output of the model's `Preprocess`.
     batch_size : int
     bf16 : bool
-        Run in bfloat16 autocast (faster on CPUs with AVX-512 BF16; used while training).
+        Run in mixed precision: bfloat16 autocast on a CPU (faster with AVX-512 BF16; used while
+        training), the GPU's own on a GPU (`braintumor.model.device.autocast_dtype`).
+    device : torch.device, optional
+        Where to run (default: where the module's parameters are); the module is moved there.
 
     Returns
     -------
@@ -98,13 +103,17 @@ def run_batches(module: nn.Module, images: np.ndarray, batch_size: int = 64, bf1
     """
     was_training = module.training
     module.eval()
+    if device is None:
+        device = next(module.parameters(), torch.empty(0)).device
+    module.to(device)
+    dtype = autocast_dtype(device, bf16)
     probs, scores = [], []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.require(images[start : start + batch_size], requirements=["C", "W"]))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        batch = to_device(torch.from_numpy(np.require(images[start : start + batch_size], requirements=["C", "W"])), device)
+        with autocast(device, dtype):
             p, s = module(batch)
-        probs.append(p.float().numpy())
-        scores.append(s.float().numpy())
+        probs.append(p.float().cpu().numpy())
+        scores.append(s.float().cpu().numpy())
     module.train(was_training)
     if not probs:
         return np.zeros((0, 0)), np.zeros(0)
@@ -119,6 +128,7 @@ def predict_images(
     bf16: bool = False,
     temperature: float = 1.0,
     tta_view: MirrorView = MirrorView(),
+    device: torch.device | None = None,
 ) -> np.ndarray:
     """Class probabilities of a network for preprocessed ``N x S x S x 3`` uint8 images: the
     `InferenceModel` that ``predict`` and the exported graph run, without the OOD detector.
@@ -133,12 +143,14 @@ def predict_images(
         Run in bfloat16 autocast (used during training).
     temperature : float
         Divide logits by this before the softmax (calibration).
+    device : torch.device, optional
+        Where to run (default: where the model is).
     """
     size = images.shape[1] if len(images) else None
     module = InferenceModel(model, temperature, tta, None, tta_view, size)
     was_training = model.training
     try:
-        return run_batches(module, images, batch_size, bf16)[0]
+        return run_batches(module, images, batch_size, bf16, device)[0]
     finally:
         model.train(was_training)
 

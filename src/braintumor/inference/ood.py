@@ -99,9 +99,10 @@ def ood_features(model, images: np.ndarray, batch_size: int = 64, progress: bool
     model.eval()
     out = []
     starts = range(0, len(images), batch_size)
+    device = next(model.parameters()).device
     for start in tqdm(starts, desc="features", unit="batch", disable=not progress or len(starts) < 2, leave=False):
-        x = to_float(torch.from_numpy(np.require(images[start : start + batch_size], requirements=["C", "W"])))
-        out.append(forward_with_ood_features(model, x)[1].float().numpy())
+        x = to_float(torch.from_numpy(np.require(images[start : start + batch_size], requirements=["C", "W"])).to(device))
+        out.append(forward_with_ood_features(model, x)[1].float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 

@@ -135,6 +135,12 @@ class Predictor:
         Override the checkpoint's test-time augmentation (off is twice as fast).
     progress : bool
         Say on stderr when a graph is exported before its first use (a few seconds).
+    device : str, optional
+        Where the network runs (``--device``): ``cpu`` (default), ``auto``, ``cuda``, ``cuda:N``,
+        ``mps``. In PyTorch, the device itself (`braintumor.model.device.resolve_device`: one
+        that is not there is an error). In onnxruntime, the CUDA execution provider when it is
+        installed and a GPU is asked for, else the CPU one (`device_note` then says so; see
+        `braintumor.inference.runtime.onnx_providers`); PyTorch is not imported for it.
 
     Examples
     --------
@@ -145,16 +151,25 @@ class Predictor:
 
     def __init__(
         self, checkpoint: str | Path | list | None = None, threads: int | None = None, runtime: str = "auto",
-        tta: bool | None = None, progress: bool = False,
+        tta: bool | None = None, progress: bool = False, device: str | None = None,
     ):
         from braintumor.model.checkpoint import check_same_inputs, read_metadata
-        from braintumor.inference.runtime import EnsembleRuntime, OnnxRuntime
+        from braintumor.inference.runtime import EnsembleRuntime, OnnxRuntime, onnx_providers
 
         if runtime not in RUNTIMES:
             raise BrainTumorError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
         threads = cap_threads(threads)
+        self.device_name = check("device", device or "cpu").strip().lower()
+        self.device_note = None
         if runtime == "auto":
             runtime = "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
+        self._providers, self._torch_device = None, None
+        if runtime == "onnx":
+            self._providers, self.device_note = onnx_providers(self.device_name)
+        else:  # PyTorch is needed anyway: a device that is not there fails now, before any file is read
+            from braintumor.model.device import resolve_device
+
+            self._torch_device = resolve_device(self.device_name)
         given = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
         if not given:
             raise BrainTumorError("no model given", "pass one checkpoint, or several for an ensemble")
@@ -165,7 +180,7 @@ class Predictor:
         spin = len(self.paths) == 1  # threads spin only where no other session waits for the cores
         if tta is not None and any(p.suffix == ".onnx" for p in self.paths):
             raise BrainTumorError("tta is fixed inside an exported .onnx model", "re-export it with or without --no-tta")
-        exported = {i: OnnxRuntime(p, threads, spin) for i, p in enumerate(self.paths) if p.suffix == ".onnx"}
+        exported = {i: OnnxRuntime(p, threads, spin, self._providers) for i, p in enumerate(self.paths) if p.suffix == ".onnx"}
         infos = [exported[i].info if i in exported else read_metadata(p) for i, p in enumerate(self.paths)]
         self.info, self._infos, self._progress = infos[0], infos, progress
         for path, info in zip(self.paths[1:], infos[1:]):
@@ -175,7 +190,7 @@ class Predictor:
         if runtime == "onnx" and not exported:
             # every model a checkpoint: one graph, the ensemble's too (for three models about 1.2
             # times the throughput of a session per member, predict_speed_ensemble3*.json)
-            self.runtime = OnnxRuntime(self._graph(tta), threads)
+            self.runtime = OnnxRuntime(self._graph(tta), threads, providers=self._providers)
             self.member_thresholds = self.runtime.member_thresholds
         else:
             if runtime == "torch" and threads:
@@ -210,7 +225,8 @@ class Predictor:
             from braintumor.model.checkpoint import load_checkpoint
 
             model, info = load_checkpoint(self.paths[i])
-            self._loaded[i] = (model.to(memory_format=torch.channels_last), info)
+            device = self._torch_device or torch.device("cpu")  # (networks behind onnxruntime: Grad-CAM and export, on the CPU)
+            self._loaded[i] = (model.to(device=device, memory_format=torch.channels_last), info)
         return self._loaded[i]
 
     def _member_runtime(self, i: int, runtime: str, threads: int | None, tta: bool | None, spin: bool):
@@ -218,7 +234,7 @@ class Predictor:
         from braintumor.inference.runtime import OnnxRuntime
 
         if runtime == "onnx":
-            return OnnxRuntime(self._graph(tta, [i]), threads, spin)
+            return OnnxRuntime(self._graph(tta, [i]), threads, spin, self._providers)
         from braintumor.inference.forward import TorchRuntime
 
         return TorchRuntime(*self._checkpoint(i), tta)

@@ -73,7 +73,8 @@ class OnnxRuntime:
 
     name = "onnx"
 
-    def __init__(self, source: str | Path | bytes, threads: int | None = None, spin: bool = True):
+    def __init__(self, source: str | Path | bytes, threads: int | None = None, spin: bool = True,
+                 providers: list | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -89,10 +90,11 @@ class OnnxRuntime:
                 raise CheckpointError(f"ONNX model not found: {source}", "write one with `braintumor export MODEL`")
             source = str(source)
         try:
-            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise CheckpointError(f"{label} is not a readable ONNX model ({str(exc).splitlines()[0]})",
                                   "write one with `braintumor export MODEL`") from None
+        self.providers = self.session.get_providers()  # what onnxruntime runs the graph with, in order
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if raw is None:
             raise CheckpointError(f"{label} is an ONNX model but not one exported by braintumor",
@@ -120,6 +122,29 @@ class OnnxRuntime:
         if not probs:
             return np.zeros((0, len(self.classes))), np.zeros(0)
         return np.concatenate(probs).astype(np.float64), np.concatenate(scores).astype(np.float64)
+
+
+def onnx_providers(device: str | None) -> tuple[list, str | None]:
+    """onnxruntime's execution providers for a ``--device`` name, without importing PyTorch, and a
+    note when a GPU was asked for and cannot be had.
+
+    ``cuda``, ``cuda:N`` and ``auto`` take the CUDA execution provider when this onnxruntime has it
+    (the ``onnxruntime-gpu`` package), with the CPU one behind it; otherwise the CPU one, and for
+    ``cuda`` the note says so. Apple's MPS has no onnxruntime provider here: the CPU one.
+    """
+    import onnxruntime as ort
+
+    name = (device or "cpu").strip().lower()
+    if name == "cpu":
+        return ["CPUExecutionProvider"], None
+    if name.startswith("cuda") or name == "auto":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            index = int(name.split(":")[1]) if ":" in name else 0
+            return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], None
+        if name == "auto":
+            return ["CPUExecutionProvider"], None
+    return ["CPUExecutionProvider"], (f"note: onnxruntime here has no execution provider for --device {name} "
+                                      "(for CUDA: pip install onnxruntime-gpu); running on the CPU")
 
 
 class EnsembleRuntime:

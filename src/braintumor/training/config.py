@@ -93,7 +93,9 @@ class TrainConfig:
     distill_temperature: float = 2.0
     folds: int = 0  # cross-validation: test on fold `fold` of `folds` (see braintumor.crossval)
     fold: int = 0
-    bf16: bool = True
+    bf16: bool = True  # mixed precision: bfloat16 autocast on a CPU; on a GPU bfloat16, or float16 with a gradient scaler
+    device: str = "auto"  # auto: a CUDA GPU, then Apple's MPS, then the CPU (braintumor.model.device)
+    compile: bool = False  # torch.compile the network for training (pays off on GPUs, after a minute of compiling)
     tta: bool = True
     tta_angle: float = 8.0  # the test-time view: the mirror rotated by this many degrees
     threads: int | None = None
@@ -121,6 +123,7 @@ class TrainConfig:
             if name != "data" or isinstance(self.data, str):
                 check(name, getattr(self, name))
         check("weights", self.weights, allow_none=True)
+        self.device = check("device", self.device).strip().lower()
         if not isinstance(self.exclude, (list, tuple)) or not all(isinstance(p, str) for p in self.exclude):
             raise BrainTumorError(f"exclude must be a list of image paths, got {self.exclude!r}")
         if isinstance(self.data, str):

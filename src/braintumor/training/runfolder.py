@@ -67,7 +67,7 @@ def _remembering_interrupts():
 # reports. Everything else (protocol, seed, recipe, exclusions, ...) shapes the split or the
 # model, so a resumed run must keep the value it started with.
 RESUME_MAY_CHANGE = frozenset({"data", "out", "epochs", "patience", "time_limit_min", "threads", "resume", "overwrite",
-                               "progress"})
+                               "progress", "device", "compile"})
 
 
 # What `train` and `evaluate` write into a run folder (with the ONNX files `export` puts beside

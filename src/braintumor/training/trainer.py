@@ -14,6 +14,7 @@ batches, each step a named helper (`make_batch`, `batch_loss`, `validate`, `save
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -41,6 +42,7 @@ from braintumor.training.config import TrainConfig
 from braintumor.training.runfolder import Progress, RunData, TrainingDiverged, _Interrupts, _open_run, _remembering_interrupts, _restore, _training_state, log, save_epoch
 from braintumor.training.probe import fit_linear_head
 from braintumor.inference.forward import predict_images
+from braintumor.model.device import autocast, autocast_dtype, describe, grad_scaler, resolve_device, to_device
 from braintumor.model.factory import create_model, depthwise_in_float32, freeze_early_layers
 from braintumor.inference.ood import fit_model_ood
 from braintumor.data.preprocess import Preprocess
@@ -189,6 +191,7 @@ def train(config: TrainConfig) -> Path:
 
 def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     out = Path(config.out)
+    device = resolve_device(config.device)  # a GPU that is not there fails here, before anything is written
     run = _open_run(out, config)  # refused, resumed or started; the settings recorded in config.json
     if run.finished:
         log(f"{out} has finished training; nothing to resume (raise --epochs or --patience to train on)")
@@ -209,6 +212,12 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         run.start_files(data)  # an earlier run's files go, split.json is written
     if config.probe_head and run.state is None:
         fit_linear_head(model, data.images, data.labels, data.split, epoch_size(config, 0), config.bf16, config.progress)
+    if device.type != "cpu":
+        log(f"training on {describe(device)}")
+        model, teachers = model.to(device), [t.to(device) for t in teachers]
+    dtype = autocast_dtype(device, config.bf16)  # mixed precision: bfloat16, or float16 with a gradient scaler
+    scaler = grad_scaler(device, dtype)
+    forward = torch.compile(model) if config.compile else model
     # The exponential moving average of the weights is what is validated and saved, if used.
     ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
     kept = ema.module if ema is not None else model
@@ -238,23 +247,29 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         bar = tqdm(batch_rows(order, steps_per_epoch, config.batch_size), total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
         for rows in bar:
-            batch = make_batch(data, rows, size, config, generator)
+            loading = time.perf_counter()
+            batch = make_batch(data, rows, size, config, generator, device)
+            stepping = time.perf_counter()
             _set_lr(optimizer, _lr_at(step, total_steps, warmup_steps, config.lr))
-            logits, loss = batch_loss(model, batch, teachers, config)
+            logits, loss = batch_loss(forward, batch, teachers, config, device, dtype)
             check_loss(loss, epoch, step, config, done)  # a loss that is not finite, or has blown up, stops the run
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()  # (the scaler passes the loss through unless in float16)
+            scaler.step(optimizer)
+            scaler.update()
             if ema is not None:
                 ema.update(model, step=step)
             step += 1
             interrupts.check()
-            tally.add(logits, batch, loss)
+            tally.add(logits, batch, loss, stepping - loading, time.perf_counter() - stepping)
             bar.set_postfix(tally.postfix())
         bar.close()
+        if device.type != "cpu" and tally.loader_bound():
+            log(f"note: loading and augmenting images on the CPU ({tally.load_rate():.0f} images/s) is slower than "
+                f"the training step on {device} ({tally.step_rate():.0f} images/s): the GPU waits for the CPU")
         check_finite_weights({model, kept}, epoch, step, config, done)
 
-        record = {"epoch": epoch + 1, **tally.summary(), **validate(kept, data, config),
+        record = {"epoch": epoch + 1, **tally.summary(), **validate(kept, data, config, device),
                   "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - started, 1)}
         log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
             f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}")
@@ -272,7 +287,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     # Post-hoc steps (calibration, out-of-distribution statistics, ...) fit on the training or
     # validation part only, update `info`, and are saved with the weights.
     model, info = load_checkpoint(out / "model.safetensors")
-    fit_posthoc(model, info, data.images, data.labels, data.split)
+    fit_posthoc(model.to(device), info, data.images, data.labels, data.split)
     info.metrics["train_minutes"] = round((time.time() - started) / 60, 2)
     save_checkpoint(out / "model.safetensors", model, info)
     return out
@@ -353,9 +368,11 @@ class Batch:
         return self.y[self.perm] if self.perm is not None and self.lam < 0.5 else self.y
 
 
-def make_batch(data: RunData, rows: torch.Tensor, size: int, config: TrainConfig, generator: torch.Generator) -> Batch:
+def make_batch(data: RunData, rows: torch.Tensor, size: int, config: TrainConfig, generator: torch.Generator,
+               device: torch.device = torch.device("cpu")) -> Batch:
     """The images of `rows` at `size` pixels, augmented (flips, rotation, ...; then erasing,
-    contrast remapping and degradation where the config asks), and mixed up if it asks."""
+    contrast remapping and degradation where the config asks), and mixed up if it asks; on the
+    CPU, then moved to `device`."""
     x = augment(to_float(data.images_t[rows], size), generator)
     if config.erase_prob:
         x = erase(x, config.erase_prob, generator)
@@ -366,13 +383,23 @@ def make_batch(data: RunData, rows: torch.Tensor, size: int, config: TrainConfig
     batch = Batch(x, data.labels_t[rows])
     if config.mixup_alpha:
         batch.x, batch.perm, batch.lam = mixup(x, config.mixup_alpha, generator)
+    if device.type != "cpu":
+        batch.x = to_device(batch.x.pin_memory() if device.type == "cuda" else batch.x, device)
+        batch.x = batch.x.contiguous(memory_format=torch.channels_last)
+        batch.y = to_device(batch.y, device)
+        batch.perm = None if batch.perm is None else to_device(batch.perm, device)
     return batch
 
 
-def batch_loss(model, batch: Batch, teachers: list, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_loss(model, batch: Batch, teachers: list, config: TrainConfig, device: torch.device = torch.device("cpu"),
+               dtype: torch.dtype | None = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
     """The logits of a batch and its loss: cross-entropy with the labels (both labels of a
-    mixed image, by their shares), and with the teachers' softened predictions if distilling."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16), depthwise_in_float32(model):
+    mixed image, by their shares), and with the teachers' softened predictions if distilling.
+    The forward pass runs in `dtype` autocast on `device` (None: float32)."""
+    if device.type == "cpu" and not config.bf16:
+        dtype = None
+    cpu_kernels = depthwise_in_float32(model) if device.type == "cpu" else contextlib.nullcontext()
+    with autocast(device, dtype), cpu_kernels:
         logits = model(batch.x)
     logits = logits.float()
     loss = F.cross_entropy(logits, batch.y, label_smoothing=config.label_smoothing)
@@ -401,15 +428,31 @@ class Tally:
 
     def __init__(self):
         self.seen = self.correct = 0
-        self.loss_sum = 0.0
+        self.loss_sum = self.load_s = self.step_s = 0.0
 
-    def add(self, logits: torch.Tensor, batch: Batch, loss: torch.Tensor) -> None:
+    def add(self, logits: torch.Tensor, batch: Batch, loss: torch.Tensor, load_s: float = 0.0, step_s: float = 0.0) -> None:
+        """Count a batch: its logits and loss, and the seconds spent making it and stepping on it."""
         self.seen += len(batch.y)
         self.correct += (logits.argmax(1) == batch.target()).sum().item()
         self.loss_sum += loss.item() * len(batch.y)
+        self.load_s += load_s
+        self.step_s += step_s
+
+    def load_rate(self) -> float:
+        """Images per second of loading and augmenting (on the CPU)."""
+        return self.seen / max(self.load_s, 1e-9)
+
+    def step_rate(self) -> float:
+        """Images per second of the training step (forward, backward, optimiser)."""
+        return self.seen / max(self.step_s, 1e-9)
+
+    def loader_bound(self) -> bool:
+        """Whether preparing the batches took longer than training on them."""
+        return self.load_s > self.step_s
 
     def postfix(self) -> dict:
-        return {"loss": f"{self.loss_sum / self.seen:.3f}", "acc": f"{self.correct / self.seen:.3f}"}
+        return {"loss": f"{self.loss_sum / self.seen:.3f}", "acc": f"{self.correct / self.seen:.3f}",
+                "load": f"{self.load_rate():.0f} img/s", "step": f"{self.step_rate():.0f} img/s"}
 
     def summary(self) -> dict:
         return {"train_loss": self.loss_sum / self.seen, "train_acc": self.correct / self.seen}
@@ -452,9 +495,9 @@ def check_finite_weights(models, epoch: int, step: int, config: TrainConfig, don
 # ---- validation, the checkpoint, the time limit ----------------------------------------------------
 
 
-def validate(model, data: RunData, config: TrainConfig) -> dict:
+def validate(model, data: RunData, config: TrainConfig, device: torch.device | None = None) -> dict:
     """Loss and accuracy of `model` on the validation images (no test-time view)."""
-    probs = predict_images(model, data.images[data.split.val], tta=False, bf16=config.bf16)
+    probs = predict_images(model, data.images[data.split.val], tta=False, bf16=config.bf16, device=device)
     y = data.labels[data.split.val]
     return {"val_loss": float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean()),
             "val_acc": float((probs.argmax(1) == y).mean())}
