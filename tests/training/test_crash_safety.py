@@ -229,9 +229,8 @@ def _inject_nan(monkeypatch, at_step: int, weights: bool = False):
         if steps[0] == at_step:
             if not weights:
                 return logits, loss * float("nan")
-            with torch.no_grad():
-                parameter = next(model.parameters())
-                parameter.copy_(torch.full_like(parameter, float("inf")))
+            parameter = next(model.parameters())
+            parameter.data.fill_(float("inf"))  # (.data: not an in-place change autograd's backward would refuse)
         return logits, loss
 
     monkeypatch.setattr(trainer, "batch_loss", batch_loss)

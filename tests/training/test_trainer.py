@@ -454,3 +454,14 @@ def test_training_with_the_linear_probe_fits_it_once_and_not_again_on_resume(tin
     out = train_module.train(TrainConfig(**{**config, "epochs": 3}, low_res_scale=0.75, resume=True))
     assert calls == [24]
     assert json.loads((out / "model.json").read_text())["train_config"]["probe_head"] is True
+
+
+def test_sources_of_pooled_collections_are_named_by_collection_and_folder(two_collections):
+    from braintumor.data.dataset import scan
+    from braintumor.training.trainer import source_names
+
+    first, second, _ = two_collections
+    pooled = scan([first, second])
+    names = set(source_names(pooled, range(len(pooled))))
+    assert names == {"first/Training", "first/Testing", "second"}
+    assert set(source_names(scan(first), range(4))) <= {"Training", "Testing"}

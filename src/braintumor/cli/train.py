@@ -78,7 +78,7 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude", dest="exclude_file", type=cli_type("exclude"), metavar="FILE", help="leave the images FILE lists out of training and validation (the test split stays as without them): the 'path' column of a CSV, such as label-issues' label_issues.csv, or one path per line, relative to --data")
     p.add_argument("--relabel", dest="relabel_file", type=cli_type("relabel"), metavar="FILE", help="train and validate on the corrected labels FILE gives: a CSV with 'path' and 'corrected' columns (rows left empty keep their label); paths relative to --data; the split is drawn and the test part scored with the folders' labels")
     p.add_argument("--teacher", action="extend", nargs="+", type=cli_type("teacher"), metavar="RUN", help="knowledge distillation: also match the mean softened predictions of these finished runs (or checkpoints) of the same split; given several times (or --teacher A B), their ensemble")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="train in float32 instead of bfloat16 autocast")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="train in float32 instead of mixed precision (bfloat16 autocast on CPUs with bfloat16 instructions and on GPUs; CPUs without them train in float32 anyway)")
     p.add_argument("--no-tta", dest="tta", action="store_false", default=None, help="no test-time augmentation (averaging each image with its rotated mirror)")
     add_device(p)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network for training: faster steps on a GPU after a minute or two of compiling")

@@ -1,16 +1,21 @@
 """Where the network runs (``--device``), and the mixed precision that goes with it.
 
-``auto`` picks a CUDA GPU, then Apple's MPS, then the CPU. On a CPU everything is as it always
-was: bfloat16 autocast when asked (``bf16``). On a GPU the network and its batches live on the
-device in the channels-last layout, and mixed precision is bfloat16 where the GPU supports it
-(Ampere and later), float16 with a gradient scaler otherwise.
+``auto`` picks a CUDA GPU, then Apple's MPS, then the CPU. Mixed precision (``bf16``, on by
+default) is taken where the hardware does it natively, and float32 kept elsewhere:
+
+- a CPU with bfloat16 instructions (AVX-512 BF16 or AMX: recent Xeons and EPYCs): bfloat16
+  autocast. A CPU without them (AVX2 only: most laptops, older servers) emulates bfloat16, and a
+  training step of Lite0 was 3.7 times *slower* than in float32 on such an AMD EPYC (2 cores,
+  ``docs/scaling.md``), so there it trains in float32;
+- a GPU: bfloat16 where it supports it (Ampere and later), float16 with a gradient scaler
+  otherwise; the network and its batches live on the device in the channels-last layout.
 
 Examples
 --------
 >>> resolve_device("cpu")
 device(type='cpu')
->>> autocast_dtype(resolve_device("cpu"), mixed=True)
-torch.bfloat16
+>>> autocast_dtype(resolve_device("cpu"), mixed=False) is None
+True
 """
 
 from __future__ import annotations
@@ -77,11 +82,22 @@ def describe(device: torch.device) -> str:
     return str(device)
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX), not by emulation."""
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(cpu, probe, None)
+        if check is not None and check():
+            return True
+    return False
+
+
 def autocast_dtype(device: torch.device, mixed: bool) -> torch.dtype | None:
     """The autocast type of mixed precision on `device` (None: float32 throughout).
 
-    bfloat16 on a CPU and on GPUs that support it; float16 on other GPUs and on MPS, which then
-    needs a gradient scaler (`grad_scaler`).
+    bfloat16 on a CPU that has bfloat16 instructions (`cpu_has_bfloat16`; float32 on others,
+    where emulated bfloat16 is several times slower) and on GPUs that support it; float16 on
+    other GPUs and on MPS, which then needs a gradient scaler (`grad_scaler`).
     """
     if not mixed:
         return None
@@ -89,7 +105,7 @@ def autocast_dtype(device: torch.device, mixed: bool) -> torch.dtype | None:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
         return torch.float16
-    return torch.bfloat16
+    return torch.bfloat16 if cpu_has_bfloat16() else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

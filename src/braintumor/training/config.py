@@ -93,7 +93,9 @@ class TrainConfig:
     distill_temperature: float = 2.0
     folds: int = 0  # cross-validation: test on fold `fold` of `folds` (see braintumor.crossval)
     fold: int = 0
-    bf16: bool = True  # mixed precision: bfloat16 autocast on a CPU; on a GPU bfloat16, or float16 with a gradient scaler
+    # Mixed precision where the hardware does it natively: bfloat16 autocast on CPUs with bfloat16
+    # instructions (float32 on others), bfloat16 or float16 with a gradient scaler on GPUs.
+    bf16: bool = True
     device: str = "auto"  # auto: a CUDA GPU, then Apple's MPS, then the CPU (braintumor.model.device)
     compile: bool = False  # torch.compile the network for training (pays off on GPUs, after a minute of compiling)
     tta: bool = True

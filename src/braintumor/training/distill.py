@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from braintumor.model.checkpoint import load_checkpoint
 from braintumor.errors import BrainTumorError
+from braintumor.model.device import autocast
 from braintumor.model.factory import depthwise_in_float32
 from braintumor.data.protocols import run_split
 
@@ -82,11 +83,13 @@ def load_teachers(paths, dataset, split, preprocess, classes) -> list[torch.nn.M
 
 
 @torch.no_grad()
-def teacher_probs(teachers: list[torch.nn.Module], x: torch.Tensor, temperature: float, bf16: bool) -> torch.Tensor:
-    """The teachers' mean class distribution on batch `x`, softened by `temperature`."""
+def teacher_probs(teachers: list[torch.nn.Module], x: torch.Tensor, temperature: float,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The teachers' mean class distribution on batch `x`, softened by `temperature`, in `dtype`
+    autocast on `x`'s device (None: float32)."""
     probs = 0
     for model in teachers:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), depthwise_in_float32(model):
+        with autocast(x.device, dtype), depthwise_in_float32(model):
             logits = model(x).float()
         probs = probs + F.softmax(logits / temperature, dim=1)
     return probs / len(teachers)

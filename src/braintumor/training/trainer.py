@@ -114,6 +114,15 @@ def _source_weights(sources: list[str], power: float) -> torch.Tensor | None:
     return torch.from_numpy(counts[index].astype(np.float64) ** -power)
 
 
+def source_names(dataset, rows) -> list[str]:
+    """The source of each of `rows` for `TrainConfig.balance_sources`: its top-level folder
+    (``Training``, ``Testing``, or ``""``), prefixed by its collection's name when the data pools
+    several (``sartaj/Training``)."""
+    if len(dataset.collections) < 2:
+        return [dataset.splits[i] for i in rows]
+    return [f"{dataset.collections[dataset.sources[i]]}/{dataset.splits[i]}".rstrip("/") for i in rows]
+
+
 def _param_groups(model, weight_decay: float, layer_decay: float) -> list[dict]:
     """The optimiser's parameter groups: weight decay on weights, not on biases and norms; with
     `layer_decay` below 1, also a learning-rate scale ``lr_scale`` per backbone block from timm
@@ -211,11 +220,15 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     if run.state is None:
         run.start_files(data)  # an earlier run's files go, split.json is written
     if config.probe_head and run.state is None:
-        fit_linear_head(model, data.images, data.labels, data.split, epoch_size(config, 0), config.bf16, config.progress)
+        fit_linear_head(model, data.images, data.labels, data.split, epoch_size(config, 0),
+                        autocast_dtype(torch.device("cpu"), config.bf16) is not None, config.progress)
     if device.type != "cpu":
         log(f"training on {describe(device)}")
         model, teachers = model.to(device), [t.to(device) for t in teachers]
     dtype = autocast_dtype(device, config.bf16)  # mixed precision: bfloat16, or float16 with a gradient scaler
+    if config.bf16 and dtype is None:
+        log("note: this CPU has no bfloat16 instructions (AVX-512 BF16, AMX); training in float32, several times "
+            "faster here than emulated bfloat16")
     scaler = grad_scaler(device, dtype)
     forward = torch.compile(model) if config.compile else model
     # The exponential moving average of the weights is what is validated and saved, if used.
@@ -226,8 +239,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     per_epoch = len(np.unique(train_groups)) if train_groups is not None else len(data.split.train)
     steps_per_epoch = _steps_per_epoch(per_epoch, config.batch_size)
     total_steps, warmup_steps = steps_per_epoch * config.epochs, int(config.warmup_epochs * steps_per_epoch)
-    source_weights = _source_weights([f"{data.dataset.sources[i]}/{data.dataset.splits[i]}" for i in data.split.train],
-                                     config.balance_sources)  # a source: a collection's top-level folder
+    source_weights = _source_weights(source_names(data.dataset, data.split.train), config.balance_sources)
     info = _model_info(config, data)
     done = _restore(run, info, model, ema, optimizer, generator) if run.state else Progress()
     write_text(out / "metrics.jsonl", done.metrics_lines())
@@ -392,12 +404,10 @@ def make_batch(data: RunData, rows: torch.Tensor, size: int, config: TrainConfig
 
 
 def batch_loss(model, batch: Batch, teachers: list, config: TrainConfig, device: torch.device = torch.device("cpu"),
-               dtype: torch.dtype | None = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
+               dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The logits of a batch and its loss: cross-entropy with the labels (both labels of a
     mixed image, by their shares), and with the teachers' softened predictions if distilling.
     The forward pass runs in `dtype` autocast on `device` (None: float32)."""
-    if device.type == "cpu" and not config.bf16:
-        dtype = None
     cpu_kernels = depthwise_in_float32(model) if device.type == "cpu" else contextlib.nullcontext()
     with autocast(device, dtype), cpu_kernels:
         logits = model(batch.x)
@@ -407,7 +417,7 @@ def batch_loss(model, batch: Batch, teachers: list, config: TrainConfig, device:
         loss = batch.lam * loss + (1 - batch.lam) * F.cross_entropy(logits, batch.y[batch.perm],
                                                                     label_smoothing=config.label_smoothing)
     if teachers:  # the teachers' view of the same (augmented, mixed) batch
-        soft = teacher_probs(teachers, batch.x, config.distill_temperature, config.bf16)
+        soft = teacher_probs(teachers, batch.x, config.distill_temperature, dtype)
         loss = distill_loss(logits, soft, config.distill_weight, config.distill_temperature, loss)
     return logits, loss
 
