@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))  # oodset.py, the non-MRI images
 from _common import data_option, machine, write  # noqa: E402
 
 from braintumor.model.checkpoint import load_checkpoint  # noqa: E402

@@ -152,11 +152,13 @@ def read_nifti(path: str | Path, axis: int | None = None, volume: int | None = N
 
 def read_nifti_bytes(data: bytes, name: str = "upload", axis: int | None = None, volume: int | None = None,
                      frame: int | None = None, min_brain: float = MIN_BRAIN,
-                     max_unpacked: int = MAX_DECOMPRESSED) -> VolumeSlices:
+                     max_unpacked: int | None = None) -> VolumeSlices:
     """`read_nifti` for a volume held in memory (gzipped or not; nothing touches the disk).
-    A volume of more than `max_unpacked` bytes once unpacked is refused (a server sets it lower)."""
+    A volume of more than `max_unpacked` bytes once unpacked (default `MAX_DECOMPRESSED`) is
+    refused (a server sets it lower)."""
     import nibabel as nib
 
+    max_unpacked = MAX_DECOMPRESSED if max_unpacked is None else max_unpacked
     raw = _gunzip(data, name, max_unpacked) if data[:2] == b"\x1f\x8b" else data
     if len(raw) > max_unpacked:
         raise ImageError(f"{name}: the volume is larger than {max_unpacked:,} bytes",
@@ -173,8 +175,9 @@ def read_nifti_bytes(data: bytes, name: str = "upload", axis: int | None = None,
     return volume_slices(image, name, axis, volume, frame, min_brain)
 
 
-def _gunzip(data: bytes, name: str, limit: int = MAX_DECOMPRESSED) -> bytes:
-    """Unpack gzipped bytes, refusing more than `limit` of them (a zip bomb)."""
+def _gunzip(data: bytes, name: str, limit: int | None = None) -> bytes:
+    """Unpack gzipped bytes, refusing more than `limit` (default `MAX_DECOMPRESSED`) of them (a zip bomb)."""
+    limit = MAX_DECOMPRESSED if limit is None else limit
     unpacker = zlib.decompressobj(wbits=31)
     try:
         raw = unpacker.decompress(data, limit)

@@ -219,7 +219,7 @@ def make_split(
     return Split(train, val, test, groups if protocol in GROUPED else None, copied)
 
 
-def test_collection_index(dataset: Dataset, name: str = "") -> int:
+def held_out_collection(dataset: Dataset, name: str = "") -> int:
     """Index into ``dataset.collections`` of the collection `name` (default: the last one)."""
     if len(dataset.collections) < 2:
         raise DataError("protocol 'cross' needs two or more collections",
@@ -235,7 +235,7 @@ def test_collection_index(dataset: Dataset, name: str = "") -> int:
 def _cross_collection(dataset: Dataset, groups: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(trainval, test, copied)`` of protocol ``cross``: the other collections, the test
     collection's images with no copy in them, and those with one."""
-    held = dataset.sources == test_collection_index(dataset, name)
+    held = dataset.sources == held_out_collection(dataset, name)
     every = np.arange(len(dataset))
     has_copy = np.isin(groups, groups[~held])
     return every[~held], every[held & ~has_copy], every[held & has_copy]

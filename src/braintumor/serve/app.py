@@ -36,19 +36,17 @@ from braintumor.serve.pool import Busy, InferencePool
 
 log = logging.getLogger("braintumor.serve")
 
-NOTICE = ("Research use only — not a medical device. Trained on one public dataset of 2D slices and not "
+NOTICE = ("Research use only — not a medical device. Trained on public datasets of 2D slices and not "
           "validated clinically: do not use it for diagnosis.")
 
 # The model card's headline figures (MODEL_CARD.md), for the shipped model only.
 SHIPPED_FIGURES = [
-    {"what": "test accuracy, original protocol (random 10% split, seed 0; copies leak across it)",
-     "value": 0.9694, "detail": "317 of 327; this model"},
-    {"what": "test accuracy, dedup protocol (leak-free), mean of split seeds 0-2",
-     "value": 0.9297, "detail": "the same recipe retrained per seed"},
-    {"what": "accuracy, dedup protocol, 5-fold cross-validation, every image tested once",
-     "value": 0.9378, "detail": "3,061 of 3,264"},
-    {"what": "test accuracy, official protocol (Training folder -> Testing folder), seed 0",
-     "value": 0.8249, "detail": "325 of 394"},
+    {"what": "test accuracy, Sartaj + Masoud-Training pooled, dedup protocol across both (leak-free), seed 0",
+     "value": 0.9755, "detail": "875 of 897; this model"},
+    {"what": "test accuracy on its held-out Masoud-Training images", "value": 0.9879, "detail": "571 of 578; this model"},
+    {"what": "test accuracy on its held-out Sartaj images", "value": 0.9530, "detail": "304 of 319; this model"},
+    {"what": "test accuracy on Sartaj's own dedup test split (kept out of its training), seed 0",
+     "value": 0.9174, "detail": "300 of 327; this model"},
 ]
 
 # What an upload may be (`sniff_format`'s names). A NIfTI volume is refused past `max_volume_mb`
