@@ -5,8 +5,9 @@ default) is taken where the hardware does it natively, and float32 kept elsewher
 
 - a CPU with bfloat16 instructions (AVX-512 BF16 or AMX: recent Xeons and EPYCs): bfloat16
   autocast. A CPU without them (AVX2 only: most laptops, older servers) emulates bfloat16, and a
-  training step of Lite0 was 3.7 times *slower* than in float32 on such an AMD EPYC (2 cores,
-  ``docs/scaling.md``), so there it trains in float32;
+  training step of Lite0 at 160 px was 7.1 times *slower* in the old mixed precision than in
+  float32 on such an AMD EPYC (2 cores; ``benchmarks/results/train_step_speed_avx2.json``),
+  so there it trains in float32;
 - a GPU: bfloat16 where it supports it (Ampere and later), float16 with a gradient scaler
   otherwise; the network and its batches live on the device in the channels-last layout.
 
