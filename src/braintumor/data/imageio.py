@@ -219,8 +219,7 @@ def iter_frames_from_bytes(data: bytes, name: str = "upload", frame: int | None 
         yield from iter_dicom_frames(stream, frame, MAX_PIXELS)
         return
     if kind == "NIFTI":
-        limit = {} if max_unpacked is None else {"max_unpacked": max_unpacked}
-        yield from read_nifti_bytes(data, name, frame=frame, **limit).slices
+        yield from read_nifti_bytes(data, name, frame=frame, max_unpacked=max_unpacked).slices
         return
     formats = ("JPEG", "MPO") if kind == "JPEG" else ("BMP", "DIB") if kind == "BMP" else (kind,)
     yield None, _decode_pillow(io.BytesIO(data), name, formats)

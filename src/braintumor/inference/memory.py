@@ -186,8 +186,7 @@ def predict_volume_bytes(predictor: Predictor, data: bytes, name: str = "upload"
     ImageError
         Not a readable volume, larger than `max_unpacked` bytes once unpacked, or `frame` out of range.
     """
-    limit = {} if max_unpacked is None else {"max_unpacked": max_unpacked}
-    volume = read_nifti_bytes(data, name, frame=frame, **limit)
+    volume = read_nifti_bytes(data, name, frame=frame, max_unpacked=max_unpacked)
     results = predict_frames(predictor, volume.slices, name)
     for result in results:
         result.axis, result.slices = volume.axis, volume.count
