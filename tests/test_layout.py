@@ -15,7 +15,7 @@ PACKAGE = Path(braintumor.__file__).parent
 # Bottom to top: a module may import from its own layer and the layers below, never above.
 LAYERS = [
     {"errors", "options", "files"},
-    {"data", "metrics"},
+    {"data", "metrics", "distributed"},
     {"model"},
     {"inference"},
     {"training"},

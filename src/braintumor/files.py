@@ -16,6 +16,9 @@ file left behind) is taken over without a word.
 An `OSError` while writing (a read-only folder, a full disk, a file where a folder should be)
 becomes an `OutputError`: one message and a hint, and nothing half written left behind.
 
+In a data-parallel training job (`braintumor.distributed`) only rank 0 writes: on the other
+ranks `set_writes(False)` makes every write, lock and clean-up here do nothing.
+
 This module imports only the standard library and `braintumor.errors`.
 """
 
@@ -41,6 +44,16 @@ LOCK_NAME = ".lock"
 
 # ``.NAME.<pid>.<8 hex digits>.tmp``: what `temporary_path` makes, and all `remove_temporaries` removes.
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+
+# False in the ranks of a data-parallel job other than rank 0, which writes for all of them.
+_writes = True
+
+
+def set_writes(enabled: bool) -> None:
+    """Let this process write files (the default), or make every write, lock and clean-up of
+    this module a no-op (`braintumor.distributed.process_group` does so on ranks other than 0)."""
+    global _writes
+    _writes = bool(enabled)
 
 
 class OutputError(BrainTumorError):
@@ -156,6 +169,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         When the file cannot be written; `path` is then as it was, and the temporary is removed.
     """
     path = Path(path)
+    if not _writes:
+        return path
     if path.is_symlink():  # the file it names is replaced, not the link
         path = path.resolve()
     make_folder(path.parent)
@@ -250,6 +265,8 @@ def remove_temporaries(folder: str | Path, all_but_ours: bool = False, legacy: t
     """
     folder = Path(folder)
     removed = []
+    if not _writes:
+        return removed
     try:
         entries = list(folder.iterdir())
     except OSError:
@@ -373,7 +390,7 @@ def locked_folder(folder: str | Path, command: str | None = None, existing_only:
         When the folder or its lock file cannot be created.
     """
     folder = Path(folder)
-    if existing_only and not (folder / LOCK_NAME).is_file():
+    if not _writes or (existing_only and not (folder / LOCK_NAME).is_file()):
         yield folder
         return
     created = not folder.is_dir()

@@ -133,6 +133,7 @@ RULES: dict[str, Rule] = {
     # the optimisation
     "epochs": Rule("int", 1, 10_000),
     "batch_size": Rule("int", 1, 4096),
+    "micro_batch": Rule("int", 2, 4096, hint="batch norm needs two images per micro-batch; leave --micro-batch out for one per process"),
     "lr": Rule("float", 0, 1, low_open=True, hint="typical values are 1e-4 to 1e-3"),
     "weight_decay": Rule("float", 0, 10),
     "warmup_epochs": Rule("float", 0, 1000),
@@ -151,6 +152,7 @@ RULES: dict[str, Rule] = {
     "distill_temperature": Rule("float", 0, 20, low_open=True),
     # running
     "threads": Rule("int", 1, 4096, hint="leave --threads out to use every core"),
+    "nproc": Rule("int", 1, 1024, hint="one process per GPU, or a few on a CPU"),
     "frame": Rule("int", 1, 100_000),
     "axis": Rule("int", 0, 2, hint="the NIfTI array axis to take slices along; leave --axis out for the axial one"),
     "volume": Rule("int", 1, 100_000, hint="the volume (from 1) of a 4-D NIfTI series"),

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a refused option value (already reported)
         return exc.code
+    args.command_line = list(sys.argv[1:] if argv is None else argv)  # (train --nproc starts it again)
     try:
         return args.func(args)
     except BrainTumorError as exc:

@@ -27,7 +27,8 @@ RECIPE_OPTIONS = [
     ("low_res_fraction", "share of the epochs, from the first, trained at --low-res-scale (0: off)"),
     ("freeze_blocks", "freeze the stem and this many early stages of the backbone"),
     ("epochs", "maximum epochs"),
-    ("batch_size", "mini-batch size"),
+    ("batch_size", "mini-batch size: the global batch of all processes together"),
+    ("micro_batch", "images per forward pass, over which batch norm takes its statistics: each batch is cut into batch-size/micro-batch micro-batches (rounded to a multiple of the processes), their gradients accumulated; give it to make runs on any number of processes take the same steps (default: one per process)"),
     ("lr", "peak learning rate of AdamW"),
     ("weight_decay", "AdamW weight decay"),
     ("label_smoothing", "label smoothing of the cross-entropy (0.1 costs calibration)"),
@@ -124,10 +125,40 @@ def register(sub) -> None:
     p.add_argument("--folds", type=cli_type("folds"), help="cross-validate: train and test on K group-aware folds, report mean ± std of every metric")
     p.add_argument("--no-test", dest="test", action="store_false", help="do not evaluate the test split after training: print validation figures only, for choosing a recipe without looking at the test images (evaluate it later with 'braintumor evaluate')")
     p.add_argument("--json", action="store_true", help="print the test metrics (with --no-test: the validation figures) as JSON")
+    p.add_argument("--nproc", type=cli_type("nproc"), metavar="N",
+                   help="train with N processes on this machine, data-parallel (one per GPU; on a CPU they share its cores): "
+                        "what `torchrun --standalone --nproc-per-node N -m braintumor train ...` does; for several machines "
+                        "use torchrun itself (docs/scaling.md)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from braintumor import distributed
+    from braintumor.model.device import resolve_device
+
+    if args.nproc and args.nproc > 1 and distributed.launched_world_size() == 1:
+        return distributed.launch(args.nproc, ["train", *_without_nproc(args.command_line)])
+    device = distributed.rank_device(resolve_device(args.device))
+    with distributed.process_group(device):  # (joined only in a job torchrun started)
+        return _run(args, device)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """A train command line without its --nproc option, for the processes --nproc starts."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc=") and not (i == 0 and arg == "train"):
+            out.append(arg)
+    return out
+
+
+def _run(args, device) -> int:
+    from braintumor import distributed
+
     from braintumor.data.dataset import default_data_dir
     from braintumor.evaluation import evaluate
     from braintumor.training import TrainConfig, train
@@ -153,14 +184,19 @@ def run(args) -> int:
     if crossval:  # (a resumed fold of a cross-validation, with its stored folds, trains as one run)
         from braintumor.evaluation.crossval import cross_validate
 
-        print_crossval(cross_validate(TrainConfig(**kwargs)), args.json)
+        result = cross_validate(TrainConfig(**kwargs))
+        if distributed.is_main():
+            print_crossval(result, args.json)
         return 0
     out = train(TrainConfig(**kwargs))
+    main = distributed.is_main()  # in a data-parallel job, every rank evaluates its share; rank 0 reports
     if not args.test:
-        print_validation(out, args.json)
+        if main:
+            print_validation(out, args.json)
         return 0
-    metrics = evaluate(out / "model.safetensors", kwargs["data"], progress=not args.quiet)
-    print_metrics(metrics, args.json)
+    metrics = evaluate(out / "model.safetensors", kwargs["data"], progress=main and not args.quiet, device=device)
+    if main:
+        print_metrics(metrics, args.json)
     return 0
 
 

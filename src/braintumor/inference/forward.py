@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from braintumor.distributed import map_shards
 from braintumor.model.device import autocast, autocast_dtype, to_device
 from braintumor.model.factory import to_float
 from braintumor.model.views import MirrorView
@@ -79,7 +80,8 @@ def run_batches(module: nn.Module, images: np.ndarray, batch_size: int = 64, bf1
 
     The one loop every prediction in PyTorch goes through: `TorchRuntime` (``predict``, the
     server, ``explain``), and `predict_images` (validation, temperature fitting, ``evaluate``,
-    external validation).
+    external validation). In a data-parallel training job the images are shared out among the
+    ranks and the results gathered (`braintumor.distributed.map_shards`).
 
     Parameters
     ----------
@@ -107,17 +109,23 @@ def run_batches(module: nn.Module, images: np.ndarray, batch_size: int = 64, bf1
         device = next(module.parameters(), torch.empty(0)).device
     module.to(device)
     dtype = autocast_dtype(device, bf16)
-    probs, scores = [], []
-    for start in range(0, len(images), batch_size):
-        batch = to_device(torch.from_numpy(np.require(images[start : start + batch_size], requirements=["C", "W"])), device)
-        with autocast(device, dtype):
-            p, s = module(batch)
-        probs.append(p.float().cpu().numpy())
-        scores.append(s.float().cpu().numpy())
-    module.train(was_training)
-    if not probs:
-        return np.zeros((0, 0)), np.zeros(0)
-    return np.concatenate(probs).astype(np.float64), np.concatenate(scores).astype(np.float64)
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs, scores = [], []
+        for start in range(0, len(images), batch_size):
+            batch = to_device(torch.from_numpy(np.require(images[start : start + batch_size], requirements=["C", "W"])), device)
+            with autocast(device, dtype):
+                p, s = module(batch)
+            probs.append(p.float().cpu().numpy())
+            scores.append(s.float().cpu().numpy())
+        if not probs:
+            return np.zeros((0, 0)), np.zeros(0)
+        return np.concatenate(probs).astype(np.float64), np.concatenate(scores).astype(np.float64)
+
+    try:
+        return map_shards(run, images)  # in a data-parallel job, each rank runs its share
+    finally:
+        module.train(was_training)
 
 
 def predict_images(

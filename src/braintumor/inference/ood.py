@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from braintumor.distributed import map_shards
 from braintumor.model.factory import to_float
 from braintumor.errors import BrainTumorError, DataError
 from braintumor.files import locked_folder
@@ -97,14 +98,20 @@ def ood_features(model, images: np.ndarray, batch_size: int = 64, progress: bool
     """The detector's features (``N x C`` float32) of preprocessed ``N x S x S x 3`` uint8 images."""
     was_training = model.training
     model.eval()
-    out = []
-    starts = range(0, len(images), batch_size)
     device = next(model.parameters()).device
-    for start in tqdm(starts, desc="features", unit="batch", disable=not progress or len(starts) < 2, leave=False):
-        x = to_float(torch.from_numpy(np.require(images[start : start + batch_size], requirements=["C", "W"])).to(device))
-        out.append(forward_with_ood_features(model, x)[1].float().cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+    def features(images: np.ndarray) -> np.ndarray:
+        out = []
+        starts = range(0, len(images), batch_size)
+        for start in tqdm(starts, desc="features", unit="batch", disable=not progress or len(starts) < 2, leave=False):
+            x = to_float(torch.from_numpy(np.require(images[start : start + batch_size], requirements=["C", "W"])).to(device))
+            out.append(forward_with_ood_features(model, x)[1].float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+    try:
+        return map_shards(features, images)  # in a data-parallel job, each rank computes its share
+    finally:
+        model.train(was_training)
 
 
 class MahalanobisScorer(nn.Module):

@@ -18,7 +18,7 @@ from braintumor.options import RULES, check
 
 
 # Options that may be None: train_seed (= seed), threads (= every core), time_limit_min (no limit).
-_OPTIONAL = {"train_seed", "threads", "time_limit_min"}
+_OPTIONAL = {"train_seed", "threads", "time_limit_min", "micro_batch"}
 
 
 @dataclass
@@ -50,7 +50,11 @@ class TrainConfig:
     equalize: bool = False  # histogram-equalise the head's intensities (Preprocess.equalize)
     freeze_blocks: int = 0
     epochs: int = 20
-    batch_size: int = 32
+    batch_size: int = 32  # the global batch: in a data-parallel job, shared out among the processes
+    # Images per forward pass, over which batch norm computes its statistics: each global batch is
+    # cut into batch_size / micro_batch micro-batches (a multiple of the processes), gradients
+    # accumulated. None: one per process. Given, runs on any number of processes take the same steps.
+    micro_batch: int | None = None
     lr: float = 5e-4
     weight_decay: float = 0.05
     # Layer-wise learning-rate decay: each backbone block learns at `layer_decay` times the rate of

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 import numpy as np
 import torch
+from braintumor.distributed import is_main
 from braintumor.model.checkpoint import ModelInfo, read_info, save_checkpoint
 from braintumor.data.dataset import Dataset
 from braintumor.errors import BrainTumorError
@@ -24,8 +25,10 @@ from braintumor.data.protocols import Split
 
 
 def log(message: str) -> None:
-    """Progress messages go to stderr, so that stdout stays clean for --json."""
-    print(message, file=sys.stderr, flush=True)
+    """Progress messages go to stderr, so that stdout stays clean for --json (in a data-parallel
+    job, rank 0's only)."""
+    if is_main():
+        print(message, file=sys.stderr, flush=True)
 
 
 class _Interrupts:
@@ -184,6 +187,8 @@ class _Run:
         try:
             yield
         except BrainTumorError:
+            if not is_main():  # (rank 0 puts it back)
+                raise
             if self.previous is None:
                 (self.out / CONFIG_FILE).unlink(missing_ok=True)
             else:
@@ -192,7 +197,9 @@ class _Run:
 
     def start_files(self, data: RunData) -> None:
         """Start the run from its first epoch: remove an earlier run's files (not config.json,
-        nor the user's own), and write ``split.json``."""
+        nor the user's own), and write ``split.json`` (rank 0 alone, in a data-parallel job)."""
+        if not is_main():
+            return
         for name in RUN_FILES:
             if name != CONFIG_FILE:
                 (self.out / name).unlink(missing_ok=True)

@@ -9,16 +9,25 @@ complete epoch, bit for bit, or from the start with its recorded settings. A los
 stop being finite (or a loss that blows up) stop the run (`TrainingDiverged`).
 
 `_train` reads top to bottom: the run folder, data and model, then the loop over epochs and
-batches, each step a named helper (`make_batch`, `batch_loss`, `validate`, `save_epoch`).
+batches, each step a named helper (`accumulate_gradients`, which makes the micro-batches with
+`make_batch` and takes `batch_loss` over them; `sum_over_ranks`; `validate`; `save_epoch`).
+
+The same loop serves one process and a data-parallel job of N (``torchrun``,
+`braintumor.distributed`): every global batch is cut into micro-batches (one per rank unless
+``micro_batch`` asks for more), each augmented and dropped out with its own seed, so a batch's
+images and their randomness do not depend on which rank takes them; gradients, batch-norm
+statistics and losses are summed over the ranks once per step. With ``micro_batch`` given, a run
+on any number of processes takes the same steps (to rounding).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +37,9 @@ from timm.optim import param_groups_layer_decay
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 
+from torch import nn
+
+from braintumor import distributed
 from braintumor.model.factory import to_float
 from braintumor.training.augment import augment, degrade, erase, mixup, remap_contrast
 from braintumor.metrics.calibration import as_logits, fit_temperature
@@ -39,7 +51,7 @@ from braintumor.errors import BrainTumorError
 from braintumor.files import OutputError, locked_folder, write_text
 from braintumor.options import cap_threads
 from braintumor.training.config import TrainConfig
-from braintumor.training.runfolder import Progress, RunData, TrainingDiverged, _Interrupts, _open_run, _remembering_interrupts, _restore, _training_state, log, save_epoch
+from braintumor.training.runfolder import CONFIG_FILE, Progress, RunData, TrainingDiverged, _Interrupts, _open_run, _remembering_interrupts, _restore, _training_state, log, save_epoch
 from braintumor.training.probe import fit_linear_head
 from braintumor.inference.forward import predict_images
 from braintumor.model.device import autocast, autocast_dtype, describe, grad_scaler, resolve_device, to_device
@@ -188,9 +200,10 @@ def train(config: TrainConfig) -> Path:
         When the disk refuses a write; the last complete epoch's files are kept.
     """
     out = Path(config.out)
-    with locked_folder(out), _remembering_interrupts() as interrupts:
+    device = distributed.rank_device(resolve_device(config.device))  # a GPU that is not there fails here
+    with distributed.process_group(device), locked_folder(out), _remembering_interrupts() as interrupts:
         try:
-            return _train(config, interrupts)
+            return _train(config, device, interrupts)
         except OutputError as exc:
             if exc.reason != "no-space":
                 raise
@@ -198,10 +211,13 @@ def train(config: TrainConfig) -> Path:
                                 "it goes on from the last complete epoch, whose files are kept") from None
 
 
-def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
+def _train(config: TrainConfig, device: torch.device, interrupts: _Interrupts) -> Path:
     out = Path(config.out)
-    device = resolve_device(config.device)  # a GPU that is not there fails here, before anything is written
-    run = _open_run(out, config)  # refused, resumed or started; the settings recorded in config.json
+    if not distributed.is_main():
+        config = replace(config, progress=False)  # rank 0 shows the progress
+    # Refused, resumed or started, by rank 0; the settings recorded in config.json.
+    run = distributed.broadcast(_open_run(out, config) if distributed.is_main() else None, "opening the run folder")
+    check_shared_folder(out)
     if run.finished:
         log(f"{out} has finished training; nothing to resume (raise --epochs or --patience to train on)")
         return out
@@ -217,13 +233,14 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
                              config.drop_rate, config.drop_path_rate).to(memory_format=torch.channels_last)
         frozen = freeze_early_layers(model, config.freeze_blocks)
         teachers = load_teachers(config.teacher, data.dataset, data.split, data.preprocess, CLASSES) if config.teacher else []
+    distributed.check_same(split_fingerprint(data), "data or split")
     if run.state is None:
         run.start_files(data)  # an earlier run's files go, split.json is written
     if config.probe_head and run.state is None:
         fit_linear_head(model, data.images, data.labels, data.split, epoch_size(config, 0),
                         autocast_dtype(torch.device("cpu"), config.bf16) is not None, config.progress)
-    if device.type != "cpu":
-        log(f"training on {describe(device)}")
+    if device.type != "cpu" or distributed.world_size() > 1:
+        log(f"training on {describe(device)}" + (f", {distributed.world_size()} processes" if distributed.world_size() > 1 else ""))
         model, teachers = model.to(device), [t.to(device) for t in teachers]
     dtype = autocast_dtype(device, config.bf16)  # mixed precision: bfloat16, or float16 with a gradient scaler
     if config.bf16 and dtype is None:
@@ -235,6 +252,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
     ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay else None
     kept = ema.module if ema is not None else model
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay, config.layer_decay), lr=config.lr)
+    norms = BatchNormSteps(model)
     train_groups = _train_groups(data.dataset, data.split, config.progress) if config.sample_groups else None
     per_epoch = len(np.unique(train_groups)) if train_groups is not None else len(data.split.train)
     steps_per_epoch = _steps_per_epoch(per_epoch, config.batch_size)
@@ -259,21 +277,19 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         bar = tqdm(batch_rows(order, steps_per_epoch, config.batch_size), total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
         for rows in bar:
-            loading = time.perf_counter()
-            batch = make_batch(data, rows, size, config, generator, device)
-            stepping = time.perf_counter()
             _set_lr(optimizer, _lr_at(step, total_steps, warmup_steps, config.lr))
-            logits, loss = batch_loss(forward, batch, teachers, config, device, dtype)
-            check_loss(loss, epoch, step, config, done)  # a loss that is not finite, or has blown up, stops the run
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # (the scaler passes the loss through unless in float16)
-            scaler.step(optimizer)
+            norms.start()
+            loss_sum = accumulate_gradients(forward, data, rows, size, config, step_seed(generator), teachers, device,
+                                            dtype, scaler, norms, tally)
+            loss = sum_over_ranks(model, norms, loss_sum) / len(rows)  # the global batch's mean loss, on every rank
+            check_loss(loss, epoch, step, config, done)  # a loss that is not finite, or has blown up, stops the run
+            scaler.step(optimizer)  # (the scaler passes the gradients through unless in float16)
             scaler.update()
             if ema is not None:
                 ema.update(model, step=step)
             step += 1
             interrupts.check()
-            tally.add(logits, batch, loss, stepping - loading, time.perf_counter() - stepping)
             bar.set_postfix(tally.postfix())
         bar.close()
         if device.type != "cpu" and tally.loader_bound():
@@ -281,7 +297,7 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
                 f"the training step on {device} ({tally.step_rate():.0f} images/s): the GPU waits for the CPU")
         check_finite_weights({model, kept}, epoch, step, config, done)
 
-        record = {"epoch": epoch + 1, **tally.summary(), **validate(kept, data, config, device),
+        record = {"epoch": epoch + 1, **tally.summed(), **validate(kept, data, config, device),
                   "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - started, 1)}
         log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
             f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}")
@@ -292,17 +308,35 @@ def _train(config: TrainConfig, interrupts: _Interrupts) -> Path:
         if done.bad_epochs >= config.patience:
             log(f"early stopping: validation has not improved for {config.patience} epochs")
             break
-        if _out_of_time(config, started, epoch_started, epoch, POSTHOC_EPOCHS * len(data.split.train) / per_epoch):
+        out_of_time = _out_of_time(config, started, epoch_started, epoch, POSTHOC_EPOCHS * len(data.split.train) / per_epoch)
+        if distributed.broadcast(out_of_time, "receiving rank 0's time check"):  # rank 0's clock decides for all
             break
 
     # ---- finalise: the best epoch's weights, with what is fitted after training ---------------
     # Post-hoc steps (calibration, out-of-distribution statistics, ...) fit on the training or
     # validation part only, update `info`, and are saved with the weights.
-    model, info = load_checkpoint(out / "model.safetensors")
+    model, info = load_checkpoint(out / "model.safetensors")  # (rank 0 wrote it before its last broadcast)
     fit_posthoc(model.to(device), info, data.images, data.labels, data.split)
     info.metrics["train_minutes"] = round((time.time() - started) / 60, 2)
     save_checkpoint(out / "model.safetensors", model, info)
+    distributed.barrier("waiting for rank 0 to save the model")  # read next (evaluate) on every rank
     return out
+
+
+def check_shared_folder(out: Path) -> None:
+    """Raise a `BrainTumorError` on a rank that does not see the run folder rank 0 has opened:
+    the ranks of a job on several machines read its checkpoints (to resume, to evaluate)."""
+    if not (out / CONFIG_FILE).is_file():
+        raise BrainTumorError(f"rank {distributed.rank()} does not see {out / CONFIG_FILE}, which rank 0 wrote",
+                              "give --out a folder on a file system that every machine of the job shares")
+
+
+def split_fingerprint(data: RunData) -> str:
+    """A digest of the run's data and split, for checking that every rank drew the same."""
+    digest = hashlib.sha256(data.dataset.fingerprint().encode())
+    for part in (data.split.train, data.split.val, data.split.test, data.labels):
+        digest.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+    return digest.hexdigest()
 
 
 # ---- the run folder: refused, resumed or started ---------------------------------------------------
@@ -422,6 +456,102 @@ def batch_loss(model, batch: Batch, teachers: list, config: TrainConfig, device:
     return logits, loss
 
 
+def step_seed(generator: torch.Generator) -> int:
+    """The seed of one step's augmentation and dropout, drawn from the run's generator (the same
+    on every rank, and restored on resume)."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
+def micro_batches(rows: torch.Tensor, config: TrainConfig, world: int) -> list[torch.Tensor]:
+    """A global batch's rows cut into near-equal micro-batches: ``batch_size / micro_batch`` of
+    them rounded up to a multiple of the `world` size, or one per rank when ``micro_batch`` is not
+    given; fewer for a short last batch, so that each has two images (batch norm needs two)."""
+    micro = config.micro_batch or math.ceil(config.batch_size / world)
+    count = math.ceil(math.ceil(config.batch_size / micro) / world) * world
+    return list(torch.tensor_split(rows, max(1, min(count, len(rows) // 2))))
+
+
+def accumulate_gradients(model, data: RunData, rows: torch.Tensor, size: int, config: TrainConfig, seed: int,
+                         teachers: list, device: torch.device, dtype, scaler, norms: "BatchNormSteps",
+                         tally: "Tally") -> float:
+    """Forward and backward passes over this rank's share of the micro-batches of a global batch
+    (`rows`): micro-batch k goes to rank ``k % world``, is augmented with seed ``seed + 2k`` and
+    dropped out with ``seed + 2k + 1``, and adds the gradient of its share of the global batch's
+    mean loss. Returns the summed loss of this rank's images."""
+    parts, world = micro_batches(rows, config, distributed.world_size()), distributed.world_size()
+    loss_sum = 0.0
+    for k in range(distributed.rank(), len(parts), world):
+        loading = time.perf_counter()
+        batch = make_batch(data, parts[k], size, config, torch.Generator().manual_seed(seed + 2 * k), device)
+        stepping = time.perf_counter()
+        torch.manual_seed(seed + 2 * k + 1)  # dropout and stochastic depth
+        logits, loss = batch_loss(model, batch, teachers, config, device, dtype)
+        scaler.scale(loss * (len(batch.y) / len(rows))).backward()  # (the scaler passes it through unless in float16)
+        norms.collect()
+        loss_sum += loss.item() * len(batch.y)
+        tally.add(logits, batch, loss, stepping - loading, time.perf_counter() - stepping)
+    return loss_sum
+
+
+class BatchNormSteps:
+    """Batch-norm running statistics that move once per optimiser step, toward the mean of the
+    statistics of the step's micro-batches on all ranks: the same whatever the number of ranks
+    and micro-batches (with one micro-batch in one process, as plain batch norm does).
+
+    Call `start` before a step's micro-batches, `collect` after each one's forward pass, and
+    let `sum_over_ranks` finish (`delta` and `count`, summed over the ranks, go to `finish`).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+    def start(self) -> None:
+        self.training = [m for m in self.layers if m.training]  # (frozen layers keep their statistics)
+        self.before = [(m.running_mean.clone(), m.running_var.clone()) for m in self.training]
+        self.delta = [torch.zeros_like(t) for pair in self.before for t in pair]
+        self.count = 0
+
+    def collect(self) -> None:
+        """Take a micro-batch's move of the statistics out of the layers, into `delta`."""
+        for i, (m, (mean, var)) in enumerate(zip(self.training, self.before)):
+            self.delta[2 * i] += m.running_mean - mean
+            self.delta[2 * i + 1] += m.running_var - var
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked -= 1
+        self.count += 1
+
+    def finish(self, delta: list[torch.Tensor], count: int) -> None:
+        """Move the statistics by the mean of the `count` micro-batches' moves (summed in `delta`)."""
+        for i, (m, (mean, var)) in enumerate(zip(self.training, self.before)):
+            m.running_mean.copy_(mean + delta[2 * i] / count)
+            m.running_var.copy_(var + delta[2 * i + 1] / count)
+            m.num_batches_tracked += 1
+
+
+def sum_over_ranks(model: nn.Module, norms: BatchNormSteps, loss_sum: float) -> float:
+    """Sum the ranks' gradients, batch-norm moves and losses in one all-reduce (a no-op in one
+    process), leaving every rank with the same gradients and statistics; returns the summed
+    loss of the global batch."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if distributed.world_size() == 1:
+        norms.finish(norms.delta, norms.count)
+        return loss_sum
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]  # (a rank with no micro-batch)
+    tail = torch.tensor([loss_sum, norms.count], dtype=torch.float64).to(params[0].device)
+    flat = torch.cat([t.reshape(-1).float() for t in grads + norms.delta] + [tail.float()])
+    distributed.all_reduce_sum(flat)
+    chunks = list(torch.split(flat, [t.numel() for t in grads + norms.delta] + [2]))
+    for p, chunk in zip(params, chunks):
+        p.grad = chunk.view(p.shape).to(p.dtype).contiguous(memory_format=_memory_format(p))
+    norms.finish([c.view(t.shape) for c, t in zip(chunks[len(params) : -1], norms.delta)], int(chunks[-1][1].item()))
+    return float(chunks[-1][0].item())
+
+
+def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if tensor.ndim == 4 and tensor.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
 def _set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
@@ -461,11 +591,15 @@ class Tally:
         return self.load_s > self.step_s
 
     def postfix(self) -> dict:
-        return {"loss": f"{self.loss_sum / self.seen:.3f}", "acc": f"{self.correct / self.seen:.3f}",
+        seen = max(self.seen, 1)
+        return {"loss": f"{self.loss_sum / seen:.3f}", "acc": f"{self.correct / seen:.3f}",
                 "load": f"{self.load_rate():.0f} img/s", "step": f"{self.step_rate():.0f} img/s"}
 
-    def summary(self) -> dict:
-        return {"train_loss": self.loss_sum / self.seen, "train_acc": self.correct / self.seen}
+    def summed(self) -> dict:
+        """The epoch's training loss and accuracy over every rank's images."""
+        seen, correct, loss_sum = distributed.all_reduce_sum(
+            torch.tensor([self.seen, self.correct, self.loss_sum], dtype=torch.float64), "summing the epoch's figures").tolist()
+        return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
 
 
 # ---- divergence ------------------------------------------------------------------------------------
@@ -485,10 +619,9 @@ def _diverged(config: TrainConfig, done: "Progress", what: str) -> TrainingDiver
 DIVERGED_LOSS = 1e3
 
 
-def check_loss(loss: torch.Tensor, epoch: int, step: int, config: TrainConfig, done: "Progress") -> None:
-    """Raise `TrainingDiverged` if the batch's loss is not a finite number, or has blown up
-    past `DIVERGED_LOSS` (checked before it is back-propagated into the weights)."""
-    value = loss.item()
+def check_loss(value: float, epoch: int, step: int, config: TrainConfig, done: "Progress") -> None:
+    """Raise `TrainingDiverged` if the batch's mean loss is not a finite number, or has blown up
+    past `DIVERGED_LOSS` (checked before the optimiser steps)."""
     if not math.isfinite(value) or value > DIVERGED_LOSS:
         raise _diverged(config, done, f"at epoch {epoch + 1} step {step + 1} (loss {value:.4g})")
 
