@@ -85,6 +85,41 @@ def add_device(p: argparse.ArgumentParser) -> None:
                         "or mps (default: auto)")
 
 
+def add_nproc(p: argparse.ArgumentParser) -> None:
+    """``--nproc N``: run the command as a data-parallel job of N processes (`data_parallel`)."""
+    p.add_argument("--nproc", type=cli_type("nproc"), metavar="N",
+                   help="train with N processes on this machine, data-parallel (one per GPU; on a CPU they share its cores): "
+                        "what `torchrun --standalone --nproc-per-node N -m braintumor ...` does; for several machines "
+                        "use torchrun itself (docs/scaling.md)")
+
+
+def data_parallel(args, run) -> int:
+    """Run ``run(args, device)`` as this process's part of a data-parallel job: start the job
+    first if ``--nproc N`` asks for one (the same command line without ``--nproc``, in N
+    processes), or join the job torchrun started this process in, or simply run it."""
+    from braintumor import distributed
+    from braintumor.model.device import resolve_device
+
+    if getattr(args, "nproc", None) and args.nproc > 1 and distributed.launched_world_size() == 1:
+        return distributed.launch(args.nproc, _without_nproc(args.command_line))
+    device = distributed.rank_device(resolve_device(args.device))
+    with distributed.process_group(device):  # (joined only in a job torchrun started)
+        return run(args, device)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """A command line without its --nproc option, for the processes --nproc starts."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
 def add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=cli_type("threads"),
                    help="CPU threads (default: every core; more than the cores is capped at them)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from braintumor.cli.common import add_command, print_json
+from braintumor.cli.common import add_command, data_parallel, print_json
 from braintumor.cli.train import add_run_args, config_kwargs
 from braintumor.options import PROTOCOLS
 
@@ -19,7 +19,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    return data_parallel(args, _run)
+
+
+def _run(args, device) -> int:
     from braintumor.data.dataset import default_data_dir
+    from braintumor.distributed import is_main
     from braintumor.evaluation.compare import compare, default_protocols
     from braintumor.training import TrainConfig
     from braintumor.training.runfolder import stored_config
@@ -32,6 +37,8 @@ def run(args) -> int:
         kwargs = {**{k: v for k, v in stored.items() if k in names}, **kwargs}
     kwargs.setdefault("data", str(default_data_dir()))
     result = compare(TrainConfig(**kwargs), protocols)
+    if not is_main():  # (in a data-parallel job, rank 0 reports)
+        return 0
     if args.json:
         print_json(result)
         return 0

@@ -9,7 +9,7 @@ import argparse
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from braintumor.cli.common import add_command, add_data, add_device, add_out, data_of, print_json, print_metrics
+from braintumor.cli.common import add_command, add_data, add_device, add_nproc, add_out, data_parallel, data_of, print_json, print_metrics
 from braintumor.errors import BrainTumorError
 from braintumor.options import PROTOCOLS, RULES, cli_type
 
@@ -93,12 +93,14 @@ def add_run_args(p: argparse.ArgumentParser, out_default: str, out_help: str) ->
     add_recipe_args(p)
     p.add_argument("--resume", action="store_true", default=None, help="continue in --out: finished runs are kept, an interrupted one goes on from its last checkpoint with the settings it started with")
     p.add_argument("--overwrite", action="store_true", default=None, help="start over in an --out that holds a run, deleting its checkpoints and report (without it, that is refused)")
+    add_nproc(p)
 
 
 def config_kwargs(args) -> dict:
     """The `TrainConfig` fields that `train` or `compare` was given (those left out keep their
     defaults, or a resumed run's own values)."""
     from braintumor.data.classes import parse_class_map
+    from braintumor.distributed import is_main
     from braintumor.data.dataset import read_path_list, read_relabel_list
     from braintumor.training import TrainConfig
 
@@ -112,7 +114,7 @@ def config_kwargs(args) -> dict:
         kwargs["exclude"] = read_path_list(args.exclude_file)
     if args.relabel_file:
         kwargs["relabel"] = read_relabel_list(args.relabel_file)
-    kwargs["progress"] = not args.quiet
+    kwargs["progress"] = not args.quiet and is_main()  # (in a data-parallel job, rank 0 shows the progress)
     return kwargs
 
 
@@ -125,35 +127,11 @@ def register(sub) -> None:
     p.add_argument("--folds", type=cli_type("folds"), help="cross-validate: train and test on K group-aware folds, report mean ± std of every metric")
     p.add_argument("--no-test", dest="test", action="store_false", help="do not evaluate the test split after training: print validation figures only, for choosing a recipe without looking at the test images (evaluate it later with 'braintumor evaluate')")
     p.add_argument("--json", action="store_true", help="print the test metrics (with --no-test: the validation figures) as JSON")
-    p.add_argument("--nproc", type=cli_type("nproc"), metavar="N",
-                   help="train with N processes on this machine, data-parallel (one per GPU; on a CPU they share its cores): "
-                        "what `torchrun --standalone --nproc-per-node N -m braintumor train ...` does; for several machines "
-                        "use torchrun itself (docs/scaling.md)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from braintumor import distributed
-    from braintumor.model.device import resolve_device
-
-    if args.nproc and args.nproc > 1 and distributed.launched_world_size() == 1:
-        return distributed.launch(args.nproc, ["train", *_without_nproc(args.command_line)])
-    device = distributed.rank_device(resolve_device(args.device))
-    with distributed.process_group(device):  # (joined only in a job torchrun started)
-        return _run(args, device)
-
-
-def _without_nproc(argv: list[str]) -> list[str]:
-    """A train command line without its --nproc option, for the processes --nproc starts."""
-    out, skip = [], False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc=") and not (i == 0 and arg == "train"):
-            out.append(arg)
-    return out
+    return data_parallel(args, _run)
 
 
 def _run(args, device) -> int:

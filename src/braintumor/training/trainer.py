@@ -274,6 +274,7 @@ def _train(config: TrainConfig, device: torch.device, interrupts: _Interrupts) -
         # the served size, so the kept weights and batch-norm statistics match what is served.
         size = epoch_size(config, epoch)
         tally = Tally()
+        loop_started = time.perf_counter()
         bar = tqdm(batch_rows(order, steps_per_epoch, config.batch_size), total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress)
         for rows in bar:
@@ -297,7 +298,7 @@ def _train(config: TrainConfig, device: torch.device, interrupts: _Interrupts) -
                 f"the training step on {device} ({tally.step_rate():.0f} images/s): the GPU waits for the CPU")
         check_finite_weights({model, kept}, epoch, step, config, done)
 
-        record = {"epoch": epoch + 1, **tally.summed(), **validate(kept, data, config, device),
+        record = {"epoch": epoch + 1, **tally.summed(time.perf_counter() - loop_started), **validate(kept, data, config, device),
                   "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - started, 1)}
         log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
             f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}")
@@ -595,11 +596,12 @@ class Tally:
         return {"loss": f"{self.loss_sum / seen:.3f}", "acc": f"{self.correct / seen:.3f}",
                 "load": f"{self.load_rate():.0f} img/s", "step": f"{self.step_rate():.0f} img/s"}
 
-    def summed(self) -> dict:
-        """The epoch's training loss and accuracy over every rank's images."""
+    def summed(self, seconds: float) -> dict:
+        """The epoch's training loss and accuracy over every rank's images, and the training
+        images per second of all ranks together (`seconds`: the epoch's loop, on rank 0's clock)."""
         seen, correct, loss_sum = distributed.all_reduce_sum(
             torch.tensor([self.seen, self.correct, self.loss_sum], dtype=torch.float64), "summing the epoch's figures").tolist()
-        return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
+        return {"train_loss": loss_sum / seen, "train_acc": correct / seen, "train_images_per_s": round(seen / seconds, 1)}
 
 
 # ---- divergence ------------------------------------------------------------------------------------
