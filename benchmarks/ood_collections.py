@@ -13,10 +13,11 @@ It compares detectors fitted with 0, 1, 2, ... intensity-remapped copies of each
 (`braintumor.inference.ood.sequence_variants`; ``--variants``). The choice is made on a
 *selection* half of the test collection's images (a seeded random half) and reported on the other
 half and on all of them, so the figure that decides is not the figure reported. The threshold is
-always the validation images' 99% quantile; no test image is fitted on.
+the validation images' quantile `--accept` (by default 99%; several may be compared, each pair
+of variants and quantile a setting); no test image is fitted on.
 
 Usage: python benchmarks/ood_collections.py --model runs/cross-sartaj-to-masoud/model.safetensors
-           [--variants 0 1 2] [--output NAME]
+           [--variants 0 1 2] [--accept 0.99 0.995] [--output NAME]
 Writes benchmarks/results/ood_collections.json (or NAME).
 """
 
@@ -48,6 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="checkpoint of a --protocol cross run")
     parser.add_argument("--variants", type=int, nargs="+", default=[0, 1, 2], help="copies per training image to compare")
+    parser.add_argument("--accept", type=float, nargs="+", default=[DEFAULT_ACCEPT],
+                        help="quantiles of the validation scores to set the threshold at, to compare")
     parser.add_argument("--seed", type=int, default=0, help="seed of the selection half")
     parser.add_argument("--output", default="ood_collections.json")
     args = parser.parse_args()
@@ -83,15 +86,19 @@ def main() -> None:
     kinds = [_kind(name) for name, _ in outside]
 
     rows = {}
-    for v in args.variants:
+    settings = [(v, a) for v in args.variants for a in args.accept]
+    for v, accept in settings:
         n = v * len(split.train)  # the first v copies of every training image
         feats = np.concatenate([train_f, variant_f[:n]])
         ys = np.concatenate([labels[split.train], labels[split.train][variant_rows[:n]]])
-        stats = fit_ood(feats, ys, val_f, DEFAULT_ACCEPT)
+        stats = fit_ood(feats, ys, val_f, accept)
         t_scores, o_scores = stats.scores(test_f), stats.scores(out_f)
         accepted = t_scores <= stats.threshold
         rejected = o_scores > stats.threshold
-        rows[str(v)] = {
+        key = str(v) if len(args.accept) == 1 else f"{v} variants, accept {accept:g}"
+        rows[key] = {
+            "variants": v,
+            "accept": accept,
             "threshold": round(stats.threshold, 3),
             "val_accepted": round(stats.val_accepted, 4),
             "accepted_selection_half": round(float(accepted[selection].mean()), 4),
@@ -111,7 +118,7 @@ def main() -> None:
         }
     # Chosen on the selection half: the most accepted there with every non-MRI image rejected.
     eligible = [v for v in rows if rows[v]["ood_rejected"] == 1.0] or list(rows)
-    chosen = max(eligible, key=lambda v: (rows[v]["accepted_selection_half"], -int(v)))
+    chosen = max(eligible, key=lambda k: (rows[k]["accepted_selection_half"], -rows[k]["variants"], -rows[k]["accept"]))
     result = {
         "machine": machine(),
         "command": "benchmarks/ood_collections.py " + " ".join(sys.argv[1:]),
@@ -122,15 +129,16 @@ def main() -> None:
         "left_out_with_copy": 0 if split.copied is None else int(len(split.copied)),
         "ood_images": len(outside),
         "variants": rows,
-        "chosen_variants": int(chosen),
+        "chosen_variants": rows[chosen]["variants"],
+        "chosen_accept": rows[chosen]["accept"],
         "chosen_on": "accepted_selection_half, among settings that reject every non-MRI image",
         "seconds": round(time.time() - start, 1),
     }
     best = rows[chosen]
     result["targets_met"] = {"accepted_ge_99.5pct": best["accepted_all"] >= 0.995, "auroc_ge_0.99": best["auroc_all"] >= 0.99}
     path = write(args.output, result)
-    for v, row in rows.items():
-        print(f"variants {v}: accepted {100 * row['accepted_all']:.2f}% ({row['accepted_all_count']}), "
+    for key, row in rows.items():
+        print(f"{key}: accepted {100 * row['accepted_all']:.2f}% ({row['accepted_all_count']}), "
               f"report half {100 * row['accepted_report_half']:.2f}%, non-MRI rejected {100 * row['ood_rejected']:.1f}%, "
               f"AUROC {row['auroc_all']:.4f}")
     print(f"chosen: {chosen}; {path}")

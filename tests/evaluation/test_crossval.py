@@ -40,7 +40,9 @@ def test_cli_folds_runs_every_fold_and_reports_mean_and_std(tiny_crossval):
     pooled = result["pooled"]
     assert pooled["n"] == 28 and pooled["correct"] == sum(m["correct"] for m in fold_metrics)
     assert np.array_equal(pooled["confusion_matrix"], np.add(*[m["confusion_matrix"] for m in fold_metrics]))
-    assert pooled["ece_ci"][0] <= pooled["ece"] <= pooled["ece_ci"][1]
+    # (ECE is never negative, so resampling adds to it: on 28 nearly uniform predictions the
+    # percentile interval may lie above the point estimate. It is a real interval all the same.)
+    assert 0 <= pooled["ece_ci"][0] <= pooled["ece_ci"][1] <= 1
     assert "2 test folds pooled (28 images" in report
     for png in ("pooled_confusion_matrix.png", "pooled_reliability.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,8 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
-
-pytestmark = pytest.mark.xdist_group("distributed")  # (the runs are shared: one worker takes them all)
 
 RECIPE = ["--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--batch-size", "8",
           "--micro-batch", "4", "--drop-rate", "0.2", "--epochs", "1", "-q", "--json"]
@@ -41,66 +38,48 @@ def _max_difference(a: Path, b: Path) -> float:
     return max((first[k].double() - second[k].double()).abs().max().item() for k in first if not k.startswith("extra:"))
 
 
-@pytest.fixture(scope="module")
-def runs(distinct_tree, tmp_path_factory):
-    """One epoch in one process and in two; then each resumed for a second epoch in the other
-    world size."""
-    root = tmp_path_factory.mktemp("ddp")
-    cache = root / "cache"
-    data = ["--data", str(distinct_tree)]
-    done = {}
-    for name, extra in (("one", []), ("two", ["--nproc", "2"])):
-        done[name] = _train([*data, *RECIPE, "--out", str(root / name), *extra], cache)
-        assert done[name].returncode == 0, done[name].stderr
-    for name in ("one", "two"):  # copies, so that the one-epoch folders stay as they were
-        shutil.copytree(root / name, root / f"{name}-resumed", ignore=shutil.ignore_patterns(".lock"))
-    for name, extra in (("one-resumed", ["--nproc", "2"]), ("two-resumed", [])):
-        done[name] = _train(["--out", str(root / name), "--resume", "--epochs", "2", "-q", "--json", *extra], cache)
-        assert done[name].returncode == 0, done[name].stderr
-    return root, done
-
-
-def test_two_processes_take_the_same_steps_as_one(runs):
-    root, done = runs
-    assert "2 processes" in done["two"].stderr
-    for name in ("last.safetensors", "model.safetensors"):
-        assert _max_difference(root / "one" / name, root / "two" / name) <= 1e-5
-    one, two = (json.loads((root / r / "metrics.jsonl").read_text()) for r in ("one", "two"))
-    assert one["train_loss"] == pytest.approx(two["train_loss"], abs=1e-5)
-    assert one["val_loss"] == pytest.approx(two["val_loss"], abs=1e-5)
-
-
-def test_only_rank_zero_writes_one_set_of_files(runs):
-    root, done = runs
-    one, two = root / "one", root / "two"
-    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
-    assert not [p for p in two.iterdir() if p.name.endswith(".tmp")]
-    assert len((two / "metrics.jsonl").read_text().splitlines()) == 1  # one line per epoch, not one per rank
-    printed = json.loads(done["two"].stdout)  # one JSON document: printed once, by rank 0
-    assert printed.keys() == json.loads(done["one"].stdout).keys()
-
-
-def test_the_test_split_is_evaluated_once_as_in_one_process(runs, monkeypatch):
+def test_two_processes_train_as_one_write_once_and_resume_in_either_world_size(distinct_tree, tmp_path, monkeypatch):
+    """One epoch in one process and in two (gloo, loopback); each then resumed for a second epoch
+    in the other world size. (One test, not several sharing a fixture: pytest-xdist would run
+    such a fixture once per worker.)"""
     from braintumor.evaluation import evaluate
 
-    root, done = runs
-    monkeypatch.setenv("BRAINTUMOR_CACHE", str(root / "cache"))
-    gathered = json.loads((root / "two" / "test_metrics.json").read_text())
-    alone = evaluate(root / "two" / "model.safetensors", out=root / "alone", progress=False)
-    assert gathered["n"] == alone["n"] and gathered["correct"] == alone["correct"]
-    assert gathered["confusion_matrix"] == alone["confusion_matrix"]
-    assert gathered["loss"] == pytest.approx(alone["loss"], abs=1e-6)
-    split = json.loads((root / "two" / "split.json").read_text())
-    assert gathered["n"] == len(split["test"])  # no image counted twice, none dropped
+    cache, data = tmp_path / "cache", ["--data", str(distinct_tree)]
+    one, two = tmp_path / "one", tmp_path / "two"
+    first = _train([*data, *RECIPE, "--out", str(one), "--no-test"], cache)
+    assert first.returncode == 0, first.stderr
+    both = _train([*data, *RECIPE, "--out", str(two), "--nproc", "2"], cache)
+    assert both.returncode == 0, both.stderr
+    assert "2 processes" in both.stderr
 
+    # The same steps: the network's weights and batch-norm statistics, and the epoch's figures.
+    for name in ("last.safetensors", "model.safetensors"):
+        assert _max_difference(one / name, two / name) <= 1e-5
+    one_epoch, two_epoch = (json.loads((r / "metrics.jsonl").read_text()) for r in (one, two))
+    assert one_epoch["train_loss"] == pytest.approx(two_epoch["train_loss"], abs=1e-5)
+    assert one_epoch["val_loss"] == pytest.approx(two_epoch["val_loss"], abs=1e-5)
 
-def test_a_run_resumes_in_another_world_size(runs):
-    root, done = runs
-    for name in ("one-resumed", "two-resumed"):
-        assert "resuming" in done[name].stderr
-        assert [json.loads(line)["epoch"] for line in (root / name / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    # Both trained epoch 1 alike; epoch 2 in two processes (one-resumed) and in one (two-resumed).
-    assert _max_difference(root / "one-resumed" / "last.safetensors", root / "two-resumed" / "last.safetensors") <= 1e-5
+    # One set of files, written by rank 0: what one process writes, plus the test report.
+    assert {p.name for p in one.iterdir()} <= {p.name for p in two.iterdir()}
+    assert {"report.md", "test_metrics.json"} <= {p.name for p in two.iterdir()}
+    assert not [p for p in two.iterdir() if p.name.endswith(".tmp") or p.name == ".lock"]
+    assert len((two / "metrics.jsonl").read_text().splitlines()) == 1  # one line per epoch, not one per rank
+    printed = json.loads(both.stdout)  # one JSON document: printed once, by rank 0
+
+    # The test split, sharded and gathered: the figures of evaluating the checkpoint in one process.
+    monkeypatch.setenv("BRAINTUMOR_CACHE", str(cache))
+    alone = evaluate(two / "model.safetensors", out=tmp_path / "alone", progress=False)
+    assert printed["n"] == alone["n"] == len(json.loads((two / "split.json").read_text())["test"])
+    assert printed["correct"] == alone["correct"] and printed["confusion_matrix"] == alone["confusion_matrix"]
+    assert printed["loss"] == pytest.approx(alone["loss"], abs=1e-6)
+
+    # Resumed in the other world size: epoch 2 in two processes (after one) and in one (after two).
+    for run, extra in ((one, ["--nproc", "2"]), (two, [])):
+        resumed = _train(["--out", str(run), "--resume", "--epochs", "2", "--no-test", "-q", *extra], cache)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "resuming" in resumed.stderr
+        assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert _max_difference(one / "last.safetensors", two / "last.safetensors") <= 1e-5
 
 
 def test_a_failing_rank_ends_the_job_with_its_error(distinct_tree, tmp_path):

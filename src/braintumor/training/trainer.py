@@ -316,7 +316,8 @@ def _train(config: TrainConfig, device: torch.device, interrupts: _Interrupts) -
     # ---- finalise: the best epoch's weights, with what is fitted after training ---------------
     # Post-hoc steps (calibration, out-of-distribution statistics, ...) fit on the training or
     # validation part only, update `info`, and are saved with the weights.
-    model, info = load_checkpoint(out / "model.safetensors")  # (rank 0 wrote it before its last broadcast)
+    distributed.barrier("waiting for rank 0's last checkpoint")  # (in a data-parallel job: read next by every rank)
+    model, info = load_checkpoint(out / "model.safetensors")
     fit_posthoc(model.to(device), info, data.images, data.labels, data.split)
     info.metrics["train_minutes"] = round((time.time() - started) / 60, 2)
     save_checkpoint(out / "model.safetensors", model, info)
