@@ -114,6 +114,14 @@ def _unit(low_open=False, high_open=False, **kw) -> Rule:
     return Rule("float", 0, 1, low_open, high_open, **kw)
 
 
+# Defaults of the "not a brain MRI" detector (`braintumor.inference.ood`): the share of validation
+# images its threshold accepts, and the intensity-remapped copies of each training image it is
+# fitted on besides the image. Chosen on half of the Masoud-Training slices that a model trained on
+# Sartaj alone had not seen, among the settings that reject every non-MRI image
+# (`benchmarks/ood_collections.py`, docs/collections.md).
+OOD_ACCEPT = 0.995
+OOD_VARIANTS = 2
+
 RULES: dict[str, Rule] = {
     # the split and the run
     "seed": Rule("int", 0, SEED_MAX),

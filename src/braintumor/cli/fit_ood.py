@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from braintumor.cli.common import add_command, add_data, add_model, add_out, data_of, models_of, print_json
 from braintumor.errors import BrainTumorError
-from braintumor.options import cli_type
+from braintumor.options import OOD_ACCEPT, OOD_VARIANTS, cli_type
 
 
 def register(sub) -> None:
@@ -13,10 +13,10 @@ def register(sub) -> None:
     add_model(p, "The checkpoint (.safetensors): its run's split.json, else the split re-created from its config.",
               positional=True)
     add_data(p, help="dataset folder, if it moved since training", class_map=False)
-    p.add_argument("--accept", type=cli_type("accept"), help="share of validation images to accept (default: 0.99)")
+    p.add_argument("--accept", type=cli_type("accept"), help=f"share of validation images to accept (default: {OOD_ACCEPT:g})")
     p.add_argument("--variants", type=cli_type("variants"),
                    help="intensity-remapped copies of each training image to fit on too, so that slices of MRI sequences "
-                        "the training data lacks (T2, FLAIR) are accepted; 0: the training images alone (default: 1)")
+                        f"the training data lacks (T2, FLAIR) are accepted; 0: the training images alone (default: {OOD_VARIANTS})")
     add_out(p, "write the updated checkpoint here (a new file; the input is left as it is)")
     p.add_argument("--in-place", action="store_true", help="update the input checkpoint itself instead of writing --out")
     p.set_defaults(func=run)

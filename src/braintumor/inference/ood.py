@@ -33,12 +33,13 @@ from braintumor.distributed import map_shards
 from braintumor.model.factory import to_float
 from braintumor.errors import BrainTumorError, DataError
 from braintumor.files import locked_folder
+from braintumor.options import OOD_ACCEPT, OOD_VARIANTS
 
-DEFAULT_ACCEPT = 0.99
+# The share of validation images the threshold accepts, and the intensity-remapped copies of each
+# training image fitted on besides it (`sequence_variants`; 0: the training images alone). Declared
+# in `braintumor.options`, where the command line reads them without importing torch.
+DEFAULT_ACCEPT, DEFAULT_VARIANTS = OOD_ACCEPT, OOD_VARIANTS
 FEATURE_STRIDE = 16
-DEFAULT_VARIANTS = 1
-"""Intensity-remapped copies of each training image the detector is fitted on besides the image
-(`sequence_variants`); 0 fits on the training images alone."""
 
 
 def forward_with_ood_features(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,7 +198,7 @@ class OODStats:
             whiten=info.arrays["ood.whiten"].float().numpy(),
             means=info.arrays["ood.means"].float().numpy(),
             threshold=float(meta["threshold"]),
-            accept=float(meta.get("accept", DEFAULT_ACCEPT)),
+            accept=float(meta.get("accept", 0.99)),  # (the default when checkpoints did not record it)
             val_accepted=float(meta.get("val_accepted", float("nan"))),
             variants=int(meta.get("sequence_variants", 0)),
         )
