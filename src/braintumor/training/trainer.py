@@ -17,7 +17,7 @@ The same loop serves one process and a data-parallel job of N (``torchrun``,
 ``micro_batch`` asks for more), each augmented and dropped out with its own seed, so a batch's
 images and their randomness do not depend on which rank takes them; gradients, batch-norm
 statistics and losses are summed over the ranks once per step. With ``micro_batch`` given, a run
-on any number of processes takes the same steps (to rounding).
+on any number of processes takes the same steps (bit for bit at equal threads per process).
 """
 
 from __future__ import annotations
