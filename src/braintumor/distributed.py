@@ -134,7 +134,9 @@ def all_reduce_sum(tensor: torch.Tensor, what: str = "summing gradients") -> tor
 
 
 def broadcast(value, what: str = "receiving rank 0's decision"):
-    """Rank 0's `value` (a picklable object made by this package), on every rank."""
+    """Rank 0's `value` (a picklable object made by this package), on every rank. (Objects are
+    pickled between the processes of one job, which trust each other as torch.distributed
+    assumes; never to or from a file.)"""
     if world_size() < 2:
         return value
     box = [value]
