@@ -543,18 +543,14 @@ def sum_over_ranks(model: nn.Module, norms: BatchNormSteps, loss_sum: float) -> 
         norms.finish(norms.delta, norms.count)
         return loss_sum
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]  # (a rank with no micro-batch)
-    tail = torch.tensor([loss_sum, norms.count], dtype=torch.float64).to(params[0].device)
-    flat = torch.cat([t.reshape(-1).float() for t in grads + norms.delta] + [tail.float()])
+    tail = torch.tensor([loss_sum, norms.count], device=params[0].device)
+    flat = torch.cat([t.reshape(-1).float() for t in grads + norms.delta] + [tail])
     distributed.all_reduce_sum(flat)
     chunks = list(torch.split(flat, [t.numel() for t in grads + norms.delta] + [2]))
     for p, chunk in zip(params, chunks):
-        p.grad = chunk.view(p.shape).to(p.dtype).contiguous(memory_format=_memory_format(p))
+        p.grad = torch.empty_like(p).copy_(chunk.view(p.shape))  # (in the parameter's dtype and memory layout)
     norms.finish([c.view(t.shape) for c, t in zip(chunks[len(params) : -1], norms.delta)], int(chunks[-1][1].item()))
     return float(chunks[-1][0].item())
-
-
-def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if tensor.ndim == 4 and tensor.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
 def _set_lr(optimizer, lr: float) -> None:
